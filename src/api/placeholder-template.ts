@@ -1,0 +1,91 @@
+// The pod settings of a run's placeholder, from its policy and the run itself.
+//
+// Precedence:
+// - serviceAccountName: the policy's > the run's spec.taskRunTemplate.serviceAccountName > unset
+//   (the namespace's default service account).
+// - nodeSelector, tolerations, priorityClassName, securityContext, imagePullSecrets: the run's
+//   spec.taskRunTemplate.podTemplate field when set (the run knows where its own pods may go) >
+//   the policy's spec.placeholder field > unset. securityContext falls back to a pod security
+//   context meeting the `restricted` Pod Security Standard.
+// - image: the policy's > registry.k8s.io/pause:3.10.
+// - resources: the policy's; requests default per resource to cpu 1m and memory 8Mi, except for a
+//   resource that has a limit but no request (Kubernetes then uses the limit as the request, and a
+//   default request above the limit would make the pod invalid).
+
+import type { AffinityPolicySpec, LocalObjectReference, PipelineRun, Toleration } from "./types.js";
+
+export const DEFAULT_PLACEHOLDER_IMAGE = "registry.k8s.io/pause:3.10";
+
+export const DEFAULT_PLACEHOLDER_REQUESTS: Readonly<Record<string, string>> = { cpu: "1m", memory: "8Mi" };
+
+/** Pod-level security context meeting the restricted Pod Security Standard. */
+export const RESTRICTED_POD_SECURITY_CONTEXT: Readonly<Record<string, unknown>> = Object.freeze({
+  runAsNonRoot: true,
+  runAsUser: 65532,
+  seccompProfile: { type: "RuntimeDefault" },
+});
+
+/** Container-level security context meeting the restricted Pod Security Standard. */
+export const RESTRICTED_CONTAINER_SECURITY_CONTEXT: Readonly<Record<string, unknown>> = Object.freeze({
+  allowPrivilegeEscalation: false,
+  capabilities: { drop: ["ALL"] },
+  readOnlyRootFilesystem: true,
+});
+
+export type Quantity = number | string;
+
+export interface PlaceholderTemplate {
+  serviceAccountName?: string;
+  nodeSelector?: Record<string, string>;
+  tolerations?: Toleration[];
+  priorityClassName?: string;
+  /** Pod-level security context. */
+  securityContext: Record<string, unknown>;
+  imagePullSecrets?: LocalObjectReference[];
+  resources: { requests: Record<string, Quantity>; limits?: Record<string, Quantity> };
+  image: string;
+}
+
+function definedEntries<T>(map: Record<string, T | undefined> | undefined): Record<string, T> | undefined {
+  if (!map) return undefined;
+  const out: Record<string, T> = {};
+  for (const [k, v] of Object.entries(map)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+function clone<T>(value: T): T {
+  return value === undefined ? value : structuredClone(value);
+}
+
+export function effectivePlaceholderTemplate(
+  spec: AffinityPolicySpec,
+  run: PipelineRun,
+): PlaceholderTemplate {
+  const policy = spec.placeholder ?? {};
+  const trt = run.spec.taskRunTemplate;
+  const pod = trt?.podTemplate ?? {};
+
+  const limits = definedEntries(policy.resources?.limits);
+  const requests: Record<string, Quantity> = {};
+  for (const [name, q] of Object.entries(DEFAULT_PLACEHOLDER_REQUESTS)) {
+    if (limits?.[name] === undefined) requests[name] = q;
+  }
+  Object.assign(requests, definedEntries(policy.resources?.requests));
+
+  const template: PlaceholderTemplate = {
+    securityContext: clone(pod.securityContext ?? policy.securityContext ?? RESTRICTED_POD_SECURITY_CONTEXT),
+    resources: limits && Object.keys(limits).length > 0 ? { requests, limits } : { requests },
+    image: policy.image?.trim() ? policy.image : DEFAULT_PLACEHOLDER_IMAGE,
+  };
+  const serviceAccountName = policy.serviceAccountName || trt?.serviceAccountName;
+  if (serviceAccountName) template.serviceAccountName = serviceAccountName;
+  const nodeSelector = pod.nodeSelector ?? definedEntries(policy.nodeSelector);
+  if (nodeSelector) template.nodeSelector = { ...nodeSelector };
+  const tolerations = pod.tolerations ?? policy.tolerations;
+  if (tolerations) template.tolerations = clone(tolerations);
+  const priorityClassName = pod.priorityClassName || policy.priorityClassName;
+  if (priorityClassName) template.priorityClassName = priorityClassName;
+  const imagePullSecrets = pod.imagePullSecrets ?? policy.imagePullSecrets;
+  if (imagePullSecrets) template.imagePullSecrets = clone(imagePullSecrets);
+  return template;
+}
