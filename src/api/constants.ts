@@ -1,0 +1,34 @@
+// Names this project owns. Everything lives under affinity.tekton.dev so it can never collide
+// with Tekton's own affinity assistant (which uses tekton.dev/* and app.kubernetes.io/component=affinity-assistant).
+
+export const GROUP = "affinity.tekton.dev";
+export const VERSION = "v1alpha1";
+export const API_VERSION = `${GROUP}/${VERSION}`;
+export const KIND = "AffinityPolicy";
+export const PLURAL = "affinitypolicies";
+
+export const TEKTON_GROUP = "tekton.dev";
+export const TEKTON_VERSION = "v1";
+
+/** Label put on a gated PipelineRun. Tekton copies run labels to its TaskRuns and Pods, so the pod
+ * webhook's objectSelector can match it and no other pod in the cluster reaches our webhook. */
+export const MANAGED_LABEL = `${GROUP}/managed`;
+/** Label on a run's pods naming the run; Tekton sets tekton.dev/pipelineRun too, but we only trust our own. */
+export const RUN_LABEL = `${GROUP}/pipelinerun`;
+
+/** Annotations the gate webhook records on a run. */
+export const MODE_ANNOTATION = `${GROUP}/mode`;
+export const POLICY_ANNOTATION = `${GROUP}/policy`;
+/** "true" when *we* set spec.status=PipelineRunPending; absent when the user pended the run themselves. */
+export const GATED_ANNOTATION = `${GROUP}/gated`;
+/** Human-readable "what this run is waiting for", visible in kubectl describe. */
+export const WAITING_ANNOTATION = `${GROUP}/waiting-for`;
+
+/** Labels on placeholder StatefulSets and their pods. */
+export const COMPONENT_LABEL = "app.kubernetes.io/component";
+export const PLACEHOLDER_COMPONENT = "affinity-placeholder";
+export const PLACEHOLDER_LABEL = `${GROUP}/placeholder`;
+export const PLACEHOLDER_RUN_UID_LABEL = `${GROUP}/pipelinerun-uid`;
+export const ISOLATE_LABEL = `${GROUP}/isolate`;
+
+export const PENDING_STATUS = "PipelineRunPending";
