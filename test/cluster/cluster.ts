@@ -1,0 +1,606 @@
+// A real Kubernetes control plane plus Tekton, KWOK and Redis, run as plain local processes.
+//
+//   const cluster = await LocalCluster.start({ nodes: 3 });
+//   ... cluster.clients, cluster.kubeconfig, cluster.redisUrl ...
+//   await cluster.stop();
+//
+// Every component listens on a free loopback port and keeps its data and log under `dir`.
+// The state (pids, ports, logs) is written to `<dir>/state.json`, so another process (the CLI's
+// `down`, or a test reusing a cluster started by `npm run cluster -- up`) can attach to it.
+
+import { generateKeyPairSync } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtemp } from "node:fs/promises";
+import { request as requestHttp } from "node:http";
+import { request } from "node:https";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { V1Node } from "@kubernetes/client-node";
+import * as k8s from "@kubernetes/client-node";
+import { type Binaries, ensureBinaries } from "./build.js";
+import { type Clients, clientsFromKubeconfig, isNotFound, waitFor } from "./kube.js";
+import { kwokConfig } from "./kwok-stages.js";
+import {
+  type ComponentRecord,
+  freePort,
+  isAlive,
+  killAllSync,
+  killProcess,
+  sleep,
+  startProcess,
+  stopProcess,
+} from "./processes.js";
+import { installTekton, tektonControllerArgs, tektonControllerEnv } from "./tekton.js";
+
+export interface ClusterOptions {
+  /** Number of fake KWOK nodes to create. Default 3. */
+  nodes?: number;
+  /** Directory for data, logs, kubeconfig and state. Default: a new temp dir. */
+  dir?: string;
+  /** Stop everything when this process exits (tests: yes; the CLI's `up`: no). Default true. */
+  stopOnExit?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface ClusterState {
+  dir: string;
+  kubeconfig: string;
+  apiserverUrl: string;
+  redisPort: number;
+  binaries: Binaries;
+  components: ComponentRecord[];
+}
+
+const ADMIN_TOKEN = "tekton-affinity-harness-admin";
+export const ZONES = ["zone-a", "zone-b", "zone-c"];
+const FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node";
+/** Nodes with this annotation keep the status we write instead of KWOK's heartbeat (for NotReady). */
+const CUSTOM_STATUS_ANNOTATION = "kwok.x-k8s.io/status";
+
+export class LocalCluster {
+  readonly clients: Clients;
+  private exitHandler?: () => void;
+
+  private constructor(readonly state: ClusterState) {
+    this.clients = clientsFromKubeconfig(state.kubeconfig);
+  }
+
+  get kubeconfig(): string {
+    return this.state.kubeconfig;
+  }
+  get redisUrl(): string {
+    return `redis://127.0.0.1:${this.state.redisPort}`;
+  }
+  get kubectl(): string {
+    return this.state.binaries.kubectl;
+  }
+  component(name: string): ComponentRecord {
+    const c = this.state.components.find((x) => x.name === name);
+    if (!c) throw new Error(`no component named ${name}`);
+    return c;
+  }
+
+  /** Attaches to a cluster started elsewhere (e.g. by `npm run cluster -- up`). */
+  static attach(dir: string): LocalCluster {
+    const file = join(dir, "state.json");
+    if (!existsSync(file)) throw new Error(`no cluster state in ${file}: run "npm run cluster -- up" first`);
+    return new LocalCluster(JSON.parse(readFileSync(file, "utf8")) as ClusterState);
+  }
+
+  static async start(options: ClusterOptions = {}): Promise<LocalCluster> {
+    const log = options.log ?? ((l: string) => console.error(`[cluster] ${l}`));
+    const binaries = await ensureBinaries((l) => log(l));
+    const dir = options.dir ?? (await mkdtemp(join(tmpdir(), "tekton-affinity-cluster-")));
+    mkdirSync(join(dir, "logs"), { recursive: true });
+    const state: ClusterState = {
+      dir,
+      kubeconfig: join(dir, "kubeconfig"),
+      apiserverUrl: "",
+      redisPort: await freePort(),
+      binaries,
+      components: [],
+    };
+    const cluster = new LocalCluster(state);
+    if (options.stopOnExit ?? true) cluster.stopOnExit();
+    try {
+      await cluster.boot(log);
+      await cluster.addNodes(options.nodes ?? 3);
+    } catch (err) {
+      await cluster.stop();
+      throw err;
+    }
+    return cluster;
+  }
+
+  private saveState(): void {
+    writeFileSync(join(this.state.dir, "state.json"), JSON.stringify(this.state, null, 2));
+  }
+
+  private launch(name: string, command: string[], env: Record<string, string> = {}, port?: number) {
+    const record = startProcess(name, command, join(this.state.dir, "logs", `${name}.log`), env, port);
+    this.state.components = [...this.state.components.filter((c) => c.name !== name), record];
+    this.saveState();
+    return record;
+  }
+
+  private async boot(log: (l: string) => void): Promise<void> {
+    const { dir, binaries: bin } = this.state;
+    const started = Date.now();
+    const step = (what: string) => log(`${what} (${((Date.now() - started) / 1000).toFixed(1)}s)`);
+
+    await this.startRedis();
+    step("redis ready");
+
+    const etcdPort = await freePort();
+    const peerPort = await freePort();
+    this.launch(
+      "etcd",
+      [
+        bin.etcd,
+        "--name=local",
+        `--data-dir=${join(dir, "etcd")}`,
+        `--listen-client-urls=http://127.0.0.1:${etcdPort}`,
+        `--advertise-client-urls=http://127.0.0.1:${etcdPort}`,
+        `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
+        `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
+        `--initial-cluster=local=http://127.0.0.1:${peerPort}`,
+        "--unsafe-no-fsync",
+        "--log-level=warn",
+      ],
+      {},
+      etcdPort,
+    );
+    await waitFor("etcd /health", () => httpOk(`http://127.0.0.1:${etcdPort}/health`), { timeoutMs: 30_000 });
+    step("etcd ready");
+
+    const { saKey, saPub } = this.writeServiceAccountKeys();
+    writeFileSync(join(dir, "tokens.csv"), `${ADMIN_TOKEN},admin,admin,system:masters\n`);
+    const apiPort = await freePort();
+    this.state.apiserverUrl = `https://127.0.0.1:${apiPort}`;
+    this.launch(
+      "kube-apiserver",
+      [
+        bin.kubeApiserver,
+        `--etcd-servers=http://127.0.0.1:${etcdPort}`,
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        `--secure-port=${apiPort}`,
+        `--cert-dir=${join(dir, "pki")}`,
+        `--token-auth-file=${join(dir, "tokens.csv")}`,
+        "--authorization-mode=RBAC",
+        `--service-account-issuer=https://kubernetes.default.svc.cluster.local`,
+        `--service-account-key-file=${saPub}`,
+        `--service-account-signing-key-file=${saKey}`,
+        "--service-cluster-ip-range=10.96.0.0/16",
+        "--allow-privileged=true",
+        "--enable-priority-and-fairness=false",
+        "--max-requests-inflight=2000",
+        "--max-mutating-requests-inflight=1000",
+      ],
+      {},
+      apiPort,
+    );
+    this.writeKubeconfig();
+    await waitFor("kube-apiserver /readyz", () => httpOk(`${this.state.apiserverUrl}/readyz`, ADMIN_TOKEN), {
+      timeoutMs: 90_000,
+    });
+    step("kube-apiserver ready");
+
+    await this.startControllerManager();
+    await this.startScheduler();
+    await this.startKwok();
+    await installTekton(this.clients, bin.tektonModuleDir);
+    step("tekton CRDs and config applied");
+    await this.startTektonController();
+    await this.createStorage();
+    await waitFor(
+      'the "default" ServiceAccount (created by kube-controller-manager)',
+      () => this.clients.core.readNamespacedServiceAccount({ name: "default", namespace: "default" }),
+      { timeoutMs: 60_000 },
+    );
+    step("control plane ready");
+  }
+
+  private writeServiceAccountKeys(): { saKey: string; saPub: string } {
+    const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    const saKey = join(this.state.dir, "sa.key");
+    const saPub = join(this.state.dir, "sa.pub");
+    writeFileSync(saKey, privateKey.export({ type: "pkcs1", format: "pem" }));
+    writeFileSync(saPub, publicKey.export({ type: "spki", format: "pem" }));
+    return { saKey, saPub };
+  }
+
+  private writeKubeconfig(): void {
+    writeFileSync(this.state.kubeconfig, kubeconfigYaml(this.state.apiserverUrl, { token: ADMIN_TOKEN }));
+    this.saveState();
+  }
+
+  /** A kubeconfig that acts as `user` (e.g. system:serviceaccount:ns:name) through impersonation. */
+  writeImpersonatingKubeconfig(path: string, user: string): string {
+    writeFileSync(path, kubeconfigYaml(this.state.apiserverUrl, { token: ADMIN_TOKEN, as: user }));
+    return path;
+  }
+
+  async startControllerManager(): Promise<void> {
+    const port = await freePort();
+    this.launch(
+      "kube-controller-manager",
+      [
+        this.state.binaries.kubeControllerManager,
+        `--kubeconfig=${this.state.kubeconfig}`,
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        `--secure-port=${port}`,
+        `--service-account-private-key-file=${join(this.state.dir, "sa.key")}`,
+        `--root-ca-file=${join(this.state.dir, "pki", "apiserver.crt")}`,
+        "--controllers=*",
+        "--concurrent-statefulset-syncs=20",
+        "--concurrent-gc-syncs=40",
+        "--kube-api-qps=500",
+        "--kube-api-burst=1000",
+      ],
+      {},
+      port,
+    );
+    await waitFor("kube-controller-manager /healthz", () => httpOk(`https://127.0.0.1:${port}/healthz`));
+  }
+
+  async startScheduler(): Promise<void> {
+    const port = await freePort();
+    writeFileSync(
+      join(this.state.dir, "scheduler.yaml"),
+      [
+        "apiVersion: kubescheduler.config.k8s.io/v1",
+        "kind: KubeSchedulerConfiguration",
+        "leaderElection: {leaderElect: false}",
+        `clientConnection: {kubeconfig: "${this.state.kubeconfig}", qps: 500, burst: 1000}`,
+        "",
+      ].join("\n"),
+    );
+    this.launch(
+      "kube-scheduler",
+      [
+        this.state.binaries.kubeScheduler,
+        `--config=${join(this.state.dir, "scheduler.yaml")}`,
+        "--bind-address=127.0.0.1",
+        `--secure-port=${port}`,
+      ],
+      {},
+      port,
+    );
+    await waitFor("kube-scheduler /healthz", () => httpOk(`https://127.0.0.1:${port}/healthz`));
+  }
+
+  async startKwok(): Promise<void> {
+    const port = await freePort();
+    const config = join(this.state.dir, "kwok.yaml");
+    writeFileSync(config, await kwokConfig());
+    this.launch(
+      "kwok",
+      [
+        this.state.binaries.kwok,
+        `--kubeconfig=${this.state.kubeconfig}`,
+        `--config=${config}`,
+        "--manage-all-nodes=false",
+        `--manage-nodes-with-annotation-selector=${FAKE_NODE_ANNOTATION}=fake`,
+        `--disregard-status-with-annotation-selector=${CUSTOM_STATUS_ANNOTATION}=custom`,
+        `--server-address=127.0.0.1:${port}`,
+        "--cidr=10.0.0.1/16",
+        "--node-ip=10.0.0.1",
+      ],
+      {},
+      port,
+    );
+    await waitFor("kwok /healthz", () => httpOk(`http://127.0.0.1:${port}/healthz`));
+  }
+
+  async startTektonController(): Promise<void> {
+    const port = await freePort();
+    this.launch(
+      "tekton-pipelines-controller",
+      [this.state.binaries.tektonController, ...tektonControllerArgs(this.state.kubeconfig)],
+      tektonControllerEnv(port),
+      port,
+    );
+    await waitFor("tekton controller /readiness", () => httpOk(`http://127.0.0.1:${port}/readiness`), {
+      timeoutMs: 60_000,
+    });
+  }
+
+  async startRedis(): Promise<void> {
+    const port = this.state.redisPort;
+    const data = join(this.state.dir, "redis");
+    mkdirSync(data, { recursive: true });
+    this.launch(
+      "redis",
+      [
+        "redis-server",
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        data,
+      ],
+      {},
+      port,
+    );
+    await waitFor(`redis on port ${port}`, () => redisPing(port), { timeoutMs: 20_000 });
+  }
+
+  /** A default StorageClass and a pool of PVs, so volumeClaimTemplate PVCs bind through the real PV
+   * controller. The PVs are not node-bound: the fake nodes have no disks. */
+  private async createStorage(pvCount = 200): Promise<void> {
+    await this.clients.objects.create({
+      apiVersion: "storage.k8s.io/v1",
+      kind: "StorageClass",
+      metadata: { name: "standard", annotations: { "storageclass.kubernetes.io/is-default-class": "true" } },
+      provisioner: "kubernetes.io/no-provisioner",
+      volumeBindingMode: "Immediate",
+    } as never);
+    for (let i = 0; i < pvCount; i++) await this.createVolume(`pv-${i}`);
+  }
+
+  async createVolume(name: string, nodeName?: string): Promise<void> {
+    await this.clients.core.createPersistentVolume({
+      body: {
+        metadata: { name },
+        spec: {
+          storageClassName: "standard",
+          capacity: { storage: "10Gi" },
+          accessModes: ["ReadWriteOnce"],
+          persistentVolumeReclaimPolicy: "Delete",
+          ...(nodeName
+            ? {
+                local: { path: `/mnt/${name}` },
+                nodeAffinity: {
+                  required: {
+                    nodeSelectorTerms: [
+                      {
+                        matchExpressions: [
+                          { key: "kubernetes.io/hostname", operator: "In", values: [nodeName] },
+                        ],
+                      },
+                    ],
+                  },
+                },
+              }
+            : { hostPath: { path: `/tmp/fake-volumes/${name}` } }),
+        },
+      },
+    });
+  }
+
+  // ---- nodes ----
+
+  async listNodes(): Promise<V1Node[]> {
+    return (await this.clients.core.listNode()).items;
+  }
+
+  /** Creates `count` fake nodes named kwok-node-<i>, spread over three zones. */
+  async addNodes(count: number): Promise<string[]> {
+    const existing = new Set((await this.listNodes()).map((n) => n.metadata?.name));
+    const names: string[] = [];
+    for (let i = 0; names.length < count; i++) {
+      const name = `kwok-node-${i}`;
+      if (!existing.has(name)) names.push(name);
+    }
+    for (const [i, name] of names.entries()) {
+      await this.clients.core.createNode({ body: fakeNode(name, ZONES[i % ZONES.length]!) });
+    }
+    await Promise.all(names.map((n) => this.waitNodeReady(n, true)));
+    return names;
+  }
+
+  async removeNode(name: string): Promise<void> {
+    await this.clients.core.deleteNode({ name });
+    await waitFor(`node ${name} to be gone`, async () =>
+      this.clients.core.readNode({ name }).then(
+        () => false,
+        (e) => isNotFound(e),
+      ),
+    );
+  }
+
+  async waitNodeReady(name: string, ready: boolean): Promise<void> {
+    await waitFor(`node ${name} Ready=${ready}`, async () => {
+      const node = await this.clients.core.readNode({ name });
+      const cond = node.status?.conditions?.find((c) => c.type === "Ready");
+      return (cond?.status === "True") === ready;
+    });
+  }
+
+  async cordon(name: string, unschedulable = true): Promise<void> {
+    await this.patchNode(name, { spec: { unschedulable } });
+  }
+
+  async uncordon(name: string): Promise<void> {
+    await this.cordon(name, false);
+  }
+
+  async taint(name: string, taint: { key: string; value?: string; effect: string }): Promise<void> {
+    const node = await this.clients.core.readNode({ name });
+    const taints = (node.spec?.taints ?? []).filter((t) => t.key !== taint.key);
+    await this.patchNode(name, { spec: { taints: [...taints, taint] } });
+  }
+
+  async untaint(name: string, key: string): Promise<void> {
+    const node = await this.clients.core.readNode({ name });
+    await this.patchNode(name, { spec: { taints: (node.spec?.taints ?? []).filter((t) => t.key !== key) } });
+  }
+
+  /** Marks a node NotReady (as a dead kubelet would look) or Ready again. KWOK stops writing the status
+   * of a node carrying the custom-status annotation, so ours sticks. */
+  async setNodeReady(name: string, ready: boolean): Promise<void> {
+    await this.patchNode(name, {
+      metadata: { annotations: { [CUSTOM_STATUS_ANNOTATION]: ready ? null : "custom" } },
+    });
+    const node = await this.clients.core.readNode({ name });
+    const now = new Date();
+    const conditions = (node.status?.conditions ?? []).map((c) =>
+      c.type === "Ready"
+        ? {
+            ...c,
+            status: ready ? "True" : "Unknown",
+            reason: ready ? "KubeletReady" : "NodeStatusUnknown",
+            message: ready
+              ? "kubelet is posting ready status"
+              : "Kubelet stopped posting node status (harness).",
+            lastTransitionTime: now,
+            lastHeartbeatTime: now,
+          }
+        : c,
+    );
+    await this.clients.core.patchNodeStatus({ name, body: { status: { conditions } } }, mergePatch());
+  }
+
+  private async patchNode(name: string, body: object): Promise<void> {
+    await this.clients.core.patchNode({ name, body }, mergePatch());
+  }
+
+  // ---- redis ----
+
+  async flushRedis(): Promise<void> {
+    await redisCommand(this.state.redisPort, "FLUSHALL");
+  }
+
+  async restartRedis(downMs = 0): Promise<void> {
+    await this.stopComponent("redis");
+    if (downMs) await sleep(downMs);
+    await this.startRedis();
+  }
+
+  // ---- components ----
+
+  async killComponent(name: string): Promise<void> {
+    await killProcess(this.component(name).pid);
+  }
+
+  async stopComponent(name: string): Promise<void> {
+    await stopProcess(this.component(name).pid);
+  }
+
+  /** Starts a component again with the exact command, environment and log it had. */
+  async restartComponent(name: string): Promise<void> {
+    const c = this.component(name);
+    if (isAlive(c.pid)) await stopProcess(c.pid);
+    if (name === "redis") return this.startRedis();
+    this.launch(name, c.command, c.env ?? {}, c.port);
+  }
+
+  status(): (ComponentRecord & { alive: boolean })[] {
+    return this.state.components.map((c) => ({ ...c, alive: isAlive(c.pid) }));
+  }
+
+  private stopOnExit(): void {
+    this.exitHandler = () => killAllSync(this.state.components.map((c) => c.pid));
+    process.once("exit", this.exitHandler);
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      process.once(signal, () => {
+        this.exitHandler?.();
+        process.exit(130);
+      });
+    }
+  }
+
+  /** Stops every component, newest first (so clients go before the apiserver and etcd). */
+  async stop(): Promise<void> {
+    for (const c of [...this.state.components].reverse()) await stopProcess(c.pid, 3000);
+    if (this.exitHandler) process.removeListener("exit", this.exitHandler);
+  }
+}
+
+/** client-node 1.x picks a patch's content type from a request option. */
+const mergePatch = () => k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch);
+
+function fakeNode(name: string, zone: string): V1Node {
+  return {
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: {
+      name,
+      annotations: { [FAKE_NODE_ANNOTATION]: "fake", "node.alpha.kubernetes.io/ttl": "0" },
+      labels: {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "topology.kubernetes.io/zone": zone,
+        type: "kwok",
+      },
+    },
+    status: {
+      allocatable: { cpu: "32", memory: "256Gi", pods: "110" },
+      capacity: { cpu: "32", memory: "256Gi", pods: "110" },
+    },
+  };
+}
+
+function kubeconfigYaml(server: string, user: { token: string; as?: string }): string {
+  return [
+    "apiVersion: v1",
+    "kind: Config",
+    "clusters:",
+    "- name: local",
+    "  cluster:",
+    `    server: ${server}`,
+    "    insecure-skip-tls-verify: true",
+    "users:",
+    "- name: admin",
+    "  user:",
+    `    token: ${user.token}`,
+    ...(user.as ? [`    as: ${user.as}`] : []),
+    "contexts:",
+    "- name: local",
+    "  context: {cluster: local, user: admin}",
+    "current-context: local",
+    "",
+  ].join("\n");
+}
+
+/** GET that resolves true on a 200, ignoring TLS verification (the local apiserver self-signs). */
+function httpOk(url: string, token?: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const get = url.startsWith("https:") ? request : (requestHttp as typeof request);
+    const req = get(
+      url,
+      {
+        method: "GET",
+        rejectUnauthorized: false,
+        headers: token ? { Authorization: `Bearer ${token}` } : {},
+      },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      },
+    );
+    req.on("error", () => resolve(false));
+    req.setTimeout(2000, () => req.destroy());
+    req.end();
+  });
+}
+
+/** Sends one inline command to Redis and resolves with the first reply line. */
+function redisCommand(port: number, command: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1");
+    socket.setTimeout(2000, () => socket.destroy(new Error("redis timeout")));
+    socket.once("error", reject);
+    socket.once("data", (data) => {
+      socket.end();
+      resolve(data.toString().trim());
+    });
+    socket.write(`${command}\r\n`);
+  });
+}
+
+async function redisPing(port: number): Promise<boolean> {
+  return redisCommand(port, "PING").then(
+    (r) => r === "+PONG",
+    () => false,
+  );
+}

@@ -1,0 +1,83 @@
+// Small helpers over @kubernetes/client-node that tests and the harness share.
+
+import * as k8s from "@kubernetes/client-node";
+import { parseAllDocuments } from "yaml";
+
+export interface Clients {
+  kc: k8s.KubeConfig;
+  core: k8s.CoreV1Api;
+  apps: k8s.AppsV1Api;
+  custom: k8s.CustomObjectsApi;
+  objects: k8s.KubernetesObjectApi;
+}
+
+export function clientsFromKubeconfig(path: string): Clients {
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(path);
+  return {
+    kc,
+    core: kc.makeApiClient(k8s.CoreV1Api),
+    apps: kc.makeApiClient(k8s.AppsV1Api),
+    custom: kc.makeApiClient(k8s.CustomObjectsApi),
+    objects: k8s.KubernetesObjectApi.makeApiClient(kc),
+  };
+}
+
+export function parseYaml(text: string): k8s.KubernetesObject[] {
+  return parseAllDocuments(text)
+    .map((d) => d.toJS() as k8s.KubernetesObject | null)
+    .filter((o): o is k8s.KubernetesObject => !!o && typeof o === "object" && !!o.kind);
+}
+
+/** Server-side apply of each object, in order. */
+export async function applyObjects(clients: Clients, objects: k8s.KubernetesObject[]): Promise<void> {
+  for (const obj of objects) {
+    await clients.objects.patch(
+      obj,
+      undefined,
+      undefined,
+      "tekton-affinity-harness",
+      true,
+      k8s.PatchStrategy.ServerSideApply,
+    );
+  }
+}
+
+export async function applyYaml(clients: Clients, text: string): Promise<void> {
+  await applyObjects(clients, parseYaml(text));
+}
+
+export function isNotFound(err: unknown): boolean {
+  return (err as { code?: number })?.code === 404;
+}
+
+export function isConflict(err: unknown): boolean {
+  return (err as { code?: number })?.code === 409;
+}
+
+/**
+ * Polls `probe` until it returns a value other than undefined/false, or fails after `timeoutMs` with
+ * `what` and the last observation, so a timeout says what was expected and what was seen.
+ */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | false>,
+  { timeoutMs = 60_000, intervalMs = 250 }: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined && value !== false) return value;
+      last = value;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      const detail = last instanceof Error ? last.message : JSON.stringify(last);
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${detail})`);
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

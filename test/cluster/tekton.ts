@@ -1,0 +1,84 @@
+// Installs Tekton Pipelines' CRDs and ConfigMaps into the local cluster, read from the downloaded
+// Tekton module (never copied into this repository).
+
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { KubernetesObject } from "@kubernetes/client-node";
+import { applyObjects, type Clients, parseYaml, waitFor } from "./kube.js";
+
+export const TEKTON_NAMESPACE = "tekton-pipelines";
+
+/** Tekton's CRDs convert between versions through Tekton's webhook, which we do not run: with
+ * strategy None the apiserver only rewrites apiVersion, which is enough for v1 objects. */
+function withoutConversionWebhook(obj: KubernetesObject): KubernetesObject {
+  const crd = obj as KubernetesObject & { spec?: { conversion?: unknown } };
+  if (crd.kind === "CustomResourceDefinition" && crd.spec) crd.spec.conversion = { strategy: "None" };
+  return crd;
+}
+
+/** ConfigMap overrides: Tekton's own affinity assistant off, and no metrics listener (its fixed port
+ * would collide between clusters on one machine). */
+const CONFIG_OVERRIDES: Record<string, Record<string, string>> = {
+  "feature-flags": { coschedule: "disabled" },
+  "config-observability": { "metrics-protocol": "none", "tracing-protocol": "none" },
+};
+
+function withOverrides(obj: KubernetesObject): KubernetesObject {
+  const cm = obj as KubernetesObject & { data?: Record<string, string> };
+  const override = cm.kind === "ConfigMap" ? CONFIG_OVERRIDES[cm.metadata?.name ?? ""] : undefined;
+  if (override) cm.data = { ...cm.data, ...override };
+  return cm;
+}
+
+async function readYamlFiles(dir: string, filter: (f: string) => boolean): Promise<KubernetesObject[]> {
+  const files = (await readdir(dir)).filter((f) => f.endsWith(".yaml") && filter(f)).sort();
+  const out: KubernetesObject[] = [];
+  for (const f of files) out.push(...parseYaml(await readFile(join(dir, f), "utf8")));
+  return out;
+}
+
+export async function installTekton(clients: Clients, tektonModuleDir: string): Promise<void> {
+  const config = join(tektonModuleDir, "config");
+  const namespace = await readYamlFiles(join(config, "100-namespace"), () => true);
+  const crds = (await readYamlFiles(join(config, "300-crds"), () => true)).map(withoutConversionWebhook);
+  const configMaps = (await readYamlFiles(config, (f) => f.startsWith("config-"))).filter(
+    (o) => o.kind === "ConfigMap",
+  );
+  await applyObjects(clients, [...namespace, ...crds, ...configMaps.map(withOverrides)]);
+  await waitFor("Tekton CRDs to be established", async () => {
+    const { resources } = await clients.custom
+      .listClusterCustomObject({ group: "tekton.dev", version: "v1", plural: "pipelineruns" })
+      .then(() => ({ resources: true }));
+    return resources;
+  });
+}
+
+export function tektonControllerArgs(kubeconfig: string): string[] {
+  // The images are never pulled: KWOK fakes every container. Tekton only refuses to start without them.
+  const image = (name: string) => `example.invalid/tekton/${name}:local`;
+  return [
+    `-kubeconfig=${kubeconfig}`,
+    `-entrypoint-image=${image("entrypoint")}`,
+    `-nop-image=${image("nop")}`,
+    `-sidecarlogresults-image=${image("sidecarlogresults")}`,
+    `-workingdirinit-image=${image("workingdirinit")}`,
+    `-shell-image=${image("busybox")}`,
+    `-shell-image-win=${image("powershell")}`,
+    "-disable-ha=true",
+  ];
+}
+
+export function tektonControllerEnv(probesPort: number): Record<string, string> {
+  return {
+    SYSTEM_NAMESPACE: TEKTON_NAMESPACE,
+    KUBERNETES_MIN_VERSION: "v1.28.0",
+    CONFIG_DEFAULTS_NAME: "config-defaults",
+    CONFIG_LOGGING_NAME: "config-logging",
+    CONFIG_OBSERVABILITY_NAME: "config-observability",
+    CONFIG_FEATURE_FLAGS_NAME: "feature-flags",
+    CONFIG_LEADERELECTION_NAME: "config-leader-election-controller",
+    CONFIG_SPIRE: "config-spire",
+    METRICS_DOMAIN: "tekton.dev/pipeline",
+    PROBES_PORT: String(probesPort),
+  };
+}
