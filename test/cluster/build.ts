@@ -5,7 +5,7 @@
 
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -125,13 +125,12 @@ async function buildKubernetes(command: string, out: string): Promise<void> {
   });
 }
 
-async function goInstall(pkg: string, version: string, out: string): Promise<void> {
-  const gobin = `${out}.gobin`;
-  await rm(gobin, { recursive: true, force: true });
-  await go(["install", `${pkg}@${version}`], await workDir("install"), { GOBIN: gobin, CGO_ENABLED: "0" });
-  const name = pkg.split("/").pop()!;
-  await rename(join(gobin, name), out);
-  await rm(gobin, { recursive: true, force: true });
+/** Builds a command from a published module through a one-line wrapper module. (`go install pkg@v` would
+ * be simpler, but it also fetches the module's version list, which the proxy refuses for some modules.) */
+async function buildFromModule(module: string, version: string, pkg: string, out: string): Promise<void> {
+  const dir = await workDir(`${module.replaceAll("/", "_")}-${version}`);
+  await writeFile(join(dir, "go.mod"), `module local/wrapper\n\ngo 1.25\n\nrequire ${module} ${version}\n`);
+  await go(["build", "-o", out, pkg], dir, { CGO_ENABLED: "0" });
 }
 
 /** Ensures every binary exists, building the missing ones one after another (the machine has 2 cores;
@@ -148,10 +147,15 @@ export async function ensureBinaries(log: Log = (l) => console.error(`[build] ${
     kubeScheduler: await kube("kube-scheduler"),
     kubectl: await kube("kubectl"),
     kwok: await ensure(bin("kwok", VERSIONS.kwok, "kwok"), log, (out) =>
-      goInstall("sigs.k8s.io/kwok/cmd/kwok", VERSIONS.kwok, out),
+      buildFromModule("sigs.k8s.io/kwok", VERSIONS.kwok, "sigs.k8s.io/kwok/cmd/kwok", out),
     ),
     tektonController: await ensure(bin("tekton", VERSIONS.tekton, "controller"), log, (out) =>
-      goInstall("github.com/tektoncd/pipeline/cmd/controller", VERSIONS.tekton, out),
+      buildFromModule(
+        "github.com/tektoncd/pipeline",
+        VERSIONS.tekton,
+        "github.com/tektoncd/pipeline/cmd/controller",
+        out,
+      ),
     ),
     tektonModuleDir: await moduleDir("github.com/tektoncd/pipeline", VERSIONS.tekton),
   };

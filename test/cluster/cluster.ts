@@ -19,7 +19,14 @@ import { join } from "node:path";
 import type { V1Node } from "@kubernetes/client-node";
 import * as k8s from "@kubernetes/client-node";
 import { type Binaries, ensureBinaries } from "./build.js";
-import { type Clients, clientsFromKubeconfig, isNotFound, waitFor } from "./kube.js";
+import {
+  type Clients,
+  clientsFromKubeconfig,
+  isNotFound,
+  kubectlApply,
+  kubectlRun,
+  waitFor,
+} from "./kube.js";
 import { kwokConfig } from "./kwok-stages.js";
 import {
   type ComponentRecord,
@@ -59,11 +66,15 @@ const FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node";
 const CUSTOM_STATUS_ANNOTATION = "kwok.x-k8s.io/status";
 
 export class LocalCluster {
-  readonly clients: Clients;
   private exitHandler?: () => void;
+  private cachedClients?: Clients;
 
-  private constructor(readonly state: ClusterState) {
-    this.clients = clientsFromKubeconfig(state.kubeconfig);
+  private constructor(readonly state: ClusterState) {}
+
+  /** Admin clients (created on first use: the kubeconfig exists only once the apiserver started). */
+  get clients(): Clients {
+    this.cachedClients ??= clientsFromKubeconfig(this.state.kubeconfig);
+    return this.cachedClients;
   }
 
   get kubeconfig(): string {
@@ -190,7 +201,11 @@ export class LocalCluster {
     await this.startControllerManager();
     await this.startScheduler();
     await this.startKwok();
-    await installTekton(this.clients, bin.tektonModuleDir);
+    await installTekton(
+      this.clients,
+      { kubectl: bin.kubectl, kubeconfig: this.state.kubeconfig },
+      bin.tektonModuleDir,
+    );
     step("tekton CRDs and config applied");
     await this.startTektonController();
     await this.createStorage();
@@ -491,6 +506,16 @@ export class LocalCluster {
     if (isAlive(c.pid)) await stopProcess(c.pid);
     if (name === "redis") return this.startRedis();
     this.launch(name, c.command, c.env ?? {}, c.port);
+  }
+
+  /** Server-side applies YAML manifests with the built kubectl. */
+  async apply(manifests: string): Promise<string> {
+    return kubectlApply(this.kubectl, this.kubeconfig, manifests);
+  }
+
+  /** Runs the built kubectl against this cluster and returns its stdout. */
+  async kubectlRun(...args: string[]): Promise<string> {
+    return kubectlRun(this.kubectl, this.kubeconfig, args);
   }
 
   status(): (ComponentRecord & { alive: boolean })[] {

@@ -1,7 +1,8 @@
 // Small helpers over @kubernetes/client-node that tests and the harness share.
 
+import { execFile } from "node:child_process";
 import * as k8s from "@kubernetes/client-node";
-import { parseAllDocuments } from "yaml";
+import { parseAllDocuments, stringify } from "yaml";
 
 export interface Clients {
   kc: k8s.KubeConfig;
@@ -29,22 +30,41 @@ export function parseYaml(text: string): k8s.KubernetesObject[] {
     .filter((o): o is k8s.KubernetesObject => !!o && typeof o === "object" && !!o.kind);
 }
 
-/** Server-side apply of each object, in order. */
-export async function applyObjects(clients: Clients, objects: k8s.KubernetesObject[]): Promise<void> {
-  for (const obj of objects) {
-    await clients.objects.patch(
-      obj,
-      undefined,
-      undefined,
-      "tekton-affinity-harness",
-      true,
-      k8s.PatchStrategy.ServerSideApply,
-    );
-  }
+/**
+ * Server-side apply through kubectl. (client-node's typed serializer drops keys such as
+ * x-kubernetes-preserve-unknown-fields from CRDs, so manifests go through kubectl untouched.)
+ */
+export async function kubectlApply(kubectl: string, kubeconfig: string, manifests: string): Promise<string> {
+  return kubectlRun(
+    kubectl,
+    kubeconfig,
+    ["apply", "--server-side", "--force-conflicts", "--field-manager=tekton-affinity-harness", "-f", "-"],
+    manifests,
+  );
 }
 
-export async function applyYaml(clients: Clients, text: string): Promise<void> {
-  await applyObjects(clients, parseYaml(text));
+export function kubectlRun(
+  kubectl: string,
+  kubeconfig: string,
+  args: string[],
+  input?: string,
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      kubectl,
+      [`--kubeconfig=${kubeconfig}`, ...args],
+      { maxBuffer: 64 << 20 },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`kubectl ${args.join(" ")} failed: ${stderr || err.message}`));
+        else resolve(stdout);
+      },
+    );
+    if (input !== undefined) child.stdin?.end(input);
+  });
+}
+
+export function toYaml(objects: k8s.KubernetesObject[]): string {
+  return objects.map((o) => stringify(o)).join("---\n");
 }
 
 export function isNotFound(err: unknown): boolean {

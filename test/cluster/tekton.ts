@@ -4,7 +4,7 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { KubernetesObject } from "@kubernetes/client-node";
-import { applyObjects, type Clients, parseYaml, waitFor } from "./kube.js";
+import { type Clients, kubectlApply, parseYaml, toYaml, waitFor } from "./kube.js";
 
 export const TEKTON_NAMESPACE = "tekton-pipelines";
 
@@ -37,14 +37,27 @@ async function readYamlFiles(dir: string, filter: (f: string) => boolean): Promi
   return out;
 }
 
-export async function installTekton(clients: Clients, tektonModuleDir: string): Promise<void> {
+export interface KubectlTarget {
+  kubectl: string;
+  kubeconfig: string;
+}
+
+export async function installTekton(
+  clients: Clients,
+  target: KubectlTarget,
+  tektonModuleDir: string,
+): Promise<void> {
   const config = join(tektonModuleDir, "config");
   const namespace = await readYamlFiles(join(config, "100-namespace"), () => true);
   const crds = (await readYamlFiles(join(config, "300-crds"), () => true)).map(withoutConversionWebhook);
   const configMaps = (await readYamlFiles(config, (f) => f.startsWith("config-"))).filter(
     (o) => o.kind === "ConfigMap",
   );
-  await applyObjects(clients, [...namespace, ...crds, ...configMaps.map(withOverrides)]);
+  await kubectlApply(
+    target.kubectl,
+    target.kubeconfig,
+    toYaml([...namespace, ...crds, ...configMaps.map(withOverrides)]),
+  );
   await waitFor("Tekton CRDs to be established", async () => {
     const { resources } = await clients.custom
       .listClusterCustomObject({ group: "tekton.dev", version: "v1", plural: "pipelineruns" })
