@@ -1,0 +1,164 @@
+// `tekton-affinity controller`: run one replica.
+
+import { type Command, Option } from "commander";
+import { MODES, type Mode } from "../api/types.js";
+import { Controller } from "../controller/controller.js";
+import { type ControllerOptions, DEFAULTS, defaultReplicaId } from "../controller/options.js";
+
+const env = (name: string) => `TEKTON_AFFINITY_${name}`;
+
+function positiveInt(flag: string) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n <= 0)
+      throw new Error(`${flag} must be a positive whole number, got "${value}"`);
+    return n;
+  };
+}
+
+export function registerControllerCommand(program: Command): Command {
+  return program
+    .command("controller")
+    .description("Run a controller replica: webhooks, informers, queue workers and reconcilers")
+    .addOption(
+      new Option("--kubeconfig <path>", "kubeconfig file (default: $KUBECONFIG, then in-cluster)").env(
+        "KUBECONFIG",
+      ),
+    )
+    .addOption(
+      new Option("--redis-url <url>", "Redis for the work queue").env("REDIS_URL").default(DEFAULTS.redisUrl),
+    )
+    .addOption(
+      new Option("--redis-password <password>", "Redis password (overrides the URL's)").env("REDIS_PASSWORD"),
+    )
+    .addOption(
+      new Option("--redis-tls", "connect to Redis over TLS (also implied by rediss://)")
+        .env(env("REDIS_TLS"))
+        .default(false),
+    )
+    .addOption(
+      new Option("--redis-sentinels <list>", "host:port,... of Redis Sentinels").env(env("REDIS_SENTINELS")),
+    )
+    .addOption(
+      new Option("--redis-sentinel-name <name>", "Sentinel master group name").env(
+        env("REDIS_SENTINEL_NAME"),
+      ),
+    )
+    .addOption(
+      new Option("--queue-prefix <prefix>", "Redis key prefix, one per installation")
+        .env(env("QUEUE_PREFIX"))
+        .default(DEFAULTS.queuePrefix),
+    )
+    .addOption(
+      new Option("--webhook-port <port>", "HTTPS port of the webhooks, /healthz, /readyz, /metrics")
+        .env(env("WEBHOOK_PORT"))
+        .default(DEFAULTS.webhookPort)
+        .argParser(positiveInt("--webhook-port")),
+    )
+    .addOption(
+      new Option(
+        "--webhook-url-host <host>",
+        "register webhooks by URL https://<host>:<port> instead of the Service (local clusters)",
+      ).env(env("WEBHOOK_URL_HOST")),
+    )
+    .addOption(
+      new Option("--namespace <ns>", "namespace the controller runs in (webhook Secret, Service)")
+        .env("POD_NAMESPACE")
+        .default(DEFAULTS.namespace),
+    )
+    .addOption(
+      new Option("--service-name <name>", "Service in front of the webhooks")
+        .env(env("SERVICE_NAME"))
+        .default(DEFAULTS.serviceName),
+    )
+    .addOption(
+      new Option("--tekton-namespace <ns>", "namespace of Tekton's feature-flags ConfigMap")
+        .env(env("TEKTON_NAMESPACE"))
+        .default(DEFAULTS.tektonNamespace),
+    )
+    .addOption(
+      new Option(
+        "--default-mode <mode>",
+        "cluster default mode for namespaces without a policy (unset: untouched)",
+      )
+        .env(env("DEFAULT_MODE"))
+        .choices(MODES as string[]),
+    )
+    .addOption(
+      new Option("--concurrency <n>", "jobs this replica runs at once")
+        .env(env("CONCURRENCY"))
+        .default(DEFAULTS.concurrency)
+        .argParser(positiveInt("--concurrency")),
+    )
+    .addOption(
+      new Option("--replica-id <id>", "name of this replica in logs and metrics")
+        .env("POD_NAME")
+        .default(defaultReplicaId()),
+    )
+    .addOption(
+      new Option("--log-level <level>", "pino log level")
+        .env(env("LOG_LEVEL"))
+        .default(DEFAULTS.logLevel)
+        .choices(["trace", "debug", "info", "warn", "error"]),
+    )
+    .addOption(
+      new Option(
+        "--not-ready-grace-seconds <s>",
+        "how long a node may be NotReady before its placeholders move",
+      )
+        .env(env("NOT_READY_GRACE_SECONDS"))
+        .default(DEFAULTS.notReadyGraceSeconds)
+        .argParser(positiveInt("--not-ready-grace-seconds")),
+    )
+    .addOption(
+      new Option("--settle-seconds <s>", "at most one migration per placeholder in this period")
+        .env(env("SETTLE_SECONDS"))
+        .default(DEFAULTS.settleSeconds)
+        .argParser(positiveInt("--settle-seconds")),
+    )
+    .addOption(
+      new Option("--resync-seconds <s>", "how often every unfinished run is enqueued again")
+        .env(env("RESYNC_SECONDS"))
+        .default(DEFAULTS.resyncSeconds)
+        .argParser(positiveInt("--resync-seconds")),
+    )
+    .addOption(
+      new Option(
+        "--no-manage-webhook-configurations",
+        "do not create/update the webhook configurations (caBundle) in the cluster",
+      ).env(env("MANAGE_WEBHOOK_CONFIGURATIONS")),
+    )
+    .action(async (opts: Record<string, unknown>) => {
+      const options: ControllerOptions = {
+        kubeconfig: opts.kubeconfig as string | undefined,
+        redisUrl: opts.redisUrl as string,
+        redisPassword: opts.redisPassword as string | undefined,
+        redisTls: Boolean(opts.redisTls),
+        redisSentinels: opts.redisSentinels as string | undefined,
+        redisSentinelName: opts.redisSentinelName as string | undefined,
+        queuePrefix: opts.queuePrefix as string,
+        webhookPort: Number(opts.webhookPort),
+        webhookUrlHost: opts.webhookUrlHost as string | undefined,
+        namespace: opts.namespace as string,
+        serviceName: opts.serviceName as string,
+        tektonNamespace: opts.tektonNamespace as string,
+        defaultMode: opts.defaultMode as Mode | undefined,
+        concurrency: Number(opts.concurrency),
+        replicaId: opts.replicaId as string,
+        logLevel: opts.logLevel as string,
+        notReadyGraceSeconds: Number(opts.notReadyGraceSeconds),
+        settleSeconds: Number(opts.settleSeconds),
+        resyncSeconds: Number(opts.resyncSeconds),
+        manageWebhookConfigurations: opts.manageWebhookConfigurations !== false,
+      };
+      const controller = new Controller(options);
+      const shutdown = async (signal: string) => {
+        controller.logger.info({ signal }, "shutting down");
+        await controller.stop().catch(() => undefined);
+        process.exit(0);
+      };
+      process.once("SIGTERM", () => void shutdown("SIGTERM"));
+      process.once("SIGINT", () => void shutdown("SIGINT"));
+      await controller.start();
+    });
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env node
+// tekton-affinity: co-schedules the pods of Tekton PipelineRuns onto one node.
+
+import { Command } from "commander";
+import { registerControllerCommand } from "./controller-command.js";
+import { registerMigrateCommand } from "./migrate-command.js";
+
+const program = new Command("tekton-affinity")
+  .description(
+    "Co-schedule the pods of Tekton PipelineRuns onto one node, per namespace, with AffinityPolicy objects",
+  )
+  .version("0.1.0");
+registerControllerCommand(program);
+registerMigrateCommand(program);
+
+program.parseAsync().catch((err: Error) => {
+  console.error(`tekton-affinity: ${err.message}`);
+  process.exit(1);
+});

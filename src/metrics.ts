@@ -1,0 +1,57 @@
+// Prometheus metrics, per replica, served on /metrics. Documented in docs/metrics.md.
+
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "tekton_affinity_process_" });
+  const m = {
+    registry,
+    queueDepth: new Gauge({
+      name: "tekton_affinity_queue_depth",
+      help: "Jobs in the shared queue by state (the same value on every replica).",
+      labelNames: ["state"],
+      registers: [registry],
+    }),
+    jobDuration: new Histogram({
+      name: "tekton_affinity_job_duration_seconds",
+      help: "Time this replica spent on one reconcile job, by kind and outcome.",
+      labelNames: ["kind", "outcome"],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
+    jobRetries: new Counter({
+      name: "tekton_affinity_job_retries_total",
+      help: "Jobs this replica ran again after a failure, by kind.",
+      labelNames: ["kind"],
+      registers: [registry],
+    }),
+    malformedJobs: new Counter({
+      name: "tekton_affinity_malformed_jobs_total",
+      help: "Job payloads found in Redis that were not valid work items; logged and dropped.",
+      registers: [registry],
+    }),
+    placementLatency: new Histogram({
+      name: "tekton_affinity_placement_latency_seconds",
+      help: "From PipelineRun creation to the gate being cleared (placeholder scheduled).",
+      buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300],
+      registers: [registry],
+    }),
+    webhookDuration: new Histogram({
+      name: "tekton_affinity_webhook_duration_seconds",
+      help: "Time to answer an admission request, by webhook.",
+      labelNames: ["webhook", "allowed"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
+      registers: [registry],
+    }),
+    evictions: new Counter({
+      name: "tekton_affinity_placeholder_evictions_total",
+      help: "Placeholder pods deleted so they move off a node, by reason.",
+      labelNames: ["reason"],
+      registers: [registry],
+    }),
+  };
+  return m;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

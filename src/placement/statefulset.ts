@@ -1,0 +1,136 @@
+// The placeholder StatefulSet: one pause container that holds a node (and a volume) for a run.
+// A StatefulSet, not a bare pod, so that deleting its pod (node cordoned, tainted, NotReady) makes the
+// StatefulSet controller recreate it on another node.
+
+import type { V1PersistentVolumeClaim, V1StatefulSet } from "@kubernetes/client-node";
+import {
+  COMPONENT_LABEL,
+  ISOLATE_LABEL,
+  PLACEHOLDER_COMPONENT,
+  PLACEHOLDER_LABEL,
+  PLACEHOLDER_RUN_UID_LABEL,
+  RUN_LABEL,
+  TEKTON_GROUP,
+  TEKTON_VERSION,
+} from "../api/constants.js";
+import {
+  effectivePlaceholderTemplate,
+  RESTRICTED_CONTAINER_SECURITY_CONTEXT,
+} from "../api/placeholder-template.js";
+import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
+import type { PlaceholderPlan } from "./plan.js";
+
+export const DEFAULT_TOPOLOGY_KEY = "kubernetes.io/hostname";
+
+export function ownerReference(run: PipelineRun) {
+  return {
+    apiVersion: `${TEKTON_GROUP}/${TEKTON_VERSION}`,
+    kind: "PipelineRun",
+    name: run.metadata.name,
+    uid: run.metadata.uid ?? "",
+    controller: true,
+    blockOwnerDeletion: true,
+  };
+}
+
+export function placeholderLabels(run: PipelineRun, plan: PlaceholderPlan): Record<string, string> {
+  return {
+    [COMPONENT_LABEL]: PLACEHOLDER_COMPONENT,
+    [PLACEHOLDER_LABEL]: plan.name,
+    [RUN_LABEL]: run.metadata.name,
+    [PLACEHOLDER_RUN_UID_LABEL]: run.metadata.uid ?? "",
+  };
+}
+
+/** Isolation: a placeholder refuses nodes that already hold another placeholder in scope, and (by the
+ * scheduler's symmetric handling of required anti-affinity) no other placeholder lands next to it. */
+function isolationAffinity(spec: AffinityPolicySpec) {
+  const clusterScope = (spec.isolation?.scope ?? "cluster") === "cluster";
+  return {
+    podAntiAffinity: {
+      requiredDuringSchedulingIgnoredDuringExecution: [
+        {
+          labelSelector: { matchLabels: { [COMPONENT_LABEL]: PLACEHOLDER_COMPONENT } },
+          topologyKey: spec.topologyKey ?? DEFAULT_TOPOLOGY_KEY,
+          ...(clusterScope ? { namespaceSelector: {} } : {}),
+        },
+      ],
+    },
+  };
+}
+
+export function placeholderStatefulSet(
+  run: PipelineRun,
+  spec: AffinityPolicySpec,
+  plan: PlaceholderPlan,
+): V1StatefulSet {
+  const t = effectivePlaceholderTemplate(spec, run);
+  const labels = placeholderLabels(run, plan);
+  const podLabels = spec.mode === "isolate-pipelinerun" ? { ...labels, [ISOLATE_LABEL]: "true" } : labels;
+  return {
+    apiVersion: "apps/v1",
+    kind: "StatefulSet",
+    metadata: {
+      name: plan.name,
+      namespace: run.metadata.namespace,
+      labels,
+      ownerReferences: [ownerReference(run)],
+      annotations: plan.workspaces.length
+        ? { "affinity.tekton.dev/workspaces": plan.workspaces.join(",") }
+        : {},
+    },
+    spec: {
+      replicas: 1,
+      serviceName: plan.name,
+      podManagementPolicy: "Parallel",
+      selector: { matchLabels: { [PLACEHOLDER_LABEL]: plan.name } },
+      template: {
+        metadata: { labels: podLabels },
+        spec: {
+          serviceAccountName: t.serviceAccountName,
+          automountServiceAccountToken: false,
+          nodeSelector: t.nodeSelector,
+          tolerations: t.tolerations as never,
+          priorityClassName: t.priorityClassName,
+          securityContext: t.securityContext as never,
+          imagePullSecrets: t.imagePullSecrets as never,
+          terminationGracePeriodSeconds: 0,
+          affinity: spec.mode === "isolate-pipelinerun" ? isolationAffinity(spec) : undefined,
+          containers: [
+            {
+              name: "placeholder",
+              image: t.image,
+              resources: t.resources as never,
+              securityContext: RESTRICTED_CONTAINER_SECURITY_CONTEXT as never,
+              ...(plan.claimName ? { volumeMounts: [{ name: "workspace", mountPath: "/workspace" }] } : {}),
+            },
+          ],
+          ...(plan.claimName
+            ? { volumes: [{ name: "workspace", persistentVolumeClaim: { claimName: plan.claimName } }] }
+            : {}),
+        },
+      },
+    },
+  };
+}
+
+/** The PVC Tekton would create for a volumeClaimTemplate workspace, created by us first. Same name, same
+ * controller owner (the run), so Tekton adopts it and garbage collection removes it with the run. */
+export function claimFromTemplate(
+  run: PipelineRun,
+  plan: PlaceholderPlan,
+): V1PersistentVolumeClaim | undefined {
+  if (!plan.claimTemplate || !plan.claimName) return undefined;
+  const template = structuredClone(plan.claimTemplate) as V1PersistentVolumeClaim;
+  return {
+    apiVersion: "v1",
+    kind: "PersistentVolumeClaim",
+    metadata: {
+      ...template.metadata,
+      name: plan.claimName,
+      namespace: run.metadata.namespace,
+      ownerReferences: [ownerReference(run)],
+    },
+    spec: template.spec,
+  };
+}

@@ -1,0 +1,162 @@
+// The shared work queue: BullMQ on Redis. Every replica enqueues what its informers see; BullMQ's
+// deduplication collapses the copies, and `keepLastIfActive` guarantees that for one object at most
+// one job is active and at most one waits behind it, across all replicas. Different objects spread
+// over every replica's workers.
+//
+// Failure modes (see docs/queue.md):
+//  - A replica dies mid-job: BullMQ's stalled-job check hands the job to another replica once its lock
+//    (lockDuration) lapses. Reconciles are idempotent, so running the rest again is harmless.
+//  - A replica is paused longer than lockDuration but is still alive: its job may be handed over while it
+//    still runs. Every write is fenced by resourceVersion, so the late writer gets 409 and retries from
+//    fresh state instead of overwriting newer state.
+//  - Redis is flushed or replaced: the jobs are gone, not the truth. Replicas resync from the cluster.
+
+import { DelayedError, type Job, Queue, Worker } from "bullmq";
+import type { RedisOptions } from "ioredis";
+import type { Logger } from "pino";
+import { parseWorkItem, type WorkItem, workKey } from "./work-item.js";
+
+export interface ReconcileResult {
+  /** Reconcile again after this long (e.g. still waiting for the scheduler); not an error. */
+  requeueAfterMs?: number;
+}
+
+export type ReconcileHandler = (
+  item: WorkItem,
+  ctx: { replica: string; attempt: number },
+) => Promise<ReconcileResult>;
+
+export interface WorkQueueOptions {
+  connection: RedisOptions;
+  /** Key prefix, one per installation sharing a Redis. Default "tekton-affinity". */
+  prefix?: string;
+  /** Queue name. Default "reconcile". */
+  name?: string;
+  /** Jobs one replica runs at once. Default 8. */
+  concurrency?: number;
+  /** Name of this replica, recorded on every job it runs. */
+  replica: string;
+  /** Attempts before a failing job is dropped (the next resync re-enqueues it). Default 8. */
+  attempts?: number;
+  /** First retry delay; doubles each attempt, with jitter. Default 250 ms. */
+  backoffMs?: number;
+  /** How long a job's lock lasts without renewal before another replica may take it. Default 15 s. */
+  lockDurationMs?: number;
+  logger: Logger;
+  onJobDone?: (
+    item: WorkItem,
+    outcome: "ok" | "requeued" | "error",
+    seconds: number,
+    attempt: number,
+  ) => void;
+  onMalformed?: () => void;
+}
+
+export class WorkQueue {
+  readonly queue: Queue;
+  private worker?: Worker;
+  private readonly opts: Required<Omit<WorkQueueOptions, "onJobDone" | "onMalformed">> &
+    Pick<WorkQueueOptions, "onJobDone" | "onMalformed">;
+
+  constructor(options: WorkQueueOptions) {
+    this.opts = {
+      prefix: "tekton-affinity",
+      name: "reconcile",
+      concurrency: 8,
+      attempts: 8,
+      backoffMs: 250,
+      lockDurationMs: 15_000,
+      ...options,
+    };
+    this.queue = new Queue(this.opts.name, {
+      connection: this.connectionOptions(),
+      prefix: this.opts.prefix,
+    });
+    this.queue.on("error", (err) => this.reportRedisError(err));
+  }
+
+  private connectionOptions(): RedisOptions {
+    // BullMQ needs maxRetriesPerRequest null: commands wait for Redis to come back instead of failing.
+    return { ...this.opts.connection, maxRetriesPerRequest: null, enableOfflineQueue: true };
+  }
+
+  private lastRedisError = 0;
+  private reportRedisError(err: Error): void {
+    // One line per outage burst, not one per reconnect attempt.
+    if (Date.now() - this.lastRedisError > 10_000) {
+      this.opts.logger.error(
+        { err: err.message },
+        "redis unavailable; webhooks keep serving, work resumes when it is back",
+      );
+    }
+    this.lastRedisError = Date.now();
+  }
+
+  /** Adds work for an object. Duplicates collapse; a newer request replaces a delayed one. */
+  async enqueue(item: WorkItem, delayMs = 0): Promise<void> {
+    await this.queue.add(item.kind, item, {
+      delay: delayMs,
+      deduplication: { id: workKey(item), keepLastIfActive: true, replace: true },
+      attempts: this.opts.attempts,
+      backoff: { type: "exponential", delay: this.opts.backoffMs, jitter: 0.5 },
+      removeOnComplete: true,
+      removeOnFail: true,
+    });
+  }
+
+  start(handler: ReconcileHandler): void {
+    this.worker = new Worker(this.opts.name, (job, token) => this.process(job, token, handler), {
+      connection: this.connectionOptions(),
+      prefix: this.opts.prefix,
+      concurrency: this.opts.concurrency,
+      lockDuration: this.opts.lockDurationMs,
+      stalledInterval: Math.max(1000, this.opts.lockDurationMs / 3),
+      maxStalledCount: 5,
+    });
+    this.worker.on("error", (err) => this.reportRedisError(err));
+    this.worker.on("failed", (job, err) => {
+      if (err instanceof DelayedError) return;
+      this.opts.logger.warn(
+        { job: job?.name, data: job?.data, attempt: job?.attemptsMade, err: err.message },
+        "reconcile failed",
+      );
+    });
+  }
+
+  private async process(job: Job, token: string | undefined, handler: ReconcileHandler): Promise<void> {
+    const item = parseWorkItem(job.data);
+    if (!item) {
+      // Never crash a worker on garbage: log, count, drop.
+      this.opts.logger.error({ jobId: job.id, data: job.data }, "dropping malformed job payload");
+      this.opts.onMalformed?.();
+      return;
+    }
+    const started = process.hrtime.bigint();
+    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+    try {
+      const result = await handler(item, { replica: this.opts.replica, attempt: job.attemptsMade + 1 });
+      if (result.requeueAfterMs !== undefined) {
+        // Requeue-after, not polling: the same job waits in the delayed set (keeping its deduplication
+        // key), and an event for the object replaces it with immediate work.
+        this.opts.onJobDone?.(item, "requeued", seconds(), job.attemptsMade + 1);
+        await job.moveToDelayed(Date.now() + result.requeueAfterMs, token);
+        throw new DelayedError();
+      } else {
+        this.opts.onJobDone?.(item, "ok", seconds(), job.attemptsMade + 1);
+      }
+    } catch (err) {
+      if (!(err instanceof DelayedError))
+        this.opts.onJobDone?.(item, "error", seconds(), job.attemptsMade + 1);
+      throw err;
+    }
+  }
+
+  async depth(): Promise<Record<string, number>> {
+    return this.queue.getJobCounts("waiting", "active", "delayed", "failed", "prioritized");
+  }
+
+  async close(): Promise<void> {
+    await this.worker?.close();
+    await this.queue.close();
+  }
+}

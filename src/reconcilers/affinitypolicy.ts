@@ -1,0 +1,158 @@
+// AffinityPolicy reconciler: status that explains itself in `kubectl get` and `kubectl describe`.
+//   Ready        False when the spec is invalid or Tekton's own affinity assistant would fight ours.
+//   Overlapping  True when another policy can select the same runs; says which one wins.
+//   activeRuns   runs this policy manages that have not finished.
+
+import type { CoreV1Api } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import { GROUP, PLURAL, POLICY_ANNOTATION, VERSION } from "../api/constants.js";
+import { findOverlaps } from "../api/resolve.js";
+import type { AffinityPolicy, AffinityPolicyStatus, Condition } from "../api/types.js";
+import { validatePolicy } from "../api/validate.js";
+import { isNotFound, type KubeClients, mergePatch } from "../kube/clients.js";
+import type { Caches } from "../kube/informers.js";
+import { isDone } from "./pipelinerun.js";
+
+export interface PolicyReconcilerOptions {
+  clients: KubeClients;
+  caches: Caches;
+  logger: Logger;
+  /** Namespace of Tekton's feature-flags ConfigMap. Default "tekton-pipelines". */
+  tektonNamespace?: string;
+}
+
+/** Reads Tekton's coschedule flag, at most every 30 s (reconciles are frequent; the flag is not). */
+class TektonFlags {
+  private value?: { coschedule?: string; readAt: number };
+  constructor(
+    private readonly core: CoreV1Api,
+    private readonly namespace: string,
+  ) {}
+  async coschedule(): Promise<string | undefined> {
+    if (this.value && Date.now() - this.value.readAt < 30_000) return this.value.coschedule;
+    let coschedule: string | undefined;
+    try {
+      const cm = await this.core.readNamespacedConfigMap({
+        name: "feature-flags",
+        namespace: this.namespace,
+      });
+      coschedule = cm.data?.coschedule ?? "workspaces"; // Tekton's default when the key is absent
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    this.value = { coschedule, readAt: Date.now() };
+    return coschedule;
+  }
+}
+
+function condition(
+  type: string,
+  status: Condition["status"],
+  reason: string,
+  message: string,
+  generation?: number,
+) {
+  return { type, status, reason, message, observedGeneration: generation };
+}
+
+/** Keeps lastTransitionTime when a condition's status did not change. */
+function withTransitionTimes(
+  next: Omit<Condition, "lastTransitionTime">[],
+  previous: Condition[] = [],
+): Condition[] {
+  const now = new Date().toISOString();
+  return next.map((c) => {
+    const old = previous.find((p) => p.type === c.type);
+    return { ...c, lastTransitionTime: old && old.status === c.status ? old.lastTransitionTime : now };
+  });
+}
+
+export class AffinityPolicyReconciler {
+  private readonly flags: TektonFlags;
+
+  constructor(private readonly o: PolicyReconcilerOptions) {
+    this.flags = new TektonFlags(o.clients.core, o.tektonNamespace ?? "tekton-pipelines");
+  }
+
+  async desiredStatus(policy: AffinityPolicy): Promise<AffinityPolicyStatus> {
+    const ns = policy.metadata.namespace;
+    const generation = policy.metadata.generation;
+    const errors = validatePolicy(policy);
+    const coschedule = await this.flags.coschedule();
+    let ready: Omit<Condition, "lastTransitionTime">;
+    if (errors.length) {
+      ready = condition(
+        "Ready",
+        "False",
+        "InvalidSpec",
+        errors.map((e) => `${e.field}: ${e.message}`).join("; "),
+        generation,
+      );
+    } else if (coschedule && coschedule !== "disabled" && policy.spec.mode !== "disabled") {
+      ready = condition(
+        "Ready",
+        "False",
+        "TektonAffinityAssistantEnabled",
+        `Tekton's own affinity assistant is on (feature-flags coschedule: "${coschedule}") and would co-schedule these runs too; set coschedule: "disabled" in the feature-flags ConfigMap of Tekton's namespace (tekton-affinity migrate prints the equivalent policies)`,
+        generation,
+      );
+    } else {
+      ready = condition(
+        "Ready",
+        "True",
+        "Active",
+        `mode ${policy.spec.mode} applies to the PipelineRuns this policy selects`,
+        generation,
+      );
+    }
+    const report = findOverlaps(this.o.caches.policies.list(ns) as AffinityPolicy[]).find(
+      (r) => r.policy.metadata.name === policy.metadata.name,
+    );
+    const overlapping = report?.overlaps.length
+      ? condition("Overlapping", "True", "SelectorsOverlap", report.message, generation)
+      : condition(
+          "Overlapping",
+          "False",
+          "NoOverlap",
+          "no other AffinityPolicy in this namespace selects the same runs",
+          generation,
+        );
+    const activeRuns = this.o.caches.runs
+      .list(ns)
+      .filter(
+        (r) => r.metadata.annotations?.[POLICY_ANNOTATION] === policy.metadata.name && !isDone(r),
+      ).length;
+    return {
+      observedGeneration: generation,
+      activeRuns,
+      conditions: withTransitionTimes([ready, overlapping], policy.status?.conditions),
+    };
+  }
+
+  async reconcile(namespace: string, name: string): Promise<Record<string, never>> {
+    const policy = this.o.caches.policies.get(name, namespace) as AffinityPolicy | undefined;
+    if (!policy || policy.metadata.deletionTimestamp) return {};
+    const status = await this.desiredStatus(policy);
+    if (sameStatus(status, policy.status)) return {};
+    await this.o.clients.custom.patchNamespacedCustomObjectStatus(
+      {
+        group: GROUP,
+        version: VERSION,
+        plural: PLURAL,
+        namespace,
+        name,
+        // Fenced: a stale view gets 409 and the job retries with fresh state.
+        body: { metadata: { resourceVersion: policy.metadata.resourceVersion }, status },
+      },
+      mergePatch(),
+    );
+    this.o.logger.debug({ namespace, name, status }, "policy status updated");
+    return {};
+  }
+}
+
+function sameStatus(a: AffinityPolicyStatus, b: AffinityPolicyStatus | undefined): boolean {
+  if (!b || a.observedGeneration !== b.observedGeneration || a.activeRuns !== b.activeRuns) return false;
+  const strip = (cs: Condition[] = []) => cs.map(({ lastTransitionTime: _, ...rest }) => rest);
+  return JSON.stringify(strip(a.conditions)) === JSON.stringify(strip(b.conditions));
+}

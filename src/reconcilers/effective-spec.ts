@@ -1,0 +1,22 @@
+// The policy spec in force for a managed run: the mode recorded when the run was gated (a run never
+// changes mode mid-flight), with the rest from its policy as it is now in the cache.
+
+import { MODE_ANNOTATION, POLICY_ANNOTATION } from "../api/constants.js";
+import type { AffinityPolicy, AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
+import { CLUSTER_DEFAULT_POLICY } from "../webhooks/gate.js";
+
+export function effectiveSpec(
+  run: PipelineRun,
+  findPolicy: (namespace: string, name: string) => AffinityPolicy | undefined,
+  clusterDefault?: AffinityPolicySpec,
+): AffinityPolicySpec | undefined {
+  const mode = run.metadata.annotations?.[MODE_ANNOTATION] as Mode | undefined;
+  const policyName = run.metadata.annotations?.[POLICY_ANNOTATION];
+  if (!mode || !policyName) return undefined;
+  const source =
+    policyName === CLUSTER_DEFAULT_POLICY
+      ? clusterDefault
+      : findPolicy(run.metadata.namespace, policyName)?.spec;
+  // The policy may have been deleted since: keep the recorded mode with default settings.
+  return { ...(source ?? {}), mode };
+}

@@ -1,0 +1,422 @@
+// PipelineRun reconciler: observed state (informer caches) -> desired state -> converge.
+//
+//   managed run, not done:  placeholders (and template claims) exist; gate cleared once every
+//                           placeholder pod is scheduled; until then the run says what it waits for.
+//   placeholder on a node that can no longer hold it (cordon, taint, NotReady): delete the pod so its
+//                           StatefulSet recreates it elsewhere; report the move once it lands.
+//   done:                   placeholders deleted, template PVCs deleted per the cleanup rules.
+//
+// Every step is idempotent and every write to the run is fenced by resourceVersion, so a job that runs
+// twice, late, or on two replicas at once cannot do harm.
+
+import type { V1Pod, V1StatefulSet } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import {
+  GATED_ANNOTATION,
+  GROUP,
+  MANAGED_LABEL,
+  PENDING_STATUS,
+  PLACEHOLDER_RUN_UID_LABEL,
+  TEKTON_GROUP,
+  TEKTON_VERSION,
+  WAITING_ANNOTATION,
+} from "../api/constants.js";
+import type { AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
+import { isConflict, isNotFound, type KubeClients, mergePatch, statusCode } from "../kube/clients.js";
+import type { EventRecorder, EventTarget } from "../kube/events.js";
+import type { Caches } from "../kube/informers.js";
+import type { Metrics } from "../metrics.js";
+import { tektonClaimName } from "../placement/names.js";
+import { type PlaceholderPlan, planPlaceholders } from "../placement/plan.js";
+import { claimFromTemplate, placeholderStatefulSet } from "../placement/statefulset.js";
+import type { ReconcileResult } from "../queue/work-queue.js";
+import { effectiveSpec } from "./effective-spec.js";
+import { nodeProblem } from "./node-health.js";
+
+export const CLEANED_UP_ANNOTATION = `${GROUP}/cleaned-up`;
+export const PLACED_ON_ANNOTATION = `${GROUP}/placed-on`;
+/** On a placeholder StatefulSet: the node its pod was evicted from, and when (for the settle period). */
+export const EVICTED_FROM_ANNOTATION = `${GROUP}/evicted-from`;
+export const EVICTED_AT_ANNOTATION = `${GROUP}/evicted-at`;
+export const AUTO_CLEANUP_PVC_ANNOTATION = "tekton.dev/auto-cleanup-pvc";
+
+export interface RunReconcilerOptions {
+  clients: KubeClients;
+  caches: Caches;
+  events: EventRecorder;
+  metrics: Metrics;
+  logger: Logger;
+  clusterDefault?: AffinityPolicySpec;
+  /** How often a waiting run re-checks its placeholder (events usually come first). Default 5 s. */
+  waitRequeueMs?: number;
+  /** How long a node may be NotReady before its placeholders move. Default 30 s. */
+  notReadyGraceMs?: number;
+  /** At most one migration per placeholder per this period, so a flapping node does not thrash. Default 60 s. */
+  settlePeriodMs?: number;
+}
+
+export function isDone(run: PipelineRun): boolean {
+  const succeeded = run.status?.conditions?.find((c) => c.type === "Succeeded");
+  return succeeded !== undefined && succeeded.status !== "Unknown";
+}
+
+function runTarget(run: PipelineRun): EventTarget {
+  return {
+    apiVersion: `${TEKTON_GROUP}/${TEKTON_VERSION}`,
+    kind: "PipelineRun",
+    name: run.metadata.name,
+    namespace: run.metadata.namespace,
+    uid: run.metadata.uid,
+  };
+}
+
+function scheduleFailure(pod: V1Pod | undefined): string | undefined {
+  const cond = pod?.status?.conditions?.find((c) => c.type === "PodScheduled" && c.status === "False");
+  return cond?.message ? `${cond.reason ?? "Unschedulable"}: ${cond.message}` : undefined;
+}
+
+export class PipelineRunReconciler {
+  private readonly waitRequeueMs: number;
+  private readonly notReadyGraceMs: number;
+  private readonly settlePeriodMs: number;
+
+  constructor(private readonly o: RunReconcilerOptions) {
+    this.waitRequeueMs = o.waitRequeueMs ?? 5000;
+    this.notReadyGraceMs = o.notReadyGraceMs ?? 30_000;
+    this.settlePeriodMs = o.settlePeriodMs ?? 60_000;
+  }
+
+  async reconcile(namespace: string, name: string): Promise<ReconcileResult> {
+    const run = this.o.caches.runs.get(name, namespace);
+    // Deleted runs need nothing: owner references let the garbage collector remove what we made.
+    if (!run?.metadata.uid || run.metadata.labels?.[MANAGED_LABEL] !== "true") return {};
+    const spec = effectiveSpec(run, (ns, n) => this.o.caches.policies.get(n, ns), this.o.clusterDefault);
+    if (!spec || spec.mode === "disabled") return {};
+    const log = this.o.logger.child({ namespace, name, uid: run.metadata.uid });
+
+    if (isDone(run)) return this.cleanUp(run, spec.mode, log);
+
+    const plans = planPlaceholders(run, spec.mode);
+    for (const plan of plans) await this.ensurePlaceholder(run, spec, plan);
+    const pods = plans.map((p) => this.placeholderPod(run, p));
+
+    const migration = await this.migrate(run, spec, plans, pods, log);
+    if (run.spec.status === PENDING_STATUS && run.metadata.annotations?.[GATED_ANNOTATION] === "true") {
+      return this.releaseGateWhenPlaced(run, plans, pods, log);
+    }
+    return migration;
+  }
+
+  // ---- placement ----
+
+  private async ensurePlaceholder(run: PipelineRun, spec: AffinityPolicySpec, plan: PlaceholderPlan) {
+    const claim = claimFromTemplate(run, plan);
+    if (claim) {
+      await this.o.clients.core
+        .createNamespacedPersistentVolumeClaim({ namespace: run.metadata.namespace, body: claim })
+        .catch(ignoreAlreadyExists);
+    }
+    if (this.o.caches.placeholderSets.get(plan.name, run.metadata.namespace)) return;
+    await this.o.clients.apps
+      .createNamespacedStatefulSet({
+        namespace: run.metadata.namespace,
+        body: placeholderStatefulSet(run, spec, plan),
+      })
+      .catch(ignoreAlreadyExists);
+  }
+
+  private placeholderPod(run: PipelineRun, plan: PlaceholderPlan): V1Pod | undefined {
+    // StatefulSet pods are named <set>-0.
+    return this.o.caches.placeholderPods.get(`${plan.name}-0`, run.metadata.namespace);
+  }
+
+  private async releaseGateWhenPlaced(
+    run: PipelineRun,
+    plans: PlaceholderPlan[],
+    pods: (V1Pod | undefined)[],
+    log: Logger,
+  ): Promise<ReconcileResult> {
+    const unscheduled = plans.filter(
+      (_, i) => !pods[i]?.spec?.nodeName || pods[i]?.metadata?.deletionTimestamp,
+    );
+    if (unscheduled.length === 0) {
+      const nodes = [...new Set(pods.map((p) => p?.spec?.nodeName ?? ""))].filter(Boolean);
+      const placed = nodes.join(",");
+      await this.patchRun(run, {
+        metadata: {
+          annotations: {
+            [GATED_ANNOTATION]: null,
+            [WAITING_ANNOTATION]: null,
+            [PLACED_ON_ANNOTATION]: placed,
+          },
+        },
+        spec: { status: null },
+      });
+      const seconds = (Date.now() - new Date(run.metadata.creationTimestamp ?? Date.now()).getTime()) / 1000;
+      this.o.metrics.placementLatency.observe(seconds);
+      log.info({ nodes, seconds }, "placeholder scheduled; run released");
+      await this.o.events.record(
+        runTarget(run),
+        "Normal",
+        "Placed",
+        plans.length
+          ? `placeholder${plans.length > 1 ? "s" : ""} scheduled on ${placed}; the run may start`
+          : "no PVC-backed workspace to co-schedule; the run may start",
+      );
+      return {};
+    }
+    const first = unscheduled[0]!;
+    const pod = pods[plans.indexOf(first)];
+    const failure = scheduleFailure(pod);
+    const waiting = failure
+      ? `placeholder ${first.name} cannot be scheduled: ${failure}`
+      : `placeholder ${first.name} is not scheduled yet`;
+    if (run.metadata.annotations?.[WAITING_ANNOTATION] !== waiting) {
+      await this.patchRun(run, { metadata: { annotations: { [WAITING_ANNOTATION]: waiting } } });
+      await this.o.events.record(runTarget(run), failure ? "Warning" : "Normal", "Waiting", waiting);
+    }
+    return { requeueAfterMs: this.waitRequeueMs };
+  }
+
+  // ---- migration off nodes that can no longer hold a placeholder ----
+
+  private async migrate(
+    run: PipelineRun,
+    spec: AffinityPolicySpec,
+    plans: PlaceholderPlan[],
+    pods: (V1Pod | undefined)[],
+    log: Logger,
+  ): Promise<ReconcileResult> {
+    let requeueAfterMs: number | undefined;
+    const soonest = (ms: number) => {
+      requeueAfterMs = Math.min(requeueAfterMs ?? ms, ms);
+    };
+    for (const [i, plan] of plans.entries()) {
+      const pod = pods[i];
+      const set = this.o.caches.placeholderSets.get(plan.name, run.metadata.namespace);
+      const nodeName = pod?.spec?.nodeName;
+      if (!set || !pod || !nodeName || pod.metadata?.deletionTimestamp) continue;
+      await this.reportArrival(run, set, nodeName);
+
+      const problem = nodeProblem(
+        this.o.caches.nodes.get(nodeName),
+        pod.spec?.tolerations ?? [],
+        Date.now(),
+        this.notReadyGraceMs,
+      );
+      if (!problem) continue;
+      if (problem.waitMs > 0) {
+        soonest(problem.waitMs);
+        continue;
+      }
+      const lastEviction = Number(set.metadata?.annotations?.[EVICTED_AT_ANNOTATION] ?? 0);
+      const settleLeft = lastEviction + this.settlePeriodMs - Date.now();
+      if (settleLeft > 0) {
+        soonest(settleLeft);
+        continue;
+      }
+      const pinned = await this.volumePinnedTo(run, plan, nodeName);
+      if (pinned) {
+        await this.o.events.record(
+          runTarget(run),
+          "Warning",
+          "CannotMigrate",
+          `${problem.message}, but placeholder ${plan.name} cannot move: its volume ${plan.claimName} is bound to ${pinned}; the run's remaining tasks wait until the node is usable again`,
+        );
+        continue;
+      }
+      await this.evict(run, set, pod, nodeName, problem.reason, problem.message, log);
+    }
+    void spec;
+    return requeueAfterMs === undefined ? {} : { requeueAfterMs };
+  }
+
+  /** Set when the placeholder's claim is bound to a PV that only `nodeName` can use (e.g. a local PV). */
+  private async volumePinnedTo(
+    run: PipelineRun,
+    plan: PlaceholderPlan,
+    nodeName: string,
+  ): Promise<string | undefined> {
+    if (!plan.claimName) return undefined;
+    try {
+      const claim = await this.o.clients.core.readNamespacedPersistentVolumeClaim({
+        name: plan.claimName,
+        namespace: run.metadata.namespace,
+      });
+      if (!claim.spec?.volumeName) return undefined;
+      const pv = await this.o.clients.core.readPersistentVolume({ name: claim.spec.volumeName });
+      const terms = pv.spec?.nodeAffinity?.required?.nodeSelectorTerms ?? [];
+      const values = terms.flatMap((t) => (t.matchExpressions ?? []).flatMap((e) => e.values ?? []));
+      // Only a volume that can live on this node alone pins the placeholder; a zonal one can follow.
+      return values.length === 1 && values[0] === nodeName
+        ? `node ${nodeName} (PersistentVolume ${claim.spec.volumeName})`
+        : undefined;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  private async evict(
+    run: PipelineRun,
+    set: V1StatefulSet,
+    pod: V1Pod,
+    nodeName: string,
+    reason: string,
+    message: string,
+    log: Logger,
+  ): Promise<void> {
+    // Record where it came from first (fenced), so the arrival can be reported even by another replica.
+    await this.o.clients.apps.patchNamespacedStatefulSet(
+      {
+        name: set.metadata!.name!,
+        namespace: run.metadata.namespace,
+        body: {
+          metadata: {
+            resourceVersion: set.metadata?.resourceVersion,
+            annotations: { [EVICTED_FROM_ANNOTATION]: nodeName, [EVICTED_AT_ANNOTATION]: String(Date.now()) },
+          },
+        },
+      },
+      mergePatch(),
+    );
+    // Delete the pod, never the StatefulSet: its controller recreates the pod on a usable node. The uid
+    // precondition makes a late duplicate of this job harmless.
+    await this.o.clients.core
+      .deleteNamespacedPod({
+        name: pod.metadata!.name!,
+        namespace: run.metadata.namespace,
+        body: { preconditions: { uid: pod.metadata?.uid }, gracePeriodSeconds: 0 },
+      })
+      .catch((err) => {
+        if (!isNotFound(err) && !isConflict(err)) throw err;
+      });
+    this.o.metrics.evictions.inc({ reason });
+    log.info({ node: nodeName, reason }, "placeholder evicted");
+    await this.o.events.record(
+      runTarget(run),
+      "Normal",
+      "Migrating",
+      `${message}: moving placeholder ${set.metadata?.name} off it; running tasks finish where they are, later ones follow the placeholder`,
+    );
+  }
+
+  private async reportArrival(run: PipelineRun, set: V1StatefulSet, nodeName: string): Promise<void> {
+    const from = set.metadata?.annotations?.[EVICTED_FROM_ANNOTATION];
+    if (!from || from === nodeName) return;
+    try {
+      await this.o.clients.apps.patchNamespacedStatefulSet(
+        {
+          name: set.metadata!.name!,
+          namespace: run.metadata.namespace,
+          body: {
+            metadata: {
+              resourceVersion: set.metadata?.resourceVersion,
+              annotations: { [EVICTED_FROM_ANNOTATION]: null },
+            },
+          },
+        },
+        mergePatch(),
+      );
+    } catch (err) {
+      if (isConflict(err)) return; // someone else reported it, or the set changed: the next job decides
+      throw err;
+    }
+    await this.o.events.record(
+      runTarget(run),
+      "Normal",
+      "Migrated",
+      `placeholder ${set.metadata?.name} moved from node ${from} to node ${nodeName}`,
+    );
+  }
+
+  // ---- completion ----
+
+  private async cleanUp(run: PipelineRun, mode: Mode, log: Logger): Promise<ReconcileResult> {
+    if (run.metadata.annotations?.[CLEANED_UP_ANNOTATION] === "true") return {};
+    const ns = run.metadata.namespace;
+    const sets = this.o.caches.placeholderSets
+      .list(ns)
+      .filter((s) => s.metadata?.labels?.[PLACEHOLDER_RUN_UID_LABEL] === run.metadata.uid);
+    for (const set of sets) {
+      await this.o.clients.apps
+        .deleteNamespacedStatefulSet({
+          name: set.metadata!.name!,
+          namespace: ns,
+          body: { preconditions: { uid: set.metadata?.uid }, propagationPolicy: "Background" },
+        })
+        .catch(ignoreGone);
+    }
+    const deletedClaims = await this.cleanUpClaims(run, mode);
+    await this.patchRun(run, {
+      metadata: { annotations: { [CLEANED_UP_ANNOTATION]: "true", [WAITING_ANNOTATION]: null } },
+    });
+    log.info({ placeholders: sets.length, claims: deletedClaims }, "run finished; cleaned up");
+    const claimsNote = deletedClaims.length ? ` and PVC(s) ${deletedClaims.join(", ")}` : "";
+    await this.o.events.record(
+      runTarget(run),
+      "Normal",
+      "CleanedUp",
+      `run finished: deleted ${sets.length} placeholder(s)${claimsNote}`,
+    );
+    return {};
+  }
+
+  /** PVCs from volumeClaimTemplate workspaces: always in pipelineruns and isolate-pipelinerun modes; in
+   * workspaces mode only with tekton.dev/auto-cleanup-pvc: "true" (exactly). User PVCs: never. */
+  private async cleanUpClaims(run: PipelineRun, mode: Mode): Promise<string[]> {
+    const wanted =
+      mode !== "workspaces" || run.metadata.annotations?.[AUTO_CLEANUP_PVC_ANNOTATION] === "true";
+    if (!wanted) return [];
+    const deleted: string[] = [];
+    for (const ws of run.spec.workspaces ?? []) {
+      if (!ws.volumeClaimTemplate) continue;
+      const meta = ws.volumeClaimTemplate.metadata as { name?: string } | undefined;
+      const name = tektonClaimName(meta?.name, ws.name, run.metadata.uid ?? "");
+      try {
+        const claim = await this.o.clients.core.readNamespacedPersistentVolumeClaim({
+          name,
+          namespace: run.metadata.namespace,
+        });
+        // Only a claim this run owns: never one that merely has the same name.
+        if (!claim.metadata?.ownerReferences?.some((o) => o.uid === run.metadata.uid)) continue;
+        await this.o.clients.core.deleteNamespacedPersistentVolumeClaim({
+          name,
+          namespace: run.metadata.namespace,
+          body: { preconditions: { uid: claim.metadata.uid } },
+        });
+        deleted.push(name);
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+    }
+    return deleted;
+  }
+
+  /** Merge patch fenced by the resourceVersion we read: a 409 means our view was stale; the job retries. */
+  private async patchRun(run: PipelineRun, body: { metadata?: object; spec?: object }): Promise<void> {
+    await this.o.clients.custom.patchNamespacedCustomObject(
+      {
+        group: TEKTON_GROUP,
+        version: TEKTON_VERSION,
+        plural: "pipelineruns",
+        namespace: run.metadata.namespace,
+        name: run.metadata.name,
+        body: {
+          ...body,
+          metadata: { ...(body.metadata ?? {}), resourceVersion: run.metadata.resourceVersion },
+        },
+      },
+      mergePatch(),
+    );
+  }
+}
+
+function ignoreAlreadyExists(err: unknown): void {
+  if (!isConflict(err)) throw err;
+}
+
+function ignoreGone(err: unknown): void {
+  const code = statusCode(err);
+  if (code !== 404 && code !== 409) throw err;
+}

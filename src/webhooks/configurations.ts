@@ -1,0 +1,97 @@
+// Our webhook configurations, kept by the controller itself (like knative's webhooks) so the caBundle
+// always matches the serving certificate it manages.
+//
+// failurePolicy, chosen per webhook:
+//  - pipelineruns (gate): Ignore. PipelineRuns of every namespace pass through it, including namespaces
+//    with no policy; a controller outage must not stop a whole cluster's CI. A run admitted ungated while
+//    we were down is simply not co-scheduled (its pods carry no managed label).
+//  - pods: Fail. Only pods of managed runs reach it (objectSelector on our label), and such a pod
+//    scheduled without its affinity could land away from its RWO volume. Tekton retries pod creation,
+//    so the run continues once a replica answers. No other pod in the cluster is ever sent here.
+//  - affinitypolicies (validation): Fail. It only guards our own objects; an invalid policy must not slip in.
+
+import type { KubernetesObject } from "@kubernetes/client-node";
+import { GROUP, MANAGED_LABEL, PLURAL, TEKTON_GROUP, VERSION } from "../api/constants.js";
+import { PATHS } from "./server.js";
+
+export const CONFIGURATION_NAME = "tekton-affinity";
+
+export interface WebhookEndpoint {
+  caBundle: string;
+  /** e.g. "https://127.0.0.1:9443": the apiserver calls this base URL (local clusters, tests). */
+  url?: string;
+  /** Otherwise the in-cluster Service. */
+  service?: { name: string; namespace: string; port: number };
+  /** Namespaces never gated (the controller's own, kube-system). */
+  excludedNamespaces: string[];
+}
+
+function clientConfig(e: WebhookEndpoint, path: string) {
+  return e.url
+    ? { url: `${e.url}${path}`, caBundle: e.caBundle }
+    : { service: { ...e.service!, path }, caBundle: e.caBundle };
+}
+
+export function webhookConfigurations(e: WebhookEndpoint): KubernetesObject[] {
+  const common = { admissionReviewVersions: ["v1"], sideEffects: "None", timeoutSeconds: 5 };
+  const notExcluded = {
+    matchExpressions: [
+      { key: "kubernetes.io/metadata.name", operator: "NotIn", values: e.excludedNamespaces },
+    ],
+  };
+  const mutating = {
+    apiVersion: "admissionregistration.k8s.io/v1",
+    kind: "MutatingWebhookConfiguration",
+    metadata: { name: CONFIGURATION_NAME, labels: { "app.kubernetes.io/name": "tekton-affinity" } },
+    webhooks: [
+      {
+        ...common,
+        name: `pipelineruns.${GROUP}`,
+        clientConfig: clientConfig(e, PATHS.pipelineRuns),
+        rules: [
+          {
+            apiGroups: [TEKTON_GROUP],
+            apiVersions: ["v1", "v1beta1"],
+            operations: ["CREATE"],
+            resources: ["pipelineruns"],
+          },
+        ],
+        failurePolicy: "Ignore",
+        namespaceSelector: notExcluded,
+        reinvocationPolicy: "Never",
+      },
+      {
+        ...common,
+        name: `pods.${GROUP}`,
+        clientConfig: clientConfig(e, PATHS.pods),
+        rules: [{ apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE"], resources: ["pods"] }],
+        failurePolicy: "Fail",
+        objectSelector: { matchLabels: { [MANAGED_LABEL]: "true" } },
+        namespaceSelector: notExcluded,
+        reinvocationPolicy: "IfNeeded",
+      },
+    ],
+  };
+  const validating = {
+    apiVersion: "admissionregistration.k8s.io/v1",
+    kind: "ValidatingWebhookConfiguration",
+    metadata: { name: CONFIGURATION_NAME, labels: { "app.kubernetes.io/name": "tekton-affinity" } },
+    webhooks: [
+      {
+        ...common,
+        name: `${PLURAL}.${GROUP}`,
+        clientConfig: clientConfig(e, PATHS.policies),
+        rules: [
+          {
+            apiGroups: [GROUP],
+            apiVersions: [VERSION],
+            operations: ["CREATE", "UPDATE"],
+            resources: [PLURAL],
+          },
+        ],
+        failurePolicy: "Fail",
+      },
+    ],
+  };
+  return [mutating, validating] as KubernetesObject[];
+}

@@ -1,0 +1,53 @@
+// The pod webhook: a managed run's TaskRun pod gets affinity to its placeholder. Only pods carrying our
+// managed label reach it (objectSelector), and it answers from the informer caches alone.
+
+import type { V1Pod } from "@kubernetes/client-node";
+import { MODE_ANNOTATION, PLACEHOLDER_LABEL } from "../api/constants.js";
+import type { AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
+import { placeholderForPod } from "../placement/plan.js";
+import { mergeAffinity } from "../placement/pod-affinity.js";
+import type { AdmissionDecision } from "./admission.js";
+
+export interface PodContext {
+  /** The pod's PipelineRun, from the cache. */
+  run: PipelineRun | undefined;
+  /** The run's effective policy spec (mode as recorded at gate time). */
+  spec: AffinityPolicySpec | undefined;
+  /** Node of a scheduled placeholder pod, by placeholder name (for nodePinning). */
+  placeholderNode: (namespace: string, placeholder: string) => string | undefined;
+}
+
+export function mutateTaskPod(pod: V1Pod, ctx: PodContext): AdmissionDecision {
+  // Placeholders are ours and never carry the managed label; this is a second line of defence.
+  if (pod.metadata?.labels?.[PLACEHOLDER_LABEL]) return { allowed: true };
+  const { run, spec } = ctx;
+  if (!run?.metadata.uid || !spec) {
+    return {
+      allowed: true,
+      warnings: [
+        "tekton-affinity: this pod's PipelineRun is not in the controller's cache yet; no affinity added",
+      ],
+    };
+  }
+  const mode = (run.metadata.annotations?.[MODE_ANNOTATION] as Mode | undefined) ?? spec.mode;
+  const claims = (pod.spec?.volumes ?? []).flatMap((v) =>
+    v.persistentVolumeClaim ? [v.persistentVolumeClaim.claimName] : [],
+  );
+  const target = placeholderForPod(run.metadata.uid, mode, claims);
+  if (target.problem) return { allowed: false, message: `tekton-affinity: ${target.problem}` };
+  if (!target.name) return { allowed: true };
+
+  const namespace = run.metadata.namespace;
+  const pinnedNode =
+    spec.strategy === "nodePinning" ? ctx.placeholderNode(namespace, target.name) : undefined;
+  const affinity = mergeAffinity(pod.spec?.affinity, {
+    placeholder: target.name,
+    namespace,
+    topologyKey: spec.topologyKey,
+    pinnedNode,
+  });
+  return {
+    allowed: true,
+    patch: [{ op: pod.spec?.affinity ? "replace" : "add", path: "/spec/affinity", value: affinity }],
+  };
+}

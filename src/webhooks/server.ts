@@ -1,0 +1,101 @@
+// HTTPS server for the admission webhooks plus /healthz, /readyz and /metrics.
+// Every admission handler is synchronous over in-memory caches: no API call, no Redis call.
+
+import { createServer, type Server } from "node:https";
+import type { V1Pod } from "@kubernetes/client-node";
+import express, { type Request, type Response } from "express";
+import type { Logger } from "pino";
+import type { AffinityPolicy, PipelineRun } from "../api/types.js";
+import type { Metrics } from "../metrics.js";
+import { type AdmissionDecision, type AdmissionReview, reviewResponse } from "./admission.js";
+
+export const PATHS = {
+  pipelineRuns: "/mutate/pipelineruns",
+  pods: "/mutate/pods",
+  policies: "/validate/affinitypolicies",
+} as const;
+
+export interface WebhookHandlers {
+  pipelineRun: (run: PipelineRun) => AdmissionDecision;
+  pod: (pod: V1Pod, namespace: string) => AdmissionDecision;
+  policy: (policy: AffinityPolicy) => AdmissionDecision;
+  /** True once the informer caches have synced: before that the webhooks would answer from nothing. */
+  ready: () => boolean;
+}
+
+export interface TlsMaterial {
+  certPem: string;
+  keyPem: string;
+}
+
+export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: Logger) {
+  const app = express();
+  app.disable("x-powered-by");
+  app.use(express.json({ limit: "10mb" }));
+
+  const admit =
+    <T>(name: string, decide: (obj: T, review: AdmissionReview<T>) => AdmissionDecision) =>
+    (req: Request, res: Response) => {
+      const started = process.hrtime.bigint();
+      const review = req.body as AdmissionReview<T>;
+      const request = review?.request;
+      if (!request?.uid) {
+        res.status(400).json({ error: "expected an admission.k8s.io/v1 AdmissionReview with a request" });
+        return;
+      }
+      let decision: AdmissionDecision;
+      try {
+        decision = decide(request.object as T, review);
+      } catch (err) {
+        // A bug here must not block the request: answer allowed, loudly.
+        logger.error(
+          { webhook: name, err: String(err), uid: request.uid },
+          "webhook handler failed; allowing",
+        );
+        decision = { allowed: true, warnings: [`tekton-affinity ${name} webhook failed: ${String(err)}`] };
+      }
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      metrics.webhookDuration.observe({ webhook: name, allowed: String(decision.allowed) }, seconds);
+      res.json(reviewResponse(request.uid, decision));
+    };
+
+  app.post(
+    PATHS.pipelineRuns,
+    admit<PipelineRun>("pipelineruns", (run) => handlers.pipelineRun(run)),
+  );
+  app.post(
+    PATHS.pods,
+    admit<V1Pod>("pods", (pod, review) =>
+      handlers.pod(pod, review.request?.namespace ?? pod.metadata?.namespace ?? ""),
+    ),
+  );
+  app.post(
+    PATHS.policies,
+    admit<AffinityPolicy>("affinitypolicies", (p) => handlers.policy(p)),
+  );
+  app.get("/healthz", (_req, res) => {
+    res.send("ok");
+  });
+  app.get("/readyz", (_req, res) => {
+    if (handlers.ready()) res.send("ok");
+    else res.status(503).send("informer caches not synced");
+  });
+  app.get("/metrics", async (_req, res) => {
+    res.set("Content-Type", metrics.registry.contentType);
+    res.send(await metrics.registry.metrics());
+  });
+  return app;
+}
+
+export function listen(
+  app: ReturnType<typeof express>,
+  tls: TlsMaterial,
+  port: number,
+  host = "0.0.0.0",
+): Promise<Server> {
+  const server = createServer({ cert: tls.certPem, key: tls.keyPem }, app);
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}
