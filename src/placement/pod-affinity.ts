@@ -21,10 +21,10 @@ export function mergeAffinity(existing: V1Affinity | undefined, target: Affinity
       operator: "In",
       values: [target.pinnedNode],
     };
-    const nodeAffinity = (affinity.nodeAffinity ??= {});
-    const required = (nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution ??= {
-      nodeSelectorTerms: [],
-    });
+    affinity.nodeAffinity ??= {};
+    const nodeAffinity = affinity.nodeAffinity;
+    nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution ??= { nodeSelectorTerms: [] };
+    const required = nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution;
     // Node selector terms are ORed: our requirement must hold in every one of them (AND).
     if (required.nodeSelectorTerms.length === 0)
       required.nodeSelectorTerms.push({ matchExpressions: [requirement] });
@@ -38,7 +38,8 @@ export function mergeAffinity(existing: V1Affinity | undefined, target: Affinity
     namespaces: [target.namespace],
     topologyKey: target.topologyKey ?? DEFAULT_TOPOLOGY_KEY,
   };
-  const podAffinity = (affinity.podAffinity ??= {});
+  affinity.podAffinity ??= {};
+  const podAffinity = affinity.podAffinity;
   podAffinity.requiredDuringSchedulingIgnoredDuringExecution = [
     ...(podAffinity.requiredDuringSchedulingIgnoredDuringExecution ?? []),
     term,

@@ -116,7 +116,9 @@ export class WorkQueue {
     this.worker.on("error", (err) => this.reportRedisError(err));
     this.worker.on("failed", (job, err) => {
       if (err instanceof DelayedError) return;
-      this.opts.logger.warn(
+      // 409: our cached view was older than the object (Tekton writes runs often). Expected; retried.
+      const conflict = (err as { code?: number }).code === 409;
+      this.opts.logger[conflict ? "debug" : "warn"](
         { job: job?.name, data: job?.data, attempt: job?.attemptsMade, err: err.message },
         "reconcile failed",
       );

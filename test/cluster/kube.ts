@@ -75,6 +75,9 @@ export function isConflict(err: unknown): boolean {
   return (err as { code?: number })?.code === 409;
 }
 
+/** Thrown by a waitFor probe to stop waiting at once: the awaited state can no longer come. */
+export class StopWaiting extends Error {}
+
 /**
  * Polls `probe` until it returns a value other than undefined/false, or fails after `timeoutMs` with
  * `what` and the last observation, so a timeout says what was expected and what was seen.
@@ -92,6 +95,7 @@ export async function waitFor<T>(
       if (value !== undefined && value !== false) return value;
       last = value;
     } catch (err) {
+      if (err instanceof StopWaiting) throw err;
       last = err;
     }
     if (Date.now() > deadline) {

@@ -1,0 +1,40 @@
+# tekton-affinity. Every target installs what it needs (npm packages; the control-plane binaries are
+# built from their Go modules on first use and cached in ~/.cache/tekton-affinity).
+
+.PHONY: demo test test-unit test-e2e build lint generate deps cluster-up cluster-down bench clean
+
+deps: node_modules/.package-lock.json
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+demo: deps
+	npx tsx scripts/demo.ts
+
+test: deps
+	npx mocha
+
+test-unit: deps
+	npx mocha --config .mocharc.json --spec 'test/unit/**/*.test.ts'
+
+build: deps
+	npm run build
+
+lint: deps
+	npm run lint
+
+generate: deps
+	npm run generate
+
+cluster-up: deps
+	npm run cluster -- up --nodes 3
+
+cluster-down: deps
+	npm run cluster -- down
+
+bench: deps
+	npx tsx bench/placement.ts
+
+clean:
+	rm -rf dist .cluster

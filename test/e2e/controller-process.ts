@@ -1,0 +1,102 @@
+// Runs `tekton-affinity controller` as a separate OS process against the local cluster, as an
+// operator would run a replica: its own port, its own log file, stoppable and killable.
+
+import { spawn } from "node:child_process";
+import { openSync } from "node:fs";
+import { request } from "node:https";
+import { join, resolve } from "node:path";
+import { waitFor } from "../cluster/kube.js";
+import { freePort, isAlive, killAllSync, killProcess, stopProcess } from "../cluster/processes.js";
+
+const REPO = resolve(import.meta.dirname, "..", "..");
+
+export interface ControllerProcessOptions {
+  kubeconfig: string;
+  redisUrl: string;
+  logDir: string;
+  replicaId?: string;
+  /** Extra flags, e.g. ["--settle-seconds", "5"]. */
+  args?: string[];
+  /** Register the webhook configurations (only one replica should, in the local cluster). */
+  manageWebhooks?: boolean;
+  port?: number;
+}
+
+export class ControllerProcess {
+  pid = 0;
+  port = 0;
+  readonly log: string;
+
+  constructor(private readonly o: ControllerProcessOptions) {
+    this.log = join(o.logDir, `controller-${o.replicaId ?? "0"}.log`);
+  }
+
+  async start(): Promise<void> {
+    this.port ||= this.o.port ?? (await freePort());
+    const args = [
+      join(REPO, "node_modules", "tsx", "dist", "cli.mjs"),
+      join(REPO, "src", "cli", "main.ts"),
+      "controller",
+      `--kubeconfig=${this.o.kubeconfig}`,
+      `--redis-url=${this.o.redisUrl}`,
+      `--webhook-port=${this.port}`,
+      "--webhook-url-host=127.0.0.1",
+      `--replica-id=${this.o.replicaId ?? "replica-0"}`,
+      "--log-level=debug",
+      ...(this.o.manageWebhooks === false ? ["--no-manage-webhook-configurations"] : []),
+      ...(this.o.args ?? []),
+    ];
+    const fd = openSync(this.log, "a");
+    const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", fd, fd], cwd: REPO });
+    child.unref();
+    this.pid = child.pid ?? 0;
+    const pid = this.pid;
+    // Leave no replica behind if the test process exits or is interrupted.
+    process.once("exit", () => killAllSync([pid]));
+    await waitFor(`controller ${this.o.replicaId ?? ""} /readyz (log: ${this.log})`, () => this.ready(), {
+      timeoutMs: 60_000,
+    });
+  }
+
+  ready(): Promise<boolean> {
+    return new Promise((done) => {
+      const req = request(
+        { host: "127.0.0.1", port: this.port, path: "/readyz", rejectUnauthorized: false, timeout: 1000 },
+        (res) => {
+          res.resume();
+          done(res.statusCode === 200);
+        },
+      );
+      req.on("error", () => done(false));
+      req.on("timeout", () => req.destroy());
+      req.end();
+    });
+  }
+
+  async metrics(): Promise<string> {
+    return new Promise((done, fail) => {
+      const req = request(
+        { host: "127.0.0.1", port: this.port, path: "/metrics", rejectUnauthorized: false },
+        (res) => {
+          let body = "";
+          res.on("data", (c) => (body += c));
+          res.on("end", () => done(body));
+        },
+      );
+      req.on("error", fail);
+      req.end();
+    });
+  }
+
+  get alive(): boolean {
+    return this.pid > 0 && isAlive(this.pid);
+  }
+
+  async stop(): Promise<void> {
+    if (this.alive) await stopProcess(this.pid, 5000);
+  }
+
+  async kill(): Promise<void> {
+    if (this.alive) await killProcess(this.pid);
+  }
+}

@@ -1,0 +1,232 @@
+// Acceptance scenarios 2-5 of DESIGN.md on the real control plane with the real Tekton controller.
+
+import { expect } from "chai";
+import {
+  GATED_ANNOTATION,
+  MANAGED_LABEL,
+  PENDING_STATUS,
+  WAITING_ANNOTATION,
+} from "../../src/api/constants.js";
+import type { PipelineRun } from "../../src/api/types.js";
+import type { LocalCluster } from "../cluster/cluster.js";
+import { waitFor } from "../cluster/kube.js";
+import { e2e } from "./env.js";
+import {
+  applyPolicy,
+  createNamespace,
+  createRun,
+  getRun,
+  pipelineRun,
+  placeholderPods,
+  RWO_TEMPLATE,
+  runEvents,
+  taskPods,
+  waitForEvent,
+  waitRunSucceeded,
+} from "./helpers.js";
+
+const FOUR_TASKS = [
+  { name: "say-hello" },
+  { name: "say-world" },
+  { name: "say-hello-again", runAfter: ["say-hello"] },
+  { name: "say-world-again", runAfter: ["say-world"] },
+];
+
+function placedOnOf(run: PipelineRun): string | undefined {
+  return run.metadata.annotations?.["affinity.tekton.dev/placed-on"];
+}
+
+async function waitReleased(cluster: LocalCluster, ns: string, name: string): Promise<void> {
+  await waitFor(
+    `${ns}/${name} released from the gate`,
+    async () => (await getRun(cluster, ns, name)).spec.status === undefined,
+  );
+}
+
+async function nodesOf(cluster: LocalCluster, ns: string, run: string) {
+  const pods = await taskPods(cluster, ns, run);
+  return new Set([...pods.values()].map((p) => p.spec?.nodeName));
+}
+
+describe("co-scheduling", function () {
+  this.timeout(240_000);
+
+  it("pipelineruns mode: all four task pods run on the placeholder's node (scenario 2)", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "four-tasks");
+    await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+    // Several runs, so that landing on one node by chance is very unlikely across all of them.
+    const runs = await Promise.all(
+      [1, 2, 3].map(() => createRun(cluster, pipelineRun(ns, { tasks: FOUR_TASKS }))),
+    );
+    for (const run of runs) {
+      const done = await waitRunSucceeded(cluster, ns, run.metadata.name);
+      const nodes = await nodesOf(cluster, ns, run.metadata.name);
+      expect(nodes.size, `task pods of ${run.metadata.name} on ${[...nodes]}`).to.equal(1);
+      const placed = done.metadata.annotations?.["affinity.tekton.dev/placed-on"];
+      expect([...nodes][0]).to.equal(placed);
+      const pods = await taskPods(cluster, ns, run.metadata.name);
+      expect(pods.size).to.equal(4);
+      for (const pod of pods.values()) {
+        const terms = pod.spec?.affinity?.podAffinity?.requiredDuringSchedulingIgnoredDuringExecution ?? [];
+        expect(terms).to.have.length(1);
+      }
+    }
+  });
+
+  it("gates a run until its placeholder is scheduled, then cleans the placeholder up", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "gate");
+    await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+    const created = await createRun(cluster, pipelineRun(ns, { tasks: [{ name: "one" }] }));
+    // The webhook answered before anything was scheduled: the stored run is gated and labelled.
+    expect(created.spec.status).to.equal(PENDING_STATUS);
+    expect(created.metadata.labels?.[MANAGED_LABEL]).to.equal("true");
+    expect(created.metadata.annotations?.[GATED_ANNOTATION]).to.equal("true");
+    await waitRunSucceeded(cluster, ns, created.metadata.name);
+    const events = (await runEvents(cluster, ns, created.metadata.name)).map((e) => e.reason);
+    expect(events).to.include("Placed");
+    await waitForEvent(cluster, ns, created.metadata.name, "CleanedUp");
+    await waitFor(
+      "placeholder pods gone",
+      async () => (await placeholderPods(cluster, ns, created.metadata.uid!)).length === 0,
+    );
+  });
+
+  it("leaves a run the user set Pending pending", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "user-pending");
+    await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+    const created = await createRun(
+      cluster,
+      pipelineRun(ns, { tasks: [{ name: "one" }], status: PENDING_STATUS }),
+    );
+    expect(created.metadata.annotations?.[GATED_ANNOTATION]).to.equal(undefined);
+    // Its placeholder is prepared and scheduled...
+    await waitFor("placeholder scheduled", async () =>
+      (await placeholderPods(cluster, ns, created.metadata.uid!)).some((p) => p.spec?.nodeName),
+    );
+    // ...and a few reconciles later the run is still the user's to start.
+    await new Promise((r) => setTimeout(r, 3000));
+    expect((await getRun(cluster, ns, created.metadata.name)).spec.status).to.equal(PENDING_STATUS);
+    await cluster.clients.custom.patchNamespacedCustomObject({
+      group: "tekton.dev",
+      version: "v1",
+      plural: "pipelineruns",
+      namespace: ns,
+      name: created.metadata.name,
+      body: [{ op: "remove", path: "/spec/status" }],
+    });
+    await waitRunSucceeded(cluster, ns, created.metadata.name);
+    const nodes = await nodesOf(cluster, ns, created.metadata.name);
+    expect(nodes.size).to.equal(1);
+  });
+
+  it("workspaces mode: tasks sharing an RWO volumeClaimTemplate follow its placeholder", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "workspaces");
+    await applyPolicy(cluster, ns, { mode: "workspaces" });
+    const run = await createRun(
+      cluster,
+      pipelineRun(ns, {
+        workspaces: { source: RWO_TEMPLATE },
+        tasks: [
+          { name: "first", workspaces: ["source"] },
+          { name: "second", runAfter: ["first"], workspaces: ["source"] },
+          { name: "third", runAfter: ["first"], workspaces: ["source"] },
+        ],
+      }),
+    );
+    await waitRunSucceeded(cluster, ns, run.metadata.name);
+    const nodes = await nodesOf(cluster, ns, run.metadata.name);
+    expect(nodes.size).to.equal(1);
+  });
+
+  it("workspaces mode: a run without PVC-backed workspaces is released at once", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "no-pvc");
+    await applyPolicy(cluster, ns, { mode: "workspaces" });
+    const run = await createRun(cluster, pipelineRun(ns, { tasks: [{ name: "a" }, { name: "b" }] }));
+    await waitRunSucceeded(cluster, ns, run.metadata.name);
+    const placed = await waitForEvent(cluster, ns, run.metadata.name, "Placed");
+    expect(placed.message).to.contain("no PVC-backed workspace");
+  });
+
+  it("isolate-pipelinerun: one run per node; run N+1 waits visibly and starts when a node is added (scenario 3)", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "isolate");
+    await applyPolicy(cluster, ns, { mode: "isolate-pipelinerun" });
+    const nodeCount = (await cluster.listNodes()).filter((n) => !n.spec?.unschedulable).length;
+    const long = () => pipelineRun(ns, { tasks: [{ name: "sleep", seconds: 60 }] });
+    const runs: PipelineRun[] = [];
+    let added: string | undefined;
+    try {
+      for (let i = 0; i < nodeCount; i++) runs.push(await createRun(cluster, long()));
+      for (const run of runs) await waitReleased(cluster, ns, run.metadata.name);
+      const placedOn = await Promise.all(
+        runs.map(async (r) => placedOnOf(await getRun(cluster, ns, r.metadata.name))),
+      );
+      expect(new Set(placedOn).size, `placed on ${placedOn}`).to.equal(nodeCount);
+
+      const extra = await createRun(cluster, long());
+      runs.push(extra);
+      const waiting = await waitForEvent(cluster, ns, extra.metadata.name, "Waiting", { type: "Warning" });
+      expect(waiting.message).to.match(/anti-affinity/);
+      const gated = await getRun(cluster, ns, extra.metadata.name);
+      expect(gated.spec.status).to.equal(PENDING_STATUS);
+      expect(gated.metadata.annotations?.[WAITING_ANNOTATION]).to.contain("cannot be scheduled");
+
+      [added] = await cluster.addNodes(1);
+      await waitReleased(cluster, ns, extra.metadata.name);
+      expect(placedOnOf(await getRun(cluster, ns, extra.metadata.name))).to.equal(added);
+    } finally {
+      // Isolated placeholders repel every other placeholder: never leave them behind for later tests.
+      await cluster.clients.core.deleteNamespace({ name: ns });
+      await waitFor(
+        "isolated placeholders gone",
+        async () => (await cluster.clients.core.listNamespacedPod({ namespace: ns })).items.length === 0,
+      );
+      if (added) await cluster.removeNode(added);
+    }
+  });
+
+  it("three teams: workspaces, isolate-pipelinerun and no policy (scenario 5)", async () => {
+    const { cluster } = await e2e();
+    const [wsNs, isoNs, freeNs] = await Promise.all([
+      createNamespace(cluster, "team-ws"),
+      createNamespace(cluster, "team-iso"),
+      createNamespace(cluster, "team-free"),
+    ]);
+    await applyPolicy(cluster, wsNs, { mode: "workspaces" });
+    await applyPolicy(cluster, isoNs, { mode: "isolate-pipelinerun", isolation: { scope: "namespace" } });
+    const shape = {
+      workspaces: { source: RWO_TEMPLATE },
+      tasks: [
+        { name: "a", workspaces: ["source"] },
+        { name: "b", runAfter: ["a"], workspaces: ["source"] },
+      ],
+    };
+    const ws = await createRun(cluster, pipelineRun(wsNs, shape));
+    const iso = await createRun(cluster, pipelineRun(isoNs, shape));
+    const free = await createRun(cluster, pipelineRun(freeNs, shape));
+    expect(ws.metadata.labels?.[MANAGED_LABEL]).to.equal("true");
+    expect(iso.metadata.labels?.[MANAGED_LABEL]).to.equal("true");
+    // Untouched: no label, no gate, no annotation, no placeholder.
+    expect(free.metadata.labels?.[MANAGED_LABEL]).to.equal(undefined);
+    expect(free.spec.status).to.equal(undefined);
+    expect(
+      Object.keys(free.metadata.annotations ?? {}).filter((k) => k.startsWith("affinity.tekton.dev/")),
+    ).to.deep.equal([]);
+    for (const [ns, run] of [
+      [wsNs, ws],
+      [isoNs, iso],
+      [freeNs, free],
+    ] as const)
+      await waitRunSucceeded(cluster, ns, run.metadata.name);
+    expect(await placeholderPods(cluster, freeNs, free.metadata.uid!)).to.deep.equal([]);
+    const freePods = await taskPods(cluster, freeNs, free.metadata.name);
+    for (const p of freePods.values()) expect(p.spec?.affinity).to.equal(undefined);
+    expect((await nodesOf(cluster, wsNs, ws.metadata.name)).size).to.equal(1);
+    expect((await nodesOf(cluster, isoNs, iso.metadata.name)).size).to.equal(1);
+  });
+});

@@ -1,0 +1,74 @@
+// The end-to-end environment, shared by every e2e test file in one mocha run: one local cluster
+// (or the one `npm run cluster -- up` left running, when TEKTON_AFFINITY_CLUSTER_DIR is set) with our
+// CRD installed and one controller replica. Stopped by the root hook in hooks.ts.
+
+import { mkdirSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { LocalCluster } from "../cluster/cluster.js";
+import { ControllerProcess } from "./controller-process.js";
+
+const REPO = resolve(import.meta.dirname, "..", "..");
+
+export interface E2E {
+  cluster: LocalCluster;
+  controller: ControllerProcess;
+  logDir: string;
+  /** Started by this process (and so stopped by it), as opposed to attached to. */
+  owned: boolean;
+}
+
+/** Controller timings shortened so that tests of waits, grace and settle periods run in seconds. */
+export const TEST_CONTROLLER_ARGS = [
+  "--settle-seconds=5",
+  "--not-ready-grace-seconds=3",
+  "--resync-seconds=20",
+];
+
+let env: Promise<E2E> | undefined;
+
+export function e2e(): Promise<E2E> {
+  env ??= setUp();
+  return env;
+}
+
+async function setUp(): Promise<E2E> {
+  const attachTo = process.env.TEKTON_AFFINITY_CLUSTER_DIR;
+  const nodes = 3;
+  const cluster = attachTo ? LocalCluster.attach(attachTo) : await LocalCluster.start({ nodes });
+  const logDir = join(cluster.state.dir, "logs");
+  mkdirSync(logDir, { recursive: true });
+  await installCrd(cluster);
+  await cluster.clients.core
+    .createNamespace({ body: { metadata: { name: "tekton-affinity" } } })
+    .catch((err: { code?: number }) => {
+      if (err.code !== 409) throw err;
+    });
+  const controller = new ControllerProcess({
+    kubeconfig: cluster.kubeconfig,
+    redisUrl: cluster.redisUrl,
+    logDir,
+    replicaId: "replica-0",
+    args: TEST_CONTROLLER_ARGS,
+  });
+  await controller.start();
+  return { cluster, controller, logDir, owned: !attachTo };
+}
+
+export async function installCrd(cluster: LocalCluster): Promise<void> {
+  await cluster.apply(readFileSync(join(REPO, "crds", "affinitypolicy.yaml"), "utf8"));
+  await cluster.kubectlRun(
+    "wait",
+    "--for=condition=Established",
+    "--timeout=30s",
+    "crd/affinitypolicies.affinity.tekton.dev",
+  );
+}
+
+export async function tearDown(): Promise<void> {
+  if (!env) return;
+  const e = await env.catch(() => undefined);
+  env = undefined;
+  if (!e) return;
+  await e.controller.stop();
+  if (e.owned) await e.cluster.stop();
+}

@@ -1,0 +1,217 @@
+// Builders and probes for end-to-end tests: PipelineRuns, policies, and what happened to them.
+
+import { randomBytes } from "node:crypto";
+import type { CoreV1Event, V1Pod } from "@kubernetes/client-node";
+import { GROUP, PLACEHOLDER_RUN_UID_LABEL, PLURAL, VERSION } from "../../src/api/constants.js";
+import type { AffinityPolicy, AffinityPolicySpec, PipelineRun } from "../../src/api/types.js";
+import type { LocalCluster } from "../cluster/cluster.js";
+import { StopWaiting, waitFor } from "../cluster/kube.js";
+import { POD_DURATION_ANNOTATION } from "../cluster/kwok-stages.js";
+
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${randomBytes(3).toString("hex")}`;
+}
+
+export async function createNamespace(cluster: LocalCluster, prefix: string): Promise<string> {
+  const name = uniqueName(prefix);
+  await cluster.clients.core.createNamespace({ body: { metadata: { name } } });
+  await waitFor(`default ServiceAccount in ${name}`, () =>
+    cluster.clients.core.readNamespacedServiceAccount({ name: "default", namespace: name }),
+  );
+  return name;
+}
+
+export async function applyPolicy(
+  cluster: LocalCluster,
+  namespace: string,
+  spec: AffinityPolicySpec,
+  name = "default",
+  labels?: Record<string, string>,
+): Promise<AffinityPolicy> {
+  return (await cluster.clients.custom.createNamespacedCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: PLURAL,
+    namespace,
+    body: {
+      apiVersion: `${GROUP}/${VERSION}`,
+      kind: "AffinityPolicy",
+      metadata: { name, namespace, labels },
+      spec,
+    },
+  })) as AffinityPolicy;
+}
+
+export async function getPolicy(
+  cluster: LocalCluster,
+  namespace: string,
+  name: string,
+): Promise<AffinityPolicy> {
+  return (await cluster.clients.custom.getNamespacedCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: PLURAL,
+    namespace,
+    name,
+  })) as AffinityPolicy;
+}
+
+export interface TaskShape {
+  name: string;
+  runAfter?: string[];
+  /** Modelled run time of the task's pod (KWOK). Default 1 s. */
+  seconds?: number;
+  /** Workspaces the task binds (must be declared by the run). */
+  workspaces?: string[];
+}
+
+export interface RunShape {
+  name?: string;
+  tasks: TaskShape[];
+  /** Workspace name -> binding (e.g. { volumeClaimTemplate: ... } or { persistentVolumeClaim: ... }). */
+  workspaces?: Record<string, Record<string, unknown>>;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  taskRunTemplate?: PipelineRun["spec"]["taskRunTemplate"];
+  status?: string;
+}
+
+export const RWO_TEMPLATE = {
+  volumeClaimTemplate: {
+    spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "10Mi" } } },
+  },
+};
+
+export function pipelineRun(namespace: string, shape: RunShape): PipelineRun {
+  const workspaces = Object.keys(shape.workspaces ?? {});
+  return {
+    apiVersion: "tekton.dev/v1",
+    kind: "PipelineRun",
+    metadata: {
+      name: shape.name ?? uniqueName("run"),
+      namespace,
+      labels: shape.labels,
+      annotations: shape.annotations,
+    },
+    spec: {
+      ...(shape.status ? { status: shape.status } : {}),
+      ...(shape.taskRunTemplate ? { taskRunTemplate: shape.taskRunTemplate } : {}),
+      workspaces: Object.entries(shape.workspaces ?? {}).map(([name, binding]) => ({ name, ...binding })),
+      pipelineSpec: {
+        workspaces: workspaces.map((name) => ({ name })),
+        tasks: shape.tasks.map((t) => ({
+          name: t.name,
+          ...(t.runAfter ? { runAfter: t.runAfter } : {}),
+          workspaces: (t.workspaces ?? []).map((name) => ({ name, workspace: name })),
+          taskSpec: {
+            metadata: {
+              annotations: { [POD_DURATION_ANNOTATION]: `${Math.round((t.seconds ?? 1) * 1000)}ms` },
+            },
+            workspaces: (t.workspaces ?? []).map((name) => ({ name })),
+            // An explicit command: Tekton would otherwise look the image's entrypoint up in a registry.
+            steps: [{ name: "work", image: "busybox", command: ["true"] }],
+          },
+        })),
+      },
+    },
+  };
+}
+
+export async function createRun(cluster: LocalCluster, run: PipelineRun): Promise<PipelineRun> {
+  return (await cluster.clients.custom.createNamespacedCustomObject({
+    group: "tekton.dev",
+    version: "v1",
+    plural: "pipelineruns",
+    namespace: run.metadata.namespace,
+    body: run,
+  })) as PipelineRun;
+}
+
+export async function getRun(cluster: LocalCluster, namespace: string, name: string): Promise<PipelineRun> {
+  return (await cluster.clients.custom.getNamespacedCustomObject({
+    group: "tekton.dev",
+    version: "v1",
+    plural: "pipelineruns",
+    namespace,
+    name,
+  })) as PipelineRun;
+}
+
+export function succeeded(run: PipelineRun): string | undefined {
+  return run.status?.conditions?.find((c) => c.type === "Succeeded")?.status;
+}
+
+export async function waitRunSucceeded(
+  cluster: LocalCluster,
+  namespace: string,
+  name: string,
+  timeoutMs = 120_000,
+): Promise<PipelineRun> {
+  return waitFor(
+    `PipelineRun ${namespace}/${name} to succeed`,
+    async () => {
+      const run = await getRun(cluster, namespace, name);
+      const status = succeeded(run);
+      if (status === "False") {
+        const c = run.status?.conditions?.[0];
+        throw new StopWaiting(`PipelineRun ${namespace}/${name} failed: ${c?.reason}: ${c?.message}`);
+      }
+      return status === "True" ? run : undefined;
+    },
+    { timeoutMs, intervalMs: 500 },
+  );
+}
+
+/** TaskRun pods of a run, by task name. */
+export async function taskPods(
+  cluster: LocalCluster,
+  namespace: string,
+  runName: string,
+): Promise<Map<string, V1Pod>> {
+  const pods = await cluster.clients.core.listNamespacedPod({
+    namespace,
+    labelSelector: `tekton.dev/pipelineRun=${runName}`,
+  });
+  return new Map(pods.items.map((p) => [p.metadata?.labels?.["tekton.dev/pipelineTask"] ?? "", p]));
+}
+
+export async function placeholderPods(
+  cluster: LocalCluster,
+  namespace: string,
+  runUid: string,
+): Promise<V1Pod[]> {
+  const pods = await cluster.clients.core.listNamespacedPod({
+    namespace,
+    labelSelector: `${PLACEHOLDER_RUN_UID_LABEL}=${runUid}`,
+  });
+  return pods.items;
+}
+
+export async function runEvents(
+  cluster: LocalCluster,
+  namespace: string,
+  runName: string,
+): Promise<CoreV1Event[]> {
+  const events = await cluster.clients.core.listNamespacedEvent({
+    namespace,
+    fieldSelector: `involvedObject.name=${runName},involvedObject.kind=PipelineRun`,
+  });
+  return events.items;
+}
+
+export async function waitForEvent(
+  cluster: LocalCluster,
+  namespace: string,
+  runName: string,
+  reason: string,
+  { type, timeoutMs = 60_000 }: { type?: "Normal" | "Warning"; timeoutMs?: number } = {},
+): Promise<CoreV1Event> {
+  return waitFor(
+    `${type ?? ""} event ${reason} on PipelineRun ${namespace}/${runName}`,
+    async () =>
+      (await runEvents(cluster, namespace, runName)).find(
+        (e) => e.reason === reason && (!type || e.type === type),
+      ),
+    { timeoutMs },
+  );
+}
