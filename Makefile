@@ -13,10 +13,10 @@ demo: deps
 	npx tsx scripts/demo.ts
 
 test: deps
-	npx mocha
+	npm test
 
 test-unit: deps
-	npx mocha --config .mocharc.json --spec 'test/unit/**/*.test.ts'
+	npm run test:unit
 
 build: deps
 	npm run build

@@ -7,6 +7,14 @@ import { type ControllerOptions, DEFAULTS, defaultReplicaId } from "../controlle
 
 const env = (name: string) => `TEKTON_AFFINITY_${name}`;
 
+function nonNegativeInt(flag: string) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`${flag} must be a whole number of at least 0, got "${value}"`);
+    return n;
+  };
+}
+
 function positiveInt(flag: string) {
   return (value: string) => {
     const n = Number(value);
@@ -111,10 +119,10 @@ export function registerControllerCommand(program: Command): Command {
         .argParser(positiveInt("--not-ready-grace-seconds")),
     )
     .addOption(
-      new Option("--settle-seconds <s>", "at most one migration per placeholder in this period")
+      new Option("--settle-seconds <s>", "a node must stay unusable this long before its placeholders move; at most one move per placeholder per period (0: move at once)")
         .env(env("SETTLE_SECONDS"))
         .default(DEFAULTS.settleSeconds)
-        .argParser(positiveInt("--settle-seconds")),
+        .argParser(nonNegativeInt("--settle-seconds")),
     )
     .addOption(
       new Option("--resync-seconds <s>", "how often every unfinished run is enqueued again")

@@ -14,6 +14,7 @@ import type { WorkItem } from "../queue/work-item.js";
 import { WorkQueue } from "../queue/work-queue.js";
 import { AffinityPolicyReconciler } from "../reconcilers/affinitypolicy.js";
 import { effectiveSpec } from "../reconcilers/effective-spec.js";
+import { NodeTracker } from "../reconcilers/node-tracker.js";
 import { CLEANED_UP_ANNOTATION, PipelineRunReconciler } from "../reconcilers/pipelinerun.js";
 import { CertificateManager, caBundle } from "../webhooks/certificate-manager.js";
 import { webhookConfigurations } from "../webhooks/configurations.js";
@@ -99,7 +100,12 @@ export class Controller {
     if (o.manageWebhookConfigurations) await this.applyWebhookConfigurations(kc, caBundle(bundle));
 
     const events = new EventRecorder(clients.core, "tekton-affinity", this.logger);
+    const nodeTracker = new NodeTracker();
+    for (const node of caches.nodes.list()) nodeTracker.observe(node);
+    caches.nodes.onChange((node) => nodeTracker.observe(node));
+    caches.nodes.onDelete((node) => nodeTracker.forget(node.metadata?.name ?? ""));
     const runs = new PipelineRunReconciler({
+      nodeTracker,
       clients,
       caches,
       events,

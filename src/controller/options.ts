@@ -42,7 +42,7 @@ export const DEFAULTS = {
   concurrency: 8,
   logLevel: "info",
   notReadyGraceSeconds: 30,
-  settleSeconds: 60,
+  settleSeconds: 10,
   resyncSeconds: 300,
 } as const;
 

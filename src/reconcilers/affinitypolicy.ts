@@ -21,7 +21,7 @@ export interface PolicyReconcilerOptions {
   tektonNamespace?: string;
 }
 
-/** Reads Tekton's coschedule flag, at most every 30 s (reconciles are frequent; the flag is not). */
+/** Reads Tekton's coschedule flag, at most every 10 s (reconciles are frequent; the flag is not). */
 class TektonFlags {
   private value?: { coschedule?: string; readAt: number };
   constructor(
@@ -29,7 +29,7 @@ class TektonFlags {
     private readonly namespace: string,
   ) {}
   async coschedule(): Promise<string | undefined> {
-    if (this.value && Date.now() - this.value.readAt < 30_000) return this.value.coschedule;
+    if (this.value && Date.now() - this.value.readAt < 10_000) return this.value.coschedule;
     let coschedule: string | undefined;
     try {
       const cm = await this.core.readNamespacedConfigMap({

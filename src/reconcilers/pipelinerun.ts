@@ -32,6 +32,7 @@ import { claimFromTemplate, placeholderStatefulSet } from "../placement/stateful
 import type { ReconcileResult } from "../queue/work-queue.js";
 import { effectiveSpec } from "./effective-spec.js";
 import { nodeProblem } from "./node-health.js";
+import type { NodeTracker } from "./node-tracker.js";
 
 export const CLEANED_UP_ANNOTATION = `${GROUP}/cleaned-up`;
 export const PLACED_ON_ANNOTATION = `${GROUP}/placed-on`;
@@ -51,8 +52,11 @@ export interface RunReconcilerOptions {
   waitRequeueMs?: number;
   /** How long a node may be NotReady before its placeholders move. Default 30 s. */
   notReadyGraceMs?: number;
-  /** At most one migration per placeholder per this period, so a flapping node does not thrash. Default 60 s. */
+  /** Settle period: a node must stay unusable this long before its placeholders move (an uncordon in
+   * between cancels the move), and a placeholder moves at most once per period. Default 10 s. */
   settlePeriodMs?: number;
+  /** When each node went bad, as observed by this replica's node watch. */
+  nodeTracker: NodeTracker;
 }
 
 export function isDone(run: PipelineRun): boolean {
@@ -83,7 +87,7 @@ export class PipelineRunReconciler {
   constructor(private readonly o: RunReconcilerOptions) {
     this.waitRequeueMs = o.waitRequeueMs ?? 5000;
     this.notReadyGraceMs = o.notReadyGraceMs ?? 30_000;
-    this.settlePeriodMs = o.settlePeriodMs ?? 60_000;
+    this.settlePeriodMs = o.settlePeriodMs ?? 10_000;
   }
 
   async reconcile(namespace: string, name: string): Promise<ReconcileResult> {
@@ -205,12 +209,15 @@ export class PipelineRunReconciler {
         this.notReadyGraceMs,
       );
       if (!problem) continue;
-      if (problem.waitMs > 0) {
-        soonest(problem.waitMs);
-        continue;
-      }
+      // NotReady waits out its grace period; every problem waits out the settle period, so a quick
+      // uncordon cancels the move; and a placeholder moves at most once per settle period.
+      const now = Date.now();
       const lastEviction = Number(set.metadata?.annotations?.[EVICTED_AT_ANNOTATION] ?? 0);
-      const settleLeft = lastEviction + this.settlePeriodMs - Date.now();
+      const settleLeft = Math.max(
+        problem.waitMs,
+        this.o.nodeTracker.troubleSince(nodeName, now) + this.settlePeriodMs - now,
+        lastEviction + this.settlePeriodMs - now,
+      );
       if (settleLeft > 0) {
         soonest(settleLeft);
         continue;

@@ -40,8 +40,16 @@ const STAGE_FILES = [
   "pod/general/pod-delete.yaml",
 ];
 
+/** Heartbeats well inside kube-controller-manager's node-monitor grace period: KWOK's own 20 s + up to
+ * 25 s jitter can exceed it, and the node then flaps NotReady under a running test. */
+const HEARTBEAT_MS = 10_000;
+
 function adjust(stage: Stage): Stage {
   const delay = stage.spec.delay;
+  if (delay && stage.metadata.name === "node-heartbeat") {
+    delete delay.jitterDurationMilliseconds;
+    delay.durationMilliseconds = HEARTBEAT_MS;
+  }
   if (delay && stage.metadata.name.startsWith("pod-")) {
     delete delay.jitterDurationMilliseconds;
     delete delay.jitterDurationFrom;

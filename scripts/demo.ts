@@ -1,0 +1,146 @@
+// make demo: a local cluster, one controller replica, three teams with three different policies,
+// and the cordon story. Prints where every pod ran, then stops everything.
+
+import type { V1Pod } from "@kubernetes/client-node";
+import { LocalCluster } from "../test/cluster/cluster.js";
+import { waitFor } from "../test/cluster/kube.js";
+import { VERSIONS } from "../test/cluster/versions.js";
+import { ControllerProcess } from "../test/e2e/controller-process.js";
+import { installCrd } from "../test/e2e/env.js";
+import {
+  applyPolicy,
+  createRun,
+  pipelineRun,
+  placeholderPods,
+  RWO_TEMPLATE,
+  runEvents,
+  taskPods,
+  waitForEvent,
+  waitRunSucceeded,
+} from "../test/e2e/helpers.js";
+
+const say = (line = "") => console.log(line);
+const table = (rows: string[][]) => {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  for (const r of rows) say(`  ${r.map((c, i) => c.padEnd(widths[i]!)).join("  ")}`);
+};
+
+const FOUR_TASKS = [
+  { name: "fetch", workspaces: ["source"] },
+  { name: "build", runAfter: ["fetch"], workspaces: ["source"] },
+  { name: "test", runAfter: ["fetch"], workspaces: ["source"] },
+  { name: "publish", runAfter: ["build", "test"], workspaces: ["source"] },
+];
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  say("tekton-affinity demo");
+  say("[1/4] starting the local control plane (binaries are built once, then cached)...");
+  const cluster = await LocalCluster.start({ nodes: 3, log: (l) => say(`      ${l}`) });
+  const controller = new ControllerProcess({
+    kubeconfig: cluster.kubeconfig,
+    redisUrl: cluster.redisUrl,
+    logDir: `${cluster.state.dir}/logs`,
+    args: ["--settle-seconds=3"],
+  });
+  try {
+    say(
+      `      Kubernetes ${VERSIONS.kubernetes}, Tekton ${VERSIONS.tekton}, KWOK ${VERSIONS.kwok}, 3 fake nodes, Redis ${cluster.redisUrl}`,
+    );
+    await installCrd(cluster);
+    await cluster.clients.core.createNamespace({ body: { metadata: { name: "tekton-affinity" } } });
+    await controller.start();
+    say(
+      `[2/4] controller replica running: webhooks on https://127.0.0.1:${controller.port}, log ${controller.log}`,
+    );
+
+    say("[3/4] three teams, three choices; each runs a four-task pipeline sharing one RWO workspace:");
+    const teams = [
+      { ns: "team-workspaces", spec: { mode: "workspaces" as const } },
+      { ns: "team-isolate", spec: { mode: "isolate-pipelinerun" as const } },
+      { ns: "team-free", spec: undefined },
+    ];
+    const runs: { ns: string; name: string; uid: string; mode: string }[] = [];
+    for (const t of teams) {
+      await cluster.clients.core.createNamespace({ body: { metadata: { name: t.ns } } });
+      await waitFor(`default ServiceAccount in ${t.ns}`, () =>
+        cluster.clients.core.readNamespacedServiceAccount({ name: "default", namespace: t.ns }),
+      );
+      if (t.spec) await applyPolicy(cluster, t.ns, t.spec);
+      const run = await createRun(
+        cluster,
+        pipelineRun(t.ns, { name: "ci", workspaces: { source: RWO_TEMPLATE }, tasks: FOUR_TASKS }),
+      );
+      runs.push({
+        ns: t.ns,
+        name: run.metadata.name,
+        uid: run.metadata.uid!,
+        mode: t.spec?.mode ?? "(no policy)",
+      });
+    }
+    const rows = [["NAMESPACE", "MODE", "TASK", "NODE"]];
+    for (const r of runs) {
+      await waitRunSucceeded(cluster, r.ns, r.name);
+      const pods = await taskPods(cluster, r.ns, r.name);
+      for (const [task, pod] of pods) rows.push([r.ns, r.mode, task, pod.spec?.nodeName ?? "?"]);
+      const nodes = new Set([...pods.values()].map((p) => p.spec?.nodeName));
+      say(
+        `      ${r.ns}/${r.name} succeeded; its ${pods.size} task pods ran on ${nodes.size} node(s): ${[...nodes].join(", ")}`,
+      );
+    }
+    table(rows);
+
+    say();
+    say("[4/4] the cordon story: the node holding a running pipeline's placeholder is cordoned");
+    const ns = "team-workspaces";
+    const run = await createRun(
+      cluster,
+      pipelineRun(ns, {
+        name: "long",
+        workspaces: { source: RWO_TEMPLATE },
+        tasks: [
+          { name: "first-task", seconds: 20, workspaces: ["source"] },
+          { name: "last-task", seconds: 5, runAfter: ["first-task"], workspaces: ["source"] },
+        ],
+      }),
+    );
+    const first = await waitFor("first-task running", async () => {
+      const pod = (await taskPods(cluster, ns, run.metadata.name)).get("first-task");
+      return pod?.status?.phase === "Running" ? pod : undefined;
+    });
+    const node = first.spec!.nodeName!;
+    const before = await placeholderPods(cluster, ns, run.metadata.uid!);
+    say(`      before: first-task running on ${node}; placeholder ${podWhere(before[0])}`);
+    say(`      kubectl cordon ${node}`);
+    await cluster.cordon(node);
+    for (const reason of ["Migrating", "Migrated"]) {
+      const e = await waitForEvent(cluster, ns, run.metadata.name, reason);
+      say(`      event ${reason}: ${e.message}`);
+    }
+    await waitRunSucceeded(cluster, ns, run.metadata.name, 120_000);
+    const pods = await taskPods(cluster, ns, run.metadata.name);
+    say(`      after: the run succeeded`);
+    table([
+      ["TASK", "NODE", "PHASE"],
+      ...[...pods].map(([task, p]) => [task, p.spec?.nodeName ?? "?", p.status?.phase ?? "?"]),
+    ]);
+    const reasons = (await runEvents(cluster, ns, run.metadata.name)).map((e) => e.reason);
+    say(
+      `      our events on the run: ${[...new Set(reasons)].filter((r): r is string => !!r && /Placed|Migr|Clean|Wait/.test(r)).join(", ")}`,
+    );
+    await cluster.uncordon(node);
+  } finally {
+    await controller.stop();
+    await cluster.stop();
+  }
+  say(`demo finished in ${((Date.now() - started) / 1000).toFixed(0)}s; every process stopped`);
+}
+
+function podWhere(pod: V1Pod | undefined): string {
+  return pod ? `${pod.metadata?.name} on ${pod.spec?.nodeName}` : "(none)";
+}
+
+main().catch((err: Error) => {
+  console.error(`demo failed: ${err.message}`);
+  process.exit(1);
+});

@@ -1,0 +1,162 @@
+// Acceptance scenario 1 and its variants: the node holding a running pipeline's placeholder becomes
+// unusable; the placeholder moves, the running task finishes where it is, the next task follows the
+// placeholder, and the run succeeds. (Controller settle period: 5 s, NotReady grace: 3 s; see env.ts.)
+
+import { expect } from "chai";
+import type { AffinityPolicySpec, PipelineRun } from "../../src/api/types.js";
+import type { LocalCluster } from "../cluster/cluster.js";
+import { waitFor } from "../cluster/kube.js";
+import { e2e } from "./env.js";
+import {
+  applyPolicy,
+  createNamespace,
+  createRun,
+  pipelineRun,
+  placeholderPods,
+  RWO_TEMPLATE,
+  runEvents,
+  taskPods,
+  waitForEvent,
+  waitRunSucceeded,
+} from "./helpers.js";
+
+interface Disruption {
+  apply: (cluster: LocalCluster, node: string) => Promise<void>;
+  undo: (cluster: LocalCluster, node: string) => Promise<void>;
+}
+
+const CORDON: Disruption = { apply: (c, n) => c.cordon(n), undo: (c, n) => c.uncordon(n) };
+const TAINT: Disruption = {
+  apply: (c, n) => c.taint(n, { key: "maintenance", value: "kernel", effect: "NoSchedule" }),
+  undo: (c, n) => c.untaint(n, "maintenance"),
+};
+const NOT_READY: Disruption = {
+  apply: (c, n) => c.setNodeReady(n, false),
+  undo: (c, n) => c.setNodeReady(n, true),
+};
+
+async function startSharedWorkspaceRun(
+  cluster: LocalCluster,
+  seconds: number,
+  spec: AffinityPolicySpec = { mode: "workspaces" },
+) {
+  const ns = await createNamespace(cluster, "cordon");
+  await applyPolicy(cluster, ns, spec);
+  const run = await createRun(
+    cluster,
+    pipelineRun(ns, {
+      workspaces: { source: RWO_TEMPLATE },
+      tasks: [
+        { name: "first-task", seconds, workspaces: ["source"] },
+        {
+          name: "last-task",
+          seconds: Math.min(seconds, 10),
+          runAfter: ["first-task"],
+          workspaces: ["source"],
+        },
+      ],
+    }),
+  );
+  // The first task runs on the placeholder's node.
+  const first = await waitFor("first-task running", async () => {
+    const pod = (await taskPods(cluster, ns, run.metadata.name)).get("first-task");
+    return pod?.status?.phase === "Running" ? pod : undefined;
+  });
+  const [placeholder] = await placeholderPods(cluster, ns, run.metadata.uid!);
+  expect(placeholder?.spec?.nodeName).to.equal(first.spec?.nodeName);
+  return { ns, run, node: first.spec!.nodeName! };
+}
+
+async function expectMigratedRunSucceeds(
+  cluster: LocalCluster,
+  ns: string,
+  run: PipelineRun,
+  oldNode: string,
+) {
+  const migrated = await waitForEvent(cluster, ns, run.metadata.name, "Migrated", { timeoutMs: 60_000 });
+  expect(migrated.message).to.contain(`from node ${oldNode} to node `);
+  const newNode = /to node (\S+)$/.exec(migrated.message ?? "")?.[1];
+  expect(newNode).to.be.a("string").and.not.equal(oldNode);
+  await waitRunSucceeded(cluster, ns, run.metadata.name, 180_000);
+  const pods = await taskPods(cluster, ns, run.metadata.name);
+  // The running task finished where it was; the next one followed the placeholder.
+  expect(pods.get("first-task")?.spec?.nodeName).to.equal(oldNode);
+  expect(pods.get("first-task")?.status?.phase).to.equal("Succeeded");
+  expect(pods.get("last-task")?.spec?.nodeName).to.equal(newNode);
+}
+
+describe("placeholder migration off unusable nodes", function () {
+  this.timeout(300_000);
+
+  it("cordon: the placeholder moves and the second task runs on the new node (scenario 1, 60 s tasks)", async () => {
+    const { cluster } = await e2e();
+    const { ns, run, node } = await startSharedWorkspaceRun(cluster, 60);
+    await CORDON.apply(cluster, node);
+    try {
+      const migrating = await waitForEvent(cluster, ns, run.metadata.name, "Migrating");
+      expect(migrating.message).to.contain(`node ${node} is cordoned`);
+      await expectMigratedRunSucceeds(cluster, ns, run, node);
+    } finally {
+      await CORDON.undo(cluster, node);
+    }
+  });
+
+  it("an untolerated NoSchedule taint moves the placeholder too", async () => {
+    const { cluster } = await e2e();
+    const { ns, run, node } = await startSharedWorkspaceRun(cluster, 20);
+    await TAINT.apply(cluster, node);
+    try {
+      await expectMigratedRunSucceeds(cluster, ns, run, node);
+    } finally {
+      await TAINT.undo(cluster, node);
+    }
+  });
+
+  it("a node NotReady past its grace period moves the placeholder", async () => {
+    const { cluster } = await e2e();
+    const { ns, run, node } = await startSharedWorkspaceRun(cluster, 20);
+    await NOT_READY.apply(cluster, node);
+    try {
+      const migrating = await waitForEvent(cluster, ns, run.metadata.name, "Migrating");
+      expect(migrating.message).to.contain("NotReady");
+      // KWOK stops updating a NotReady node's pods, so only the move is checked here: the placeholder
+      // is running elsewhere.
+      const moved = await waitForEvent(cluster, ns, run.metadata.name, "Migrated");
+      expect(moved.message).to.contain(`from node ${node} to node `);
+    } finally {
+      await NOT_READY.undo(cluster, node);
+    }
+    await waitRunSucceeded(cluster, ns, run.metadata.name, 180_000);
+  });
+
+  it("a taint the placeholder tolerates moves nothing", async () => {
+    const { cluster } = await e2e();
+    const { ns, run, node } = await startSharedWorkspaceRun(cluster, 15, {
+      mode: "workspaces",
+      placeholder: { tolerations: [{ key: "maintenance", operator: "Exists", effect: "NoSchedule" }] },
+    });
+    await TAINT.apply(cluster, node);
+    try {
+      await waitRunSucceeded(cluster, ns, run.metadata.name, 120_000);
+      const reasons = (await runEvents(cluster, ns, run.metadata.name)).map((e) => e.reason);
+      expect(reasons).not.to.include("Migrating");
+    } finally {
+      await TAINT.undo(cluster, node);
+    }
+  });
+
+  it("cordon and uncordon inside the settle period moves nothing", async () => {
+    const { cluster } = await e2e();
+    const { ns, run, node } = await startSharedWorkspaceRun(cluster, 15);
+    const [before] = await placeholderPods(cluster, ns, run.metadata.uid!);
+    await CORDON.apply(cluster, node);
+    await new Promise((r) => setTimeout(r, 1000));
+    await CORDON.undo(cluster, node);
+    await waitRunSucceeded(cluster, ns, run.metadata.name, 120_000);
+    const reasons = (await runEvents(cluster, ns, run.metadata.name)).map((e) => e.reason);
+    expect(reasons).not.to.include("Migrating");
+    const pods = await taskPods(cluster, ns, run.metadata.name);
+    expect(pods.get("last-task")?.spec?.nodeName).to.equal(node);
+    expect(before?.spec?.nodeName).to.equal(node);
+  });
+});
