@@ -10,7 +10,8 @@ const env = (name: string) => `TEKTON_AFFINITY_${name}`;
 function nonNegativeInt(flag: string) {
   return (value: string) => {
     const n = Number(value);
-    if (!Number.isInteger(n) || n < 0) throw new Error(`${flag} must be a whole number of at least 0, got "${value}"`);
+    if (!Number.isInteger(n) || n < 0)
+      throw new Error(`${flag} must be a whole number of at least 0, got "${value}"`);
     return n;
   };
 }
@@ -66,7 +67,7 @@ export function registerControllerCommand(program: Command): Command {
     .addOption(
       new Option(
         "--webhook-url-host <host>",
-        "register webhooks by URL https://<host>:<port> instead of the Service (local clusters)",
+        "register webhooks by URL https://<host>:<webhook-port> (or https://<host:port> when given, e.g. a balancer in front of replicas) instead of the Service (local clusters)",
       ).env(env("WEBHOOK_URL_HOST")),
     )
     .addOption(
@@ -119,7 +120,10 @@ export function registerControllerCommand(program: Command): Command {
         .argParser(positiveInt("--not-ready-grace-seconds")),
     )
     .addOption(
-      new Option("--settle-seconds <s>", "a node must stay unusable this long before its placeholders move; at most one move per placeholder per period (0: move at once)")
+      new Option(
+        "--settle-seconds <s>",
+        "a node must stay unusable this long before its placeholders move; at most one move per placeholder per period (0: move at once)",
+      )
         .env(env("SETTLE_SECONDS"))
         .default(DEFAULTS.settleSeconds)
         .argParser(nonNegativeInt("--settle-seconds")),

@@ -24,6 +24,15 @@ import { validateAffinityPolicy } from "../webhooks/policies.js";
 import { createApp, listen } from "../webhooks/server.js";
 import { type ControllerOptions, clusterDefaultSpec, redisConnection } from "./options.js";
 
+/** "host" or "host:port" (a balancer in front of several replicas): the host alone. */
+function urlHostName(hostAndPort: string): string {
+  return hostAndPort.replace(/:\d+$/, "");
+}
+
+function webhookBaseUrl(hostAndPort: string, webhookPort: number): string {
+  return /:\d+$/.test(hostAndPort) ? `https://${hostAndPort}` : `https://${hostAndPort}:${webhookPort}`;
+}
+
 /** Tekton labels every TaskRun pod with its PipelineRun's name. */
 const TEKTON_PIPELINERUN_LABEL = "tekton.dev/pipelineRun";
 
@@ -55,7 +64,7 @@ export class Controller {
       core: clients.core,
       namespace: o.namespace,
       hosts: o.webhookUrlHost
-        ? [o.webhookUrlHost]
+        ? [urlHostName(o.webhookUrlHost)]
         : [`${o.serviceName}.${o.namespace}.svc`, `${o.serviceName}.${o.namespace}.svc.cluster.local`],
       logger: this.logger,
     });
@@ -158,7 +167,7 @@ export class Controller {
     const objects = k8s.KubernetesObjectApi.makeApiClient(kc);
     for (const obj of webhookConfigurations({
       caBundle: bundle,
-      url: o.webhookUrlHost ? `https://${o.webhookUrlHost}:${o.webhookPort}` : undefined,
+      url: o.webhookUrlHost ? webhookBaseUrl(o.webhookUrlHost, o.webhookPort) : undefined,
       service: { name: o.serviceName, namespace: o.namespace, port: 443 },
       excludedNamespaces: [o.namespace, "kube-system"],
     })) {

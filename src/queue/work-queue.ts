@@ -134,17 +134,27 @@ export class WorkQueue {
       return;
     }
     const started = process.hrtime.bigint();
+    const startedAt = Date.now();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+    // One line per job with its interval: the record that shows no object is worked by two replicas
+    // at once (tests read it; operators can too, at debug level).
+    const record = (outcome: string) =>
+      this.opts.logger.debug(
+        { key: workKey(item), jobId: job.id, startedAt, endedAt: Date.now(), outcome },
+        "job",
+      );
     try {
       const result = await handler(item, { replica: this.opts.replica, attempt: job.attemptsMade + 1 });
       if (result.requeueAfterMs !== undefined) {
         // Requeue-after, not polling: the same job waits in the delayed set (keeping its deduplication
         // key), and an event for the object replaces it with immediate work.
         this.opts.onJobDone?.(item, "requeued", seconds(), job.attemptsMade + 1);
+        record("requeued");
         await job.moveToDelayed(Date.now() + result.requeueAfterMs, token);
         throw new DelayedError();
       } else {
         this.opts.onJobDone?.(item, "ok", seconds(), job.attemptsMade + 1);
+        record("ok");
       }
     } catch (err) {
       if (!(err instanceof DelayedError))

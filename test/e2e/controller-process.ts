@@ -20,6 +20,8 @@ export interface ControllerProcessOptions {
   /** Register the webhook configurations (only one replica should, in the local cluster). */
   manageWebhooks?: boolean;
   port?: number;
+  /** host:port the apiserver should call (a balancer in front of several replicas). */
+  webhookUrlHost?: string;
 }
 
 export class ControllerProcess {
@@ -40,7 +42,7 @@ export class ControllerProcess {
       `--kubeconfig=${this.o.kubeconfig}`,
       `--redis-url=${this.o.redisUrl}`,
       `--webhook-port=${this.port}`,
-      "--webhook-url-host=127.0.0.1",
+      `--webhook-url-host=${this.o.webhookUrlHost ?? "127.0.0.1"}`,
       `--replica-id=${this.o.replicaId ?? "replica-0"}`,
       "--log-level=debug",
       ...(this.o.manageWebhooks === false ? ["--no-manage-webhook-configurations"] : []),

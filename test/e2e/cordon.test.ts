@@ -13,6 +13,7 @@ import {
   createRun,
   pipelineRun,
   placeholderPods,
+  type RunShape,
   RWO_TEMPLATE,
   runEvents,
   taskPods,
@@ -39,12 +40,14 @@ async function startSharedWorkspaceRun(
   cluster: LocalCluster,
   seconds: number,
   spec: AffinityPolicySpec = { mode: "workspaces" },
+  extra: Partial<RunShape> = {},
 ) {
   const ns = await createNamespace(cluster, "cordon");
   await applyPolicy(cluster, ns, spec);
   const run = await createRun(
     cluster,
     pipelineRun(ns, {
+      ...extra,
       workspaces: { source: RWO_TEMPLATE },
       tasks: [
         { name: "first-task", seconds, workspaces: ["source"] },
@@ -129,12 +132,19 @@ describe("placeholder migration off unusable nodes", function () {
     await waitRunSucceeded(cluster, ns, run.metadata.name, 180_000);
   });
 
-  it("a taint the placeholder tolerates moves nothing", async () => {
+  it("a taint the run tolerates moves nothing (the run's pod-template tolerations reach the placeholder)", async () => {
     const { cluster } = await e2e();
-    const { ns, run, node } = await startSharedWorkspaceRun(cluster, 15, {
-      mode: "workspaces",
-      placeholder: { tolerations: [{ key: "maintenance", operator: "Exists", effect: "NoSchedule" }] },
-    });
+    const tolerations = [{ key: "maintenance", operator: "Exists" as const, effect: "NoSchedule" as const }];
+    const { ns, run, node } = await startSharedWorkspaceRun(
+      cluster,
+      15,
+      { mode: "workspaces" },
+      {
+        taskRunTemplate: { podTemplate: { tolerations } },
+      },
+    );
+    const [placeholder] = await placeholderPods(cluster, ns, run.metadata.uid!);
+    expect(placeholder?.spec?.tolerations).to.deep.include(tolerations[0]);
     await TAINT.apply(cluster, node);
     try {
       await waitRunSucceeded(cluster, ns, run.metadata.name, 120_000);

@@ -1,0 +1,337 @@
+// deploy/ against the real apiserver: it applies (server dry-run), its RBAC is enough to run a replica
+// through acceptance scenario 2 without a single 403, and it grants exactly what the code calls.
+
+import { readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import type { V1Deployment, V1PodDisruptionBudget, V1Service } from "@kubernetes/client-node";
+import { expect } from "chai";
+import { parseAllDocuments, stringify } from "yaml";
+import type { LocalCluster } from "../cluster/cluster.js";
+import { waitFor } from "../cluster/kube.js";
+import { ControllerProcess } from "./controller-process.js";
+import { e2e, TEST_CONTROLLER_ARGS } from "./env.js";
+import {
+  applyPolicy,
+  createNamespace,
+  createRun,
+  getPolicy,
+  pipelineRun,
+  runEvents,
+  taskPods,
+  waitForEvent,
+  waitRunSucceeded,
+} from "./helpers.js";
+
+const REPO = resolve(import.meta.dirname, "..", "..");
+const NAMESPACE = "tekton-affinity";
+const SERVICE_ACCOUNT = "tekton-affinity";
+const WEBHOOKS = "tekton-affinity";
+
+interface Obj {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  [key: string]: unknown;
+}
+
+interface Rule {
+  apiGroups?: string[];
+  resources?: string[];
+  verbs?: string[];
+  resourceNames?: string[];
+  nonResourceURLs?: string[];
+}
+
+interface Binding extends Obj {
+  roleRef: { kind: string; name: string };
+  subjects?: { kind: string; name: string; namespace?: string }[];
+}
+
+async function render(cluster: LocalCluster, dir: string): Promise<Obj[]> {
+  const out = await cluster.kubectlRun("kustomize", join(REPO, dir));
+  return parseAllDocuments(out)
+    .map((d) => d.toJS() as Obj)
+    .filter(Boolean);
+}
+
+/**
+ * Every permission the controller's ServiceAccount holds, one string per
+ * (scope, apiGroup, resource, verb[, resourceNames]): scope is "cluster" or a namespace.
+ */
+function grants(objects: Obj[]): string[] {
+  const roles = new Map(
+    objects.map((o) => [`${o.kind}/${o.metadata.namespace ?? ""}/${o.metadata.name}`, o]),
+  );
+  const out: string[] = [];
+  for (const b of objects as Binding[]) {
+    if (b.kind !== "RoleBinding" && b.kind !== "ClusterRoleBinding") continue;
+    const forUs = (b.subjects ?? []).some(
+      (s) => s.kind === "ServiceAccount" && s.name === SERVICE_ACCOUNT && s.namespace === NAMESPACE,
+    );
+    if (!forUs) continue;
+    const scope = b.kind === "ClusterRoleBinding" ? "cluster" : b.metadata.namespace!;
+    const roleNs = b.roleRef.kind === "Role" ? b.metadata.namespace : "";
+    const role = roles.get(`${b.roleRef.kind}/${roleNs}/${b.roleRef.name}`);
+    expect(role, `${b.kind} ${b.metadata.name} refers to ${b.roleRef.kind} ${b.roleRef.name} in deploy/`).to
+      .exist;
+    expect(role, "no aggregated role for the controller").to.not.have.property("aggregationRule");
+    for (const r of (role!.rules ?? []) as Rule[]) {
+      expect(r.nonResourceURLs, "no non-resource URLs").to.equal(undefined);
+      for (const g of r.apiGroups ?? [])
+        for (const res of r.resources ?? [])
+          for (const v of r.verbs ?? [])
+            out.push(
+              [
+                scope,
+                g || "core",
+                res,
+                v,
+                ...(r.resourceNames ? [`[${[...r.resourceNames].sort()}]`] : []),
+              ].join(" "),
+            );
+    }
+  }
+  return out.sort();
+}
+
+/** What the code calls (see the header of deploy/base/rbac.yaml), and nothing else. */
+const ALLOWED = [
+  "cluster tekton.dev pipelineruns get",
+  "cluster tekton.dev pipelineruns list",
+  "cluster tekton.dev pipelineruns watch",
+  "cluster tekton.dev pipelineruns patch",
+  "cluster tekton.dev pipelineruns/finalizers update",
+  "cluster affinity.tekton.dev affinitypolicies get",
+  "cluster affinity.tekton.dev affinitypolicies list",
+  "cluster affinity.tekton.dev affinitypolicies watch",
+  "cluster affinity.tekton.dev affinitypolicies/status patch",
+  "cluster affinity.tekton.dev affinitypolicies/status update",
+  "cluster apps statefulsets get",
+  "cluster apps statefulsets list",
+  "cluster apps statefulsets watch",
+  "cluster apps statefulsets create",
+  "cluster apps statefulsets patch",
+  "cluster apps statefulsets delete",
+  "cluster core pods get",
+  "cluster core pods list",
+  "cluster core pods watch",
+  "cluster core pods delete",
+  "cluster core persistentvolumeclaims get",
+  "cluster core persistentvolumeclaims create",
+  "cluster core persistentvolumeclaims delete",
+  "cluster core persistentvolumes get",
+  "cluster core nodes get",
+  "cluster core nodes list",
+  "cluster core nodes watch",
+  "cluster core events create",
+  "cluster core events get",
+  "cluster core events patch",
+  "cluster admissionregistration.k8s.io mutatingwebhookconfigurations create",
+  "cluster admissionregistration.k8s.io validatingwebhookconfigurations create",
+  ...["get", "patch", "update"].flatMap((v) => [
+    `cluster admissionregistration.k8s.io mutatingwebhookconfigurations ${v} [${WEBHOOKS}]`,
+    `cluster admissionregistration.k8s.io validatingwebhookconfigurations ${v} [${WEBHOOKS}]`,
+  ]),
+  `${NAMESPACE} core secrets create`,
+  `${NAMESPACE} core secrets get [tekton-affinity-webhook-tls]`,
+  `${NAMESPACE} core secrets update [tekton-affinity-webhook-tls]`,
+  "tekton-pipelines core configmaps get [feature-flags]",
+].sort();
+
+const RBAC_KINDS = new Set([
+  "Namespace",
+  "ServiceAccount",
+  "ClusterRole",
+  "ClusterRoleBinding",
+  "Role",
+  "RoleBinding",
+]);
+
+describe("deploy/ (kustomize install)", function () {
+  this.timeout(300_000);
+  let base: Obj[];
+
+  before(async () => {
+    const { cluster } = await e2e();
+    base = await render(cluster, "deploy");
+  });
+
+  it("`kubectl apply -k deploy/ --dry-run=server` is accepted by the apiserver", async () => {
+    const { cluster } = await e2e();
+    const out = await cluster.kubectlRun("apply", "-k", join(REPO, "deploy"), "--dry-run=server");
+    for (const kind of [
+      "deployment.apps/tekton-affinity",
+      "service/tekton-affinity-webhook",
+      "statefulset.apps/tekton-affinity-redis",
+    ])
+      expect(out).to.include(kind);
+  });
+
+  it("has the pieces an operator expects", () => {
+    const find = (kind: string, name: string) =>
+      base.find((o) => o.kind === kind && o.metadata.name === name);
+    const deployment = find("Deployment", "tekton-affinity") as unknown as V1Deployment;
+    expect(deployment.spec?.replicas).to.equal(3);
+    const pod = deployment.spec!.template.spec!;
+    expect(pod.serviceAccountName).to.equal(SERVICE_ACCOUNT);
+    expect(pod.topologySpreadConstraints).to.have.length.at.least(1);
+    const container = pod.containers[0]!;
+    expect(container.livenessProbe?.httpGet).to.include({ path: "/healthz", scheme: "HTTPS" });
+    expect(container.readinessProbe?.httpGet).to.include({ path: "/readyz", scheme: "HTTPS" });
+    expect(container.ports?.[0]?.containerPort).to.equal(9443);
+    expect(container.securityContext).to.deep.include({
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+    });
+    expect(container.resources?.requests).to.have.keys("cpu", "memory");
+    expect(container.resources?.limits).to.have.property("memory");
+    const env = Object.fromEntries((container.env ?? []).map((e) => [e.name, e]));
+    expect(env.POD_NAMESPACE?.valueFrom?.fieldRef?.fieldPath).to.equal("metadata.namespace");
+    expect(env.POD_NAME?.valueFrom?.fieldRef?.fieldPath).to.equal("metadata.name");
+    expect(env.REDIS_URL?.value).to.match(/^redis:\/\/tekton-affinity-redis\./);
+    const service = find("Service", "tekton-affinity-webhook") as unknown as V1Service;
+    expect(service.spec?.ports?.[0]).to.include({ port: 443, targetPort: "https" });
+    expect(
+      (find("PodDisruptionBudget", "tekton-affinity") as unknown as V1PodDisruptionBudget).spec?.minAvailable,
+    ).to.equal(1);
+    expect(find("NetworkPolicy", "tekton-affinity-redis")).to.exist;
+    expect(find("CustomResourceDefinition", "affinitypolicies.affinity.tekton.dev")).to.exist;
+    const aggregated = base.filter((o) => o.kind === "ClusterRole" && o.metadata.labels);
+    for (const label of ["admin", "edit", "view"])
+      expect(
+        aggregated.some(
+          (r) => r.metadata.labels?.[`rbac.authorization.k8s.io/aggregate-to-${label}`] === "true",
+        ),
+        `aggregate-to-${label}`,
+      ).to.equal(true);
+  });
+
+  it("overlays/external-redis drops the bundled Redis and reads REDIS_URL/REDIS_PASSWORD from a Secret", async () => {
+    const { cluster } = await e2e();
+    const objects = await render(cluster, "deploy/overlays/external-redis");
+    expect(objects.filter((o) => o.metadata.name === "tekton-affinity-redis")).to.deep.equal([]);
+    const deployment = objects.find((o) => o.kind === "Deployment") as unknown as V1Deployment;
+    const env = Object.fromEntries(
+      (deployment.spec?.template.spec?.containers[0]?.env ?? []).map((e) => [e.name, e]),
+    );
+    expect(env.REDIS_URL).to.deep.equal({
+      name: "REDIS_URL",
+      valueFrom: { secretKeyRef: { name: "tekton-affinity-redis", key: "url" } },
+    });
+    expect(env.REDIS_PASSWORD?.valueFrom?.secretKeyRef).to.include({
+      name: "tekton-affinity-redis",
+      key: "password",
+    });
+    expect(grants(objects)).to.deep.equal(grants(base));
+  });
+
+  it("grants the controller exactly the permissions its API calls need", () => {
+    expect(grants(base)).to.deep.equal(ALLOWED);
+  });
+
+  it("grants nothing dangerous", () => {
+    for (const g of grants(base)) {
+      const [scope, , resource, verb] = g.split(" ");
+      expect(verb, g).to.not.equal("*");
+      expect(resource, g).to.not.equal("*");
+      expect(["escalate", "bind", "impersonate"], g).to.not.include(verb);
+      expect(resource, g).to.not.equal("pods/exec");
+      if (resource === "secrets") expect(scope, g).to.equal(NAMESPACE);
+    }
+    const bindings = base.filter((o) => o.kind.endsWith("Binding")) as Binding[];
+    for (const b of bindings)
+      for (const s of b.subjects ?? [])
+        expect(s, `${b.metadata.name} binds only the controller's ServiceAccount`).to.deep.equal({
+          kind: "ServiceAccount",
+          name: SERVICE_ACCOUNT,
+          namespace: NAMESPACE,
+        });
+  });
+
+  it("a replica with only the deploy/ RBAC passes scenario 2 with no forbidden request", async () => {
+    const env = await e2e();
+    const { cluster } = env;
+    await cluster.apply(
+      base
+        .filter((o) => RBAC_KINDS.has(o.kind))
+        .map((o) => stringify(o))
+        .join("---\n"),
+    );
+    const kubeconfig = cluster.writeImpersonatingKubeconfig(
+      join(env.logDir, "deploy-sa.kubeconfig"),
+      `system:serviceaccount:${NAMESPACE}:${SERVICE_ACCOUNT}`,
+    );
+    // Only our replica runs, and it must create what it needs from nothing: the webhook TLS Secret and
+    // both webhook configurations.
+    await env.controller.stop();
+    const replica = new ControllerProcess({
+      kubeconfig,
+      redisUrl: cluster.redisUrl,
+      logDir: env.logDir,
+      replicaId: `deploy-rbac-${process.pid}`,
+      args: TEST_CONTROLLER_ARGS,
+    });
+    try {
+      await cluster.kubectlRun(
+        "delete",
+        "--ignore-not-found",
+        `mutatingwebhookconfiguration/${WEBHOOKS}`,
+        `validatingwebhookconfiguration/${WEBHOOKS}`,
+      );
+      await cluster.kubectlRun(
+        "-n",
+        NAMESPACE,
+        "delete",
+        "--ignore-not-found",
+        "secret/tekton-affinity-webhook-tls",
+      );
+      await replica.start();
+      await waitFor("webhook configurations created by the replica", async () => {
+        const url = await cluster
+          .kubectlRun(
+            "get",
+            `mutatingwebhookconfiguration/${WEBHOOKS}`,
+            "-o",
+            "jsonpath={.webhooks[0].clientConfig.url}",
+          )
+          .catch(() => "");
+        return url.includes(`:${replica.port}/`);
+      });
+
+      const ns = await createNamespace(cluster, "deploy-rbac");
+      await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+      const run = await createRun(
+        cluster,
+        pipelineRun(ns, {
+          tasks: [
+            { name: "say-hello" },
+            { name: "say-world" },
+            { name: "say-hello-again", runAfter: ["say-hello"] },
+            { name: "say-world-again", runAfter: ["say-world"] },
+          ],
+        }),
+      );
+      const done = await waitRunSucceeded(cluster, ns, run.metadata.name);
+      const pods = await taskPods(cluster, ns, run.metadata.name);
+      expect(pods.size).to.equal(4);
+      const nodes = new Set([...pods.values()].map((p) => p.spec?.nodeName));
+      expect(nodes.size, `task pods on ${[...nodes]}`).to.equal(1);
+      expect([...nodes][0]).to.equal(done.metadata.annotations?.["affinity.tekton.dev/placed-on"]);
+      // Events, the placeholder's deletion and the policy's status all went through too.
+      expect((await runEvents(cluster, ns, run.metadata.name)).map((e) => e.reason)).to.include("Placed");
+      await waitForEvent(cluster, ns, run.metadata.name, "CleanedUp");
+      await waitFor("policy status written", async () =>
+        (await getPolicy(cluster, ns, "default")).status?.conditions?.some((c) => c.type === "Ready"),
+      );
+
+      const forbidden = readFileSync(replica.log, "utf8")
+        .split("\n")
+        .filter((l) => /forbidden|HTTP-Code: 403|"code":403/i.test(l));
+      expect(forbidden, "403s in the replica's log").to.deep.equal([]);
+    } finally {
+      await replica.stop();
+      // The shared replica takes its webhook configurations back for the test files that follow.
+      await env.controller.start();
+    }
+  });
+});

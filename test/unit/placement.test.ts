@@ -1,0 +1,449 @@
+import { createHash } from "node:crypto";
+import type { V1Affinity, V1PodAffinityTerm } from "@kubernetes/client-node";
+import { expect } from "chai";
+import {
+  COMPONENT_LABEL,
+  MANAGED_LABEL,
+  PLACEHOLDER_COMPONENT,
+  PLACEHOLDER_LABEL,
+  PLACEHOLDER_RUN_UID_LABEL,
+  RUN_LABEL,
+} from "../../src/api/constants.js";
+import type { AffinityPolicySpec, Mode, PipelineRun, WorkspaceBinding } from "../../src/api/types.js";
+import { placeholderName, tektonClaimName } from "../../src/placement/names.js";
+import { type PlaceholderPlan, placeholderForPod, planPlaceholders } from "../../src/placement/plan.js";
+import { mergeAffinity } from "../../src/placement/pod-affinity.js";
+import { claimFromTemplate, placeholderStatefulSet } from "../../src/placement/statefulset.js";
+
+const UID = "0b8f6c1e-2a3d-4f5e-9a7b-1c2d3e4f5a6b";
+
+function pipelineRun(workspaces: WorkspaceBinding[] = [], uid = UID): PipelineRun {
+  return {
+    apiVersion: "tekton.dev/v1",
+    kind: "PipelineRun",
+    metadata: { name: "build-1", namespace: "team-a", uid, labels: { "tekton.dev/pipeline": "build" } },
+    spec: { pipelineRef: { name: "build" }, workspaces },
+  };
+}
+
+/** Tekton's volumeclaim naming, computed here without the code under test. */
+function expectedTektonName(prefix: string, workspace: string, uid: string): string {
+  const digest = createHash("sha256")
+    .update(workspace + uid)
+    .digest("hex");
+  return `${prefix}-${digest.slice(0, 10)}`;
+}
+
+const template = (name?: string): Record<string, unknown> => ({
+  ...(name ? { metadata: { name } } : {}),
+  spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } },
+});
+
+describe("placement names", () => {
+  describe("tektonClaimName", () => {
+    it("uses the template name and the first 10 hex digits of sha256(workspace + run uid)", () => {
+      const name = tektonClaimName("data", "source", UID);
+      expect(name).to.equal(expectedTektonName("data", "source", UID));
+      expect(name).to.match(/^data-[0-9a-f]{10}$/);
+    });
+
+    it("matches a pinned literal example", () => {
+      expect(tektonClaimName("data", "source", UID)).to.equal("data-58f6f3d01e");
+    });
+
+    it('falls back to the "pvc" prefix for an absent or empty template name', () => {
+      expect(tektonClaimName(undefined, "cache", UID)).to.equal(expectedTektonName("pvc", "cache", UID));
+      expect(tektonClaimName("", "cache", UID)).to.equal(expectedTektonName("pvc", "cache", UID));
+    });
+
+    it("concatenates workspace and uid without a separator, as Tekton does", () => {
+      // "ab" + "c" and "a" + "bc" hash the same input, so Tekton gives them the same suffix.
+      expect(tektonClaimName("x", "ab", "c")).to.equal(tektonClaimName("x", "a", "bc"));
+      expect(tektonClaimName("x", "ws", "uid-1")).to.not.equal(tektonClaimName("x", "ws", "uid-2"));
+    });
+  });
+
+  describe("placeholderName", () => {
+    it("is deterministic", () => {
+      expect(placeholderName(UID, "pipelinerun")).to.equal(placeholderName(UID, "pipelinerun"));
+    });
+
+    it("differs per key and per run", () => {
+      const names = new Set([
+        placeholderName(UID, "pipelinerun"),
+        placeholderName(UID, "claim:a"),
+        placeholderName(UID, "claim:b"),
+        placeholderName("another-uid", "pipelinerun"),
+      ]);
+      expect(names.size).to.equal(4);
+    });
+
+    it("leaves room for the StatefulSet pod suffix and is a valid DNS label", () => {
+      const longKey = `claim:${"x".repeat(300)}`;
+      for (const name of [placeholderName(UID, "pipelinerun"), placeholderName(UID.repeat(5), longKey)]) {
+        expect(name.length).to.be.at.most(63 - "-0".length);
+        expect(`${name}-0`).to.match(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
+      }
+    });
+  });
+});
+
+describe("planPlaceholders", () => {
+  const ws: WorkspaceBinding[] = [
+    { name: "source", persistentVolumeClaim: { claimName: "shared" } },
+    { name: "cache", persistentVolumeClaim: { claimName: "shared" } },
+    { name: "results", volumeClaimTemplate: template("results") },
+    { name: "scratch", emptyDir: {} },
+    { name: "other", persistentVolumeClaim: { claimName: "other" } },
+  ];
+
+  it("plans nothing in disabled mode", () => {
+    expect(planPlaceholders(pipelineRun(ws), "disabled")).to.deep.equal([]);
+  });
+
+  for (const mode of ["pipelineruns", "isolate-pipelinerun"] as Mode[]) {
+    it(`plans one run-wide placeholder in ${mode} mode, whatever the workspaces`, () => {
+      const plans = planPlaceholders(pipelineRun(ws), mode);
+      expect(plans).to.have.length(1);
+      expect(plans[0]!.name).to.equal(placeholderName(UID, "pipelinerun"));
+      expect(plans[0]!.claimName).to.equal(undefined);
+      expect(plans[0]!.workspaces).to.deep.equal([]);
+    });
+  }
+
+  it("plans one placeholder per distinct claim in workspaces mode", () => {
+    const plans = planPlaceholders(pipelineRun(ws), "workspaces");
+    const templated = expectedTektonName("results", "results", UID);
+    expect(plans.map((p) => p.claimName)).to.deep.equal(["shared", templated, "other"]);
+    expect(new Set(plans.map((p) => p.name)).size).to.equal(3);
+
+    const [shared, results, other] = plans;
+    expect(shared!.workspaces).to.deep.equal(["source", "cache"]);
+    expect(shared!.name).to.equal(placeholderName(UID, "claim:shared"));
+    expect(shared!.claimTemplate).to.equal(undefined);
+    expect(other!.workspaces).to.deep.equal(["other"]);
+    expect(other!.claimTemplate).to.equal(undefined);
+
+    expect(results!.workspaces).to.deep.equal(["results"]);
+    expect(results!.name).to.equal(placeholderName(UID, `claim:${templated}`));
+    expect(results!.claimTemplate).to.deep.equal(template("results"));
+  });
+
+  it("names a template without metadata.name with Tekton's pvc- prefix", () => {
+    const plans = planPlaceholders(pipelineRun([{ name: "w", volumeClaimTemplate: template() }]), "workspaces");
+    expect(plans).to.have.length(1);
+    expect(plans[0]!.claimName).to.equal(expectedTektonName("pvc", "w", UID));
+  });
+
+  it("ignores runs whose workspaces are not PVC-backed", () => {
+    const run = pipelineRun([
+      { name: "scratch", emptyDir: {} },
+      { name: "cfg", configMap: { name: "c" } },
+    ]);
+    expect(planPlaceholders(run, "workspaces")).to.deep.equal([]);
+    expect(planPlaceholders(pipelineRun(), "workspaces")).to.deep.equal([]);
+  });
+
+  it("agrees with placeholderForPod on the placeholder of a claim", () => {
+    const plans = planPlaceholders(pipelineRun(ws), "workspaces");
+    for (const plan of plans) {
+      expect(placeholderForPod(UID, "workspaces", [plan.claimName!])).to.deep.equal({ name: plan.name });
+    }
+  });
+});
+
+describe("placeholderForPod", () => {
+  it("returns nothing in disabled mode", () => {
+    expect(placeholderForPod(UID, "disabled", ["a"])).to.deep.equal({});
+  });
+
+  it("returns the run placeholder in pipelineruns and isolate modes, whatever the claims", () => {
+    const name = placeholderName(UID, "pipelinerun");
+    expect(placeholderForPod(UID, "pipelineruns", [])).to.deep.equal({ name });
+    expect(placeholderForPod(UID, "isolate-pipelinerun", ["a", "b"])).to.deep.equal({ name });
+  });
+
+  it("returns nothing in workspaces mode for a pod without claims", () => {
+    expect(placeholderForPod(UID, "workspaces", [])).to.deep.equal({});
+  });
+
+  it("returns the claim's placeholder in workspaces mode for one claim (mounted once or twice)", () => {
+    const name = placeholderName(UID, "claim:data");
+    expect(placeholderForPod(UID, "workspaces", ["data"])).to.deep.equal({ name });
+    expect(placeholderForPod(UID, "workspaces", ["data", "data"])).to.deep.equal({ name });
+  });
+
+  it("reports a problem naming both claims for two claims in workspaces mode", () => {
+    const result = placeholderForPod(UID, "workspaces", ["alpha", "beta"]);
+    expect(result.name).to.equal(undefined);
+    expect(result.problem).to.be.a("string");
+    expect(result.problem).to.include("alpha").and.include("beta");
+    expect(result.problem).to.include("2 PersistentVolumeClaim");
+    expect(result.problem).to.include('mode "pipelineruns"');
+  });
+});
+
+describe("mergeAffinity", () => {
+  const target = { placeholder: "affinity-placeholder-abc", namespace: "team-a" };
+  const ourTerm: V1PodAffinityTerm = {
+    labelSelector: { matchLabels: { [PLACEHOLDER_LABEL]: "affinity-placeholder-abc" } },
+    namespaces: ["team-a"],
+    topologyKey: "kubernetes.io/hostname",
+  };
+  const hostname = (node: string) => ({ key: "kubernetes.io/hostname", operator: "In", values: [node] });
+
+  const existing: V1Affinity = {
+    nodeAffinity: {
+      requiredDuringSchedulingIgnoredDuringExecution: {
+        nodeSelectorTerms: [
+          { matchExpressions: [{ key: "disk", operator: "In", values: ["ssd"] }] },
+          { matchFields: [{ key: "metadata.name", operator: "NotIn", values: ["bad"] }] },
+        ],
+      },
+      preferredDuringSchedulingIgnoredDuringExecution: [
+        { weight: 5, preference: { matchExpressions: [{ key: "zone", operator: "In", values: ["a"] }] } },
+      ],
+    },
+    podAffinity: {
+      requiredDuringSchedulingIgnoredDuringExecution: [
+        { labelSelector: { matchLabels: { app: "db" } }, topologyKey: "topology.kubernetes.io/zone" },
+      ],
+      preferredDuringSchedulingIgnoredDuringExecution: [
+        { weight: 1, podAffinityTerm: { labelSelector: {}, topologyKey: "kubernetes.io/hostname" } },
+      ],
+    },
+    podAntiAffinity: {
+      requiredDuringSchedulingIgnoredDuringExecution: [
+        { labelSelector: { matchLabels: { app: "web" } }, topologyKey: "kubernetes.io/hostname" },
+      ],
+    },
+  };
+
+  it("adds our required pod-affinity term to an absent affinity", () => {
+    expect(mergeAffinity(undefined, target)).to.deep.equal({
+      podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [ourTerm] },
+    });
+  });
+
+  it("uses the given topology key", () => {
+    const merged = mergeAffinity(undefined, { ...target, topologyKey: "topology.kubernetes.io/zone" });
+    expect(merged.podAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.[0]?.topologyKey).to.equal(
+      "topology.kubernetes.io/zone",
+    );
+  });
+
+  it("keeps existing pod-affinity terms, node affinity and anti-affinity", () => {
+    const merged = mergeAffinity(existing, target);
+    expect(merged.podAffinity?.requiredDuringSchedulingIgnoredDuringExecution).to.deep.equal([
+      ...existing.podAffinity!.requiredDuringSchedulingIgnoredDuringExecution!,
+      ourTerm,
+    ]);
+    expect(merged.podAffinity?.preferredDuringSchedulingIgnoredDuringExecution).to.deep.equal(
+      existing.podAffinity!.preferredDuringSchedulingIgnoredDuringExecution,
+    );
+    expect(merged.nodeAffinity).to.deep.equal(existing.nodeAffinity);
+    expect(merged.podAntiAffinity).to.deep.equal(existing.podAntiAffinity);
+  });
+
+  it("with a pinned node, ANDs the hostname requirement into every node selector term", () => {
+    const merged = mergeAffinity(existing, { ...target, pinnedNode: "node-2" });
+    expect(merged.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms).to.deep.equal(
+      [
+        {
+          matchExpressions: [{ key: "disk", operator: "In", values: ["ssd"] }, hostname("node-2")],
+        },
+        {
+          matchFields: [{ key: "metadata.name", operator: "NotIn", values: ["bad"] }],
+          matchExpressions: [hostname("node-2")],
+        },
+      ],
+    );
+    expect(merged.nodeAffinity?.preferredDuringSchedulingIgnoredDuringExecution).to.deep.equal(
+      existing.nodeAffinity!.preferredDuringSchedulingIgnoredDuringExecution,
+    );
+    // Pinning replaces the pod-affinity term: the user's pod affinity is kept as it was.
+    expect(merged.podAffinity).to.deep.equal(existing.podAffinity);
+    expect(merged.podAntiAffinity).to.deep.equal(existing.podAntiAffinity);
+  });
+
+  it("with a pinned node and no node affinity, creates the one node selector term", () => {
+    const expected = { nodeSelectorTerms: [{ matchExpressions: [hostname("node-1")] }] };
+    expect(mergeAffinity(undefined, { ...target, pinnedNode: "node-1" })).to.deep.equal({
+      nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: expected },
+    });
+    const emptyTerms: V1Affinity = {
+      nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [] } },
+    };
+    expect(
+      mergeAffinity(emptyTerms, { ...target, pinnedNode: "node-1" }).nodeAffinity
+        ?.requiredDuringSchedulingIgnoredDuringExecution,
+    ).to.deep.equal(expected);
+  });
+
+  it("does not mutate its input", () => {
+    const before = structuredClone(existing);
+    mergeAffinity(existing, target);
+    mergeAffinity(existing, { ...target, pinnedNode: "node-3" });
+    expect(existing).to.deep.equal(before);
+  });
+});
+
+describe("placeholderStatefulSet", () => {
+  const run = pipelineRun([{ name: "source", persistentVolumeClaim: { claimName: "shared" } }]);
+
+  function build(spec: AffinityPolicySpec, plan?: PlaceholderPlan) {
+    const p = plan ?? planPlaceholders(run, spec.mode)[0]!;
+    return { plan: p, sts: placeholderStatefulSet(run, spec, p) };
+  }
+
+  it("meets the restricted Pod Security Standard", () => {
+    const { sts } = build({ mode: "pipelineruns" });
+    const pod = sts.spec!.template.spec!;
+    expect(pod.securityContext?.runAsNonRoot).to.equal(true);
+    expect(pod.securityContext?.seccompProfile?.type).to.equal("RuntimeDefault");
+    expect(pod.automountServiceAccountToken).to.equal(false);
+    expect(pod.containers).to.have.length(1);
+    for (const c of pod.containers) {
+      expect(c.securityContext?.allowPrivilegeEscalation).to.equal(false);
+      expect(c.securityContext?.capabilities?.drop).to.deep.equal(["ALL"]);
+      expect(c.securityContext?.privileged ?? false).to.equal(false);
+    }
+    expect(pod.hostNetwork ?? false).to.equal(false);
+    expect(pod.hostPID ?? false).to.equal(false);
+  });
+
+  it("is owned by the run, as its controller", () => {
+    const { sts } = build({ mode: "pipelineruns" });
+    expect(sts.metadata?.namespace).to.equal("team-a");
+    expect(sts.metadata?.ownerReferences).to.deep.equal([
+      {
+        apiVersion: "tekton.dev/v1",
+        kind: "PipelineRun",
+        name: "build-1",
+        uid: UID,
+        controller: true,
+        blockOwnerDeletion: true,
+      },
+    ]);
+  });
+
+  it("carries only our labels, never Tekton's nor the managed label", () => {
+    for (const mode of ["pipelineruns", "isolate-pipelinerun", "workspaces"] as Mode[]) {
+      const { sts, plan } = build({ mode });
+      const stsLabels = sts.metadata?.labels ?? {};
+      const podLabels = sts.spec!.template.metadata?.labels ?? {};
+      expect(stsLabels).to.deep.equal({
+        [COMPONENT_LABEL]: PLACEHOLDER_COMPONENT,
+        [PLACEHOLDER_LABEL]: plan.name,
+        [RUN_LABEL]: "build-1",
+        [PLACEHOLDER_RUN_UID_LABEL]: UID,
+      });
+      for (const labels of [stsLabels, podLabels]) {
+        expect(Object.keys(labels).filter((k) => k.startsWith("tekton.dev/"))).to.deep.equal([]);
+        expect(labels).to.not.have.property(MANAGED_LABEL);
+      }
+      // The selector picks the pod template's labels.
+      expect(sts.spec!.selector.matchLabels).to.deep.equal({ [PLACEHOLDER_LABEL]: plan.name });
+      expect(podLabels[PLACEHOLDER_LABEL]).to.equal(plan.name);
+      expect(sts.metadata?.name).to.equal(plan.name);
+      expect(sts.spec!.replicas).to.equal(1);
+    }
+  });
+
+  it("has no affinity outside isolate mode", () => {
+    expect(build({ mode: "pipelineruns" }).sts.spec!.template.spec!.affinity).to.equal(undefined);
+    expect(build({ mode: "workspaces" }).sts.spec!.template.spec!.affinity).to.equal(undefined);
+  });
+
+  it("repels other placeholders cluster-wide in isolate mode (default scope)", () => {
+    for (const spec of [
+      { mode: "isolate-pipelinerun" },
+      { mode: "isolate-pipelinerun", isolation: { scope: "cluster" } },
+    ] as AffinityPolicySpec[]) {
+      const { sts } = build(spec);
+      const pod = sts.spec!.template;
+      const terms = pod.spec!.affinity?.podAntiAffinity?.requiredDuringSchedulingIgnoredDuringExecution;
+      expect(terms).to.have.length(1);
+      expect(terms![0]!.namespaceSelector).to.deep.equal({});
+      expect(terms![0]!.topologyKey).to.equal("kubernetes.io/hostname");
+      // The term selects a placeholder pod like this one.
+      const selected = terms![0]!.labelSelector?.matchLabels ?? {};
+      expect(Object.keys(selected)).to.not.be.empty;
+      for (const [k, v] of Object.entries(selected)) expect(pod.metadata?.labels?.[k]).to.equal(v);
+    }
+  });
+
+  it("repels only same-namespace placeholders with namespace scope, on the policy's topology key", () => {
+    const { sts } = build({
+      mode: "isolate-pipelinerun",
+      isolation: { scope: "namespace" },
+      topologyKey: "topology.kubernetes.io/zone",
+    });
+    const term =
+      sts.spec!.template.spec!.affinity?.podAntiAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.[0];
+    expect(term).to.not.equal(undefined);
+    expect(term).to.not.have.property("namespaceSelector");
+    expect(term!.namespaces).to.equal(undefined);
+    expect(term!.topologyKey).to.equal("topology.kubernetes.io/zone");
+  });
+
+  it("mounts the claim only in workspaces mode", () => {
+    const ws = build({ mode: "workspaces" });
+    const pod = ws.sts.spec!.template.spec!;
+    expect(pod.volumes).to.deep.equal([{ name: "workspace", persistentVolumeClaim: { claimName: "shared" } }]);
+    expect(pod.containers[0]!.volumeMounts).to.deep.equal([{ name: "workspace", mountPath: "/workspace" }]);
+    expect(ws.sts.metadata?.annotations).to.deep.equal({ "affinity.tekton.dev/workspaces": "source" });
+
+    for (const mode of ["pipelineruns", "isolate-pipelinerun"] as Mode[]) {
+      const other = build({ mode }).sts.spec!.template.spec!;
+      expect(other.volumes).to.equal(undefined);
+      expect(other.containers[0]!.volumeMounts).to.equal(undefined);
+    }
+  });
+});
+
+describe("claimFromTemplate", () => {
+  const tmpl = {
+    metadata: { name: "results", labels: { team: "a" } },
+    spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } },
+  };
+  const run = pipelineRun([{ name: "results", volumeClaimTemplate: tmpl }]);
+
+  it("builds the claim Tekton would create, under Tekton's name, owned by the run", () => {
+    const plan = planPlaceholders(run, "workspaces")[0]!;
+    const claim = claimFromTemplate(run, plan);
+    expect(claim).to.deep.equal({
+      apiVersion: "v1",
+      kind: "PersistentVolumeClaim",
+      metadata: {
+        name: expectedTektonName("results", "results", UID),
+        labels: { team: "a" },
+        namespace: "team-a",
+        ownerReferences: [
+          {
+            apiVersion: "tekton.dev/v1",
+            kind: "PipelineRun",
+            name: "build-1",
+            uid: UID,
+            controller: true,
+            blockOwnerDeletion: true,
+          },
+        ],
+      },
+      spec: tmpl.spec,
+    });
+  });
+
+  it("does not share structure with the plan's template", () => {
+    const plan = planPlaceholders(run, "workspaces")[0]!;
+    const claim = claimFromTemplate(run, plan)!;
+    claim.spec!.accessModes!.push("ReadOnlyMany");
+    expect(tmpl.spec.accessModes).to.deep.equal(["ReadWriteOnce"]);
+  });
+
+  it("returns undefined for a plan without a template", () => {
+    const pvcRun = pipelineRun([{ name: "src", persistentVolumeClaim: { claimName: "shared" } }]);
+    expect(claimFromTemplate(pvcRun, planPlaceholders(pvcRun, "workspaces")[0]!)).to.equal(undefined);
+    expect(claimFromTemplate(pvcRun, planPlaceholders(pvcRun, "pipelineruns")[0]!)).to.equal(undefined);
+  });
+});
