@@ -130,7 +130,10 @@ describe("planPlaceholders", () => {
   });
 
   it("names a template without metadata.name with Tekton's pvc- prefix", () => {
-    const plans = planPlaceholders(pipelineRun([{ name: "w", volumeClaimTemplate: template() }]), "workspaces");
+    const plans = planPlaceholders(
+      pipelineRun([{ name: "w", volumeClaimTemplate: template() }]),
+      "workspaces",
+    );
     expect(plans).to.have.length(1);
     expect(plans[0]!.claimName).to.equal(expectedTektonName("pvc", "w", UID));
   });
@@ -247,17 +250,17 @@ describe("mergeAffinity", () => {
 
   it("with a pinned node, ANDs the hostname requirement into every node selector term", () => {
     const merged = mergeAffinity(existing, { ...target, pinnedNode: "node-2" });
-    expect(merged.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms).to.deep.equal(
-      [
-        {
-          matchExpressions: [{ key: "disk", operator: "In", values: ["ssd"] }, hostname("node-2")],
-        },
-        {
-          matchFields: [{ key: "metadata.name", operator: "NotIn", values: ["bad"] }],
-          matchExpressions: [hostname("node-2")],
-        },
-      ],
-    );
+    expect(
+      merged.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms,
+    ).to.deep.equal([
+      {
+        matchExpressions: [{ key: "disk", operator: "In", values: ["ssd"] }, hostname("node-2")],
+      },
+      {
+        matchFields: [{ key: "metadata.name", operator: "NotIn", values: ["bad"] }],
+        matchExpressions: [hostname("node-2")],
+      },
+    ]);
     expect(merged.nodeAffinity?.preferredDuringSchedulingIgnoredDuringExecution).to.deep.equal(
       existing.nodeAffinity!.preferredDuringSchedulingIgnoredDuringExecution,
     );
@@ -390,7 +393,9 @@ describe("placeholderStatefulSet", () => {
   it("mounts the claim only in workspaces mode", () => {
     const ws = build({ mode: "workspaces" });
     const pod = ws.sts.spec!.template.spec!;
-    expect(pod.volumes).to.deep.equal([{ name: "workspace", persistentVolumeClaim: { claimName: "shared" } }]);
+    expect(pod.volumes).to.deep.equal([
+      { name: "workspace", persistentVolumeClaim: { claimName: "shared" } },
+    ]);
     expect(pod.containers[0]!.volumeMounts).to.deep.equal([{ name: "workspace", mountPath: "/workspace" }]);
     expect(ws.sts.metadata?.annotations).to.deep.equal({ "affinity.tekton.dev/workspaces": "source" });
 

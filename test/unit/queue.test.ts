@@ -1,0 +1,192 @@
+import { expect } from "chai";
+import { type ControllerOptions, DEFAULTS, redisConnection } from "../../src/controller/options.js";
+import { parseWorkItem, type WorkItem, workKey } from "../../src/queue/work-item.js";
+
+describe("work items", () => {
+  describe("workKey", () => {
+    it("is kind:namespace/name", () => {
+      expect(workKey({ kind: "run", namespace: "team-a", name: "build-1" })).to.equal("run:team-a/build-1");
+      expect(workKey({ kind: "policy", namespace: "team-a", name: "p" })).to.equal("policy:team-a/p");
+    });
+
+    it("has an empty namespace for cluster-scoped nodes", () => {
+      expect(workKey({ kind: "node", namespace: "", name: "node-1" })).to.equal("node:/node-1");
+    });
+
+    it("differs by kind for the same object name", () => {
+      const keys = (["run", "node", "policy"] as const).map((kind) =>
+        workKey({ kind, namespace: "a", name: "x" }),
+      );
+      expect(new Set(keys).size).to.equal(3);
+    });
+  });
+
+  describe("parseWorkItem", () => {
+    it("accepts each valid kind and returns only the known fields", () => {
+      const items: WorkItem[] = [
+        { kind: "run", namespace: "team-a", name: "build-1" },
+        { kind: "policy", namespace: "team-a", name: "p" },
+        { kind: "node", namespace: "", name: "node-1" },
+      ];
+      for (const item of items) expect(parseWorkItem({ ...item, extra: 1 })).to.deep.equal(item);
+    });
+
+    it("round-trips through JSON, as a Redis payload does", () => {
+      const item: WorkItem = { kind: "run", namespace: "ns", name: "n" };
+      expect(parseWorkItem(JSON.parse(JSON.stringify(item)))).to.deep.equal(item);
+    });
+
+    const rejected: [string, unknown][] = [
+      ["null", null],
+      ["undefined", undefined],
+      ["a string", "run:team-a/build-1"],
+      ["a number", 42],
+      ["an empty object", {}],
+      ["an array", ["run", "team-a", "build-1"]],
+      ["an unknown kind", { kind: "pod", namespace: "a", name: "b" }],
+      ["a kind of the wrong case", { kind: "Run", namespace: "a", name: "b" }],
+      ["a non-string kind", { kind: 1, namespace: "a", name: "b" }],
+      ["a missing name", { kind: "run", namespace: "a" }],
+      ["an empty name", { kind: "run", namespace: "a", name: "" }],
+      ["a non-string name", { kind: "run", namespace: "a", name: 7 }],
+      ["a missing namespace", { kind: "run", name: "b" }],
+      ["a non-string namespace", { kind: "run", namespace: 3, name: "b" }],
+      ["a null namespace", { kind: "node", namespace: null, name: "b" }],
+    ];
+    for (const [what, data] of rejected) {
+      it(`rejects ${what}`, () => {
+        expect(parseWorkItem(data)).to.equal(undefined);
+      });
+    }
+  });
+});
+
+describe("redisConnection", () => {
+  function options(o: Partial<ControllerOptions> = {}): ControllerOptions {
+    return {
+      redisUrl: DEFAULTS.redisUrl,
+      redisTls: false,
+      queuePrefix: DEFAULTS.queuePrefix,
+      webhookPort: DEFAULTS.webhookPort,
+      namespace: DEFAULTS.namespace,
+      serviceName: DEFAULTS.serviceName,
+      tektonNamespace: DEFAULTS.tektonNamespace,
+      concurrency: DEFAULTS.concurrency,
+      replicaId: "test",
+      logLevel: DEFAULTS.logLevel,
+      notReadyGraceSeconds: DEFAULTS.notReadyGraceSeconds,
+      settleSeconds: DEFAULTS.settleSeconds,
+      resyncSeconds: DEFAULTS.resyncSeconds,
+      manageWebhookConfigurations: false,
+      ...o,
+    };
+  }
+
+  it("reads host and port from a redis:// URL", () => {
+    expect(redisConnection(options({ redisUrl: "redis://redis.infra.svc:6380" }))).to.deep.equal({
+      host: "redis.infra.svc",
+      port: 6380,
+      username: undefined,
+      password: undefined,
+      tls: undefined,
+      db: undefined,
+    });
+  });
+
+  it("defaults the port to 6379", () => {
+    expect(redisConnection(options({ redisUrl: "redis://redis" }))).to.deep.include({
+      host: "redis",
+      port: 6379,
+    });
+    expect(redisConnection(options())).to.deep.include({ host: "127.0.0.1", port: 6379 });
+  });
+
+  it("decodes the user and password in the URL", () => {
+    const c = redisConnection(options({ redisUrl: "redis://app:p%40ss%3Aw%2Fd@redis:6379" }));
+    expect(c.password).to.equal("p@ss:w/d");
+    expect(c.username).to.equal("app");
+    expect(redisConnection(options({ redisUrl: "redis://:secret@redis" })).password).to.equal("secret");
+  });
+
+  it("lets --redis-password override the URL's password", () => {
+    const c = redisConnection(options({ redisUrl: "redis://:inurl@redis", redisPassword: "flag" }));
+    expect(c.password).to.equal("flag");
+    expect(redisConnection(options({ redisPassword: "flag" })).password).to.equal("flag");
+  });
+
+  it("enables TLS for rediss:// or --redis-tls", () => {
+    expect(redisConnection(options({ redisUrl: "rediss://redis:6380" })).tls).to.deep.equal({});
+    expect(redisConnection(options({ redisUrl: "redis://redis", redisTls: true })).tls).to.deep.equal({});
+    expect(redisConnection(options({ redisUrl: "redis://redis" })).tls).to.equal(undefined);
+  });
+
+  it("reads the database number from the path", () => {
+    expect(redisConnection(options({ redisUrl: "redis://redis:6379/3" })).db).to.equal(3);
+    expect(redisConnection(options({ redisUrl: "redis://redis:6379/0" })).db).to.equal(0);
+    expect(redisConnection(options({ redisUrl: "redis://redis:6379/" })).db).to.equal(undefined);
+  });
+
+  it("rejects URLs of other schemes", () => {
+    for (const redisUrl of ["http://redis:6379", "https://redis", "tcp://redis:6379"]) {
+      expect(() => redisConnection(options({ redisUrl }))).to.throw(/redis:\/\/ or rediss:\/\//);
+    }
+    expect(() => redisConnection(options({ redisUrl: "http://redis:6379" }))).to.throw(/http:\/\/redis:6379/);
+  });
+
+  it("rejects a string that is not a URL", () => {
+    for (const redisUrl of ["localhost", "redis-host:6379", "", "//redis:6379"]) {
+      expect(() => redisConnection(options({ redisUrl }))).to.throw();
+    }
+  });
+
+  describe("with sentinels", () => {
+    it("parses the list, defaulting the port to 26379 and trimming spaces", () => {
+      const c = redisConnection(
+        options({
+          redisUrl: "redis://:pw@ignored:6379/2",
+          redisSentinels: "s1:26380, s2 ,s3:5000",
+          redisSentinelName: "mymaster",
+        }),
+      );
+      expect(c).to.deep.equal({
+        sentinels: [
+          { host: "s1", port: 26380 },
+          { host: "s2", port: 26379 },
+          { host: "s3", port: 5000 },
+        ],
+        name: "mymaster",
+        password: "pw",
+        tls: undefined,
+        db: 2,
+      });
+    });
+
+    it("keeps TLS and the password flag with sentinels", () => {
+      const c = redisConnection(
+        options({
+          redisUrl: "rediss://x",
+          redisPassword: "flag",
+          redisSentinels: "s1",
+          redisSentinelName: "m",
+        }),
+      );
+      expect(c).to.deep.include({ password: "flag", tls: {}, name: "m" });
+      expect(c).to.deep.include({ sentinels: [{ host: "s1", port: 26379 }] });
+    });
+
+    it("requires a sentinel name", () => {
+      expect(() => redisConnection(options({ redisSentinels: "s1:26379" }))).to.throw(
+        /--redis-sentinels needs --redis-sentinel-name/,
+      );
+      expect(() => redisConnection(options({ redisSentinels: "s1", redisSentinelName: "" }))).to.throw(
+        /--redis-sentinel-name/,
+      );
+    });
+
+    it("still rejects a non-redis URL", () => {
+      expect(() =>
+        redisConnection(options({ redisUrl: "http://x", redisSentinels: "s1", redisSentinelName: "m" })),
+      ).to.throw(/redis:\/\//);
+    });
+  });
+});

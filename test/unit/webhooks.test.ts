@@ -1,0 +1,421 @@
+import type { V1Affinity, V1Pod } from "@kubernetes/client-node";
+import { expect } from "chai";
+import {
+  GATED_ANNOTATION,
+  MANAGED_LABEL,
+  MODE_ANNOTATION,
+  PENDING_STATUS,
+  PLACEHOLDER_LABEL,
+  POLICY_ANNOTATION,
+} from "../../src/api/constants.js";
+import type { AffinityPolicySpec, PipelineRun } from "../../src/api/types.js";
+import { placeholderName } from "../../src/placement/names.js";
+import { type JsonPatchOp, reviewResponse } from "../../src/webhooks/admission.js";
+import { CLUSTER_DEFAULT_POLICY, gatePipelineRun } from "../../src/webhooks/gate.js";
+import { mutateTaskPod, type PodContext } from "../../src/webhooks/pods.js";
+import { policy, run } from "./helpers.js";
+
+// A small RFC 6902 applier (add, replace, remove, test) so tests check the object the API server would
+// store, not just the shape of the ops. Strict: a missing parent or a missing target throws, as the
+// API server would reject the patch.
+function decodeSegment(s: string): string {
+  return s.replaceAll("~1", "/").replaceAll("~0", "~");
+}
+
+function applyPatch<T>(doc: T, ops: readonly JsonPatchOp[]): T {
+  const root: unknown = structuredClone(doc);
+  for (const op of ops) {
+    if (!op.path.startsWith("/")) throw new Error(`bad pointer ${op.path}`);
+    const segments = op.path.slice(1).split("/").map(decodeSegment);
+    const last = segments.pop()!;
+    if (op.path === "/") throw new Error("root replacement unsupported");
+    let parent: unknown = root;
+    for (const s of segments) {
+      if (parent === null || typeof parent !== "object" || !(s in parent)) {
+        throw new Error(`${op.op} ${op.path}: no parent at ${s}`);
+      }
+      parent = (parent as Record<string, unknown>)[s];
+    }
+    if (parent === null || typeof parent !== "object")
+      throw new Error(`${op.op} ${op.path}: parent not a container`);
+    if (Array.isArray(parent)) {
+      const i = last === "-" ? parent.length : Number(last);
+      if (op.op === "add") parent.splice(i, 0, structuredClone(op.value));
+      else if (i >= parent.length) throw new Error(`${op.op} ${op.path}: no such index`);
+      else if (op.op === "replace") parent[i] = structuredClone(op.value);
+      else if (op.op === "remove") parent.splice(i, 1);
+      else expect(parent[i]).to.deep.equal(op.value);
+      continue;
+    }
+    const obj = parent as Record<string, unknown>;
+    if (op.op === "add") obj[last] = structuredClone(op.value);
+    else if (!(last in obj)) throw new Error(`${op.op} ${op.path}: no such member`);
+    else if (op.op === "replace") obj[last] = structuredClone(op.value);
+    else if (op.op === "remove") delete obj[last];
+    else expect(obj[last]).to.deep.equal(op.value);
+  }
+  return root as T;
+}
+
+describe("test JSON patch applier", () => {
+  it("applies escaped pointers and rejects missing parents", () => {
+    const out = applyPatch({ a: { "x/y": 1, "t~": 2 } } as Record<string, unknown>, [
+      { op: "replace", path: "/a/x~1y", value: 3 },
+      { op: "remove", path: "/a/t~0" },
+      { op: "add", path: "/b", value: [1] },
+      { op: "add", path: "/b/-", value: 2 },
+    ]);
+    expect(out).to.deep.equal({ a: { "x/y": 3 }, b: [1, 2] });
+    expect(() => applyPatch({}, [{ op: "add", path: "/a/b", value: 1 }])).to.throw(/no parent/);
+    expect(() => applyPatch({}, [{ op: "remove", path: "/a" }])).to.throw(/no such member/);
+  });
+});
+
+describe("gatePipelineRun", () => {
+  const managed = policy("co-schedule", { mode: "pipelineruns" });
+
+  it("allows a run no policy selects, without a patch", () => {
+    const r = run({ app: "x" });
+    const decision = gatePipelineRun(r, []);
+    expect(decision).to.deep.equal({ allowed: true });
+    const other = policy("other", { pipelineRunSelector: { matchLabels: { app: "y" } } });
+    expect(gatePipelineRun(r, [other])).to.deep.equal({ allowed: true });
+  });
+
+  it("ignores policies of other namespaces", () => {
+    const elsewhere = policy("p", { mode: "pipelineruns" }, { namespace: "team-b" });
+    expect(gatePipelineRun(run(), [elsewhere])).to.deep.equal({ allowed: true });
+  });
+
+  it("does not patch a run whose policy is disabled", () => {
+    const decision = gatePipelineRun(run(), [policy("off", { mode: "disabled" })]);
+    expect(decision.allowed).to.equal(true);
+    expect(decision.patch).to.equal(undefined);
+  });
+
+  it("gates a run with label and annotation maps: adds entries with escaped keys, and pends it", () => {
+    const r = run({ app: "x" });
+    r.metadata.annotations = { note: "keep" };
+    const decision = gatePipelineRun(r, [managed]);
+    expect(decision.allowed).to.equal(true);
+    const paths = decision.patch!.map((op) => op.path);
+    expect(paths).to.include("/metadata/labels/affinity.tekton.dev~1managed");
+    expect(paths).to.include("/metadata/annotations/affinity.tekton.dev~1mode");
+
+    const out = applyPatch(r, decision.patch!);
+    expect(out.metadata.labels).to.deep.equal({ app: "x", [MANAGED_LABEL]: "true" });
+    expect(out.metadata.annotations).to.deep.equal({
+      note: "keep",
+      [MODE_ANNOTATION]: "pipelineruns",
+      [POLICY_ANNOTATION]: "co-schedule",
+      [GATED_ANNOTATION]: "true",
+    });
+    expect(out.spec.status).to.equal(PENDING_STATUS);
+    expect(out.spec.status).to.equal("PipelineRunPending");
+    // Nothing else changed.
+    expect({ ...out, metadata: r.metadata, spec: { ...out.spec, status: undefined } }).to.deep.equal({
+      ...r,
+      spec: { ...r.spec, status: undefined },
+    });
+  });
+
+  it("gates a run without label or annotation maps by creating them", () => {
+    const r: PipelineRun = { metadata: { name: "build-2", namespace: "team-a" }, spec: {} };
+    const decision = gatePipelineRun(r, [policy("ws", { mode: "workspaces" })]);
+    const out = applyPatch(r, decision.patch!);
+    expect(out.metadata.labels).to.deep.equal({ [MANAGED_LABEL]: "true" });
+    expect(out.metadata.annotations).to.deep.equal({
+      [MODE_ANNOTATION]: "workspaces",
+      [POLICY_ANNOTATION]: "ws",
+      [GATED_ANNOTATION]: "true",
+    });
+    expect(out.spec.status).to.equal(PENDING_STATUS);
+  });
+
+  it("leaves a run the user pended without the gated annotation and without a status op", () => {
+    const r = run({}, { status: PENDING_STATUS });
+    const decision = gatePipelineRun(r, [managed]);
+    expect(decision.patch!.some((op) => op.path === "/spec/status")).to.equal(false);
+    const out = applyPatch(r, decision.patch!);
+    expect(out.metadata.annotations).to.not.have.property(GATED_ANNOTATION);
+    expect(out.metadata.annotations).to.deep.equal({
+      [MODE_ANNOTATION]: "pipelineruns",
+      [POLICY_ANNOTATION]: "co-schedule",
+    });
+    expect(out.metadata.labels).to.deep.equal({ [MANAGED_LABEL]: "true" });
+    expect(out.spec.status).to.equal(PENDING_STATUS);
+  });
+
+  it("removes our managed label from a run no policy manages, with a warning", () => {
+    const r = run({ [MANAGED_LABEL]: "true", app: "x" });
+    const decision = gatePipelineRun(r, []);
+    expect(decision.allowed).to.equal(true);
+    expect(decision.warnings).to.have.length(1);
+    expect(decision.warnings![0]).to.include(MANAGED_LABEL);
+    const out = applyPatch(r, decision.patch!);
+    expect(out.metadata.labels).to.deep.equal({ app: "x" });
+    expect(out.spec.status).to.equal(undefined);
+  });
+
+  it("removes our managed label from a run whose policy is disabled", () => {
+    const r = run({ [MANAGED_LABEL]: "true" });
+    const decision = gatePipelineRun(r, [policy("off", { mode: "disabled" })]);
+    expect(applyPatch(r, decision.patch!).metadata.labels).to.deep.equal({});
+  });
+
+  it("applies the cluster default when no policy selects the run", () => {
+    const r = run();
+    const decision = gatePipelineRun(r, [], { mode: "isolate-pipelinerun" });
+    const out = applyPatch(r, decision.patch!);
+    expect(out.metadata.annotations?.[MODE_ANNOTATION]).to.equal("isolate-pipelinerun");
+    expect(out.metadata.annotations?.[POLICY_ANNOTATION]).to.equal(CLUSTER_DEFAULT_POLICY);
+    expect(out.metadata.labels?.[MANAGED_LABEL]).to.equal("true");
+    expect(out.spec.status).to.equal(PENDING_STATUS);
+  });
+
+  it("prefers a selecting policy over the cluster default", () => {
+    const r = run();
+    const out = applyPatch(r, gatePipelineRun(r, [managed], { mode: "workspaces" }).patch!);
+    expect(out.metadata.annotations?.[MODE_ANNOTATION]).to.equal("pipelineruns");
+    expect(out.metadata.annotations?.[POLICY_ANNOTATION]).to.equal("co-schedule");
+  });
+
+  it("does not patch a run when the cluster default is disabled", () => {
+    expect(gatePipelineRun(run(), [], { mode: "disabled" })).to.deep.equal({ allowed: true });
+  });
+});
+
+describe("mutateTaskPod", () => {
+  const UID = "7c1d2e3f-0000-4000-8000-000000000001";
+  const taskRun: PipelineRun = {
+    metadata: {
+      name: "build-1",
+      namespace: "team-a",
+      uid: UID,
+      annotations: { [MODE_ANNOTATION]: "pipelineruns" },
+    },
+    spec: {},
+  };
+  const runPlaceholder = placeholderName(UID, "pipelinerun");
+
+  function pod(spec: Partial<V1Pod["spec"]> = {}): V1Pod {
+    return {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "build-1-fetch-pod", namespace: "team-a", labels: { [MANAGED_LABEL]: "true" } },
+      spec: { containers: [{ name: "step-fetch", image: "alpine" }], ...spec },
+    };
+  }
+
+  function ctx(
+    spec: AffinityPolicySpec | undefined,
+    nodes: Record<string, string> = {},
+    r: PipelineRun | undefined = taskRun,
+  ): PodContext & { lookups: string[] } {
+    const lookups: string[] = [];
+    return {
+      run: r,
+      spec,
+      lookups,
+      placeholderNode: (ns, name) => {
+        lookups.push(`${ns}/${name}`);
+        return nodes[`${ns}/${name}`];
+      },
+    };
+  }
+
+  const podAffinityTo = (name: string, topologyKey = "kubernetes.io/hostname"): V1Affinity => ({
+    podAffinity: {
+      requiredDuringSchedulingIgnoredDuringExecution: [
+        {
+          labelSelector: { matchLabels: { [PLACEHOLDER_LABEL]: name } },
+          namespaces: ["team-a"],
+          topologyKey,
+        },
+      ],
+    },
+  });
+
+  it("allows the pod with a warning and no patch when the run is not in the cache", () => {
+    const notCached = { ...ctx({ mode: "pipelineruns" }), run: undefined };
+    const decision = mutateTaskPod(pod(), notCached);
+    expect(decision.allowed).to.equal(true);
+    expect(decision.patch).to.equal(undefined);
+    expect(decision.warnings).to.have.length(1);
+    expect(decision.warnings![0]).to.include("not in the controller's cache");
+    // A run without a uid (not yet persisted) or without an effective spec is treated the same way.
+    const noUid = { ...taskRun, metadata: { ...taskRun.metadata, uid: undefined } };
+    expect(mutateTaskPod(pod(), ctx({ mode: "pipelineruns" }, {}, noUid)).patch).to.equal(undefined);
+    expect(mutateTaskPod(pod(), ctx(undefined)).patch).to.equal(undefined);
+  });
+
+  it("leaves placeholder pods alone", () => {
+    const p = pod();
+    p.metadata!.labels![PLACEHOLDER_LABEL] = "affinity-placeholder-x";
+    expect(mutateTaskPod(p, ctx({ mode: "pipelineruns" }))).to.deep.equal({ allowed: true });
+  });
+
+  it("adds pod affinity to the run's placeholder in pipelineruns mode", () => {
+    const p = pod();
+    const decision = mutateTaskPod(
+      p,
+      ctx({ mode: "pipelineruns", topologyKey: "topology.kubernetes.io/zone" }),
+    );
+    expect(decision.allowed).to.equal(true);
+    expect(decision.patch).to.deep.equal([
+      {
+        op: "add",
+        path: "/spec/affinity",
+        value: podAffinityTo(runPlaceholder, "topology.kubernetes.io/zone"),
+      },
+    ]);
+    expect(applyPatch(p, decision.patch!).spec?.affinity).to.deep.equal(
+      podAffinityTo(runPlaceholder, "topology.kubernetes.io/zone"),
+    );
+  });
+
+  it("follows the mode recorded on the run over the policy's current mode", () => {
+    // The run was gated under pipelineruns; the policy later changed to workspaces. A pod without claims
+    // still follows the run placeholder.
+    const decision = mutateTaskPod(pod(), ctx({ mode: "workspaces" }));
+    expect(decision.patch?.[0]?.value).to.deep.equal(podAffinityTo(runPlaceholder));
+  });
+
+  it("pins to the placeholder's node with nodePinning when the node is known", () => {
+    const c = ctx(
+      { mode: "pipelineruns", strategy: "nodePinning" },
+      { [`team-a/${runPlaceholder}`]: "node-7" },
+    );
+    const p = pod();
+    const decision = mutateTaskPod(p, c);
+    expect(c.lookups).to.deep.equal([`team-a/${runPlaceholder}`]);
+    expect(applyPatch(p, decision.patch!).spec?.affinity).to.deep.equal({
+      nodeAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: {
+          nodeSelectorTerms: [
+            { matchExpressions: [{ key: "kubernetes.io/hostname", operator: "In", values: ["node-7"] }] },
+          ],
+        },
+      },
+    });
+  });
+
+  it("falls back to pod affinity with nodePinning when the placeholder's node is unknown", () => {
+    const decision = mutateTaskPod(pod(), ctx({ mode: "pipelineruns", strategy: "nodePinning" }));
+    expect(decision.patch).to.deep.equal([
+      { op: "add", path: "/spec/affinity", value: podAffinityTo(runPlaceholder) },
+    ]);
+  });
+
+  it("does not look the node up with the podAffinity strategy", () => {
+    const c = ctx({ mode: "pipelineruns" }, { [`team-a/${runPlaceholder}`]: "node-7" });
+    const decision = mutateTaskPod(pod(), c);
+    expect(c.lookups).to.deep.equal([]);
+    expect(decision.patch?.[0]?.value).to.deep.equal(podAffinityTo(runPlaceholder));
+  });
+
+  describe("in workspaces mode", () => {
+    const wsRun: PipelineRun = {
+      ...taskRun,
+      metadata: { ...taskRun.metadata, annotations: { [MODE_ANNOTATION]: "workspaces" } },
+    };
+    const volumes = (...claims: string[]) => [
+      { name: "scratch", emptyDir: {} },
+      ...claims.map((c, i) => ({ name: `ws-${i}`, persistentVolumeClaim: { claimName: c } })),
+    ];
+
+    it("adds pod affinity to the claim's placeholder", () => {
+      const decision = mutateTaskPod(
+        pod({ volumes: volumes("data") }),
+        ctx({ mode: "workspaces" }, {}, wsRun),
+      );
+      expect(decision.patch?.[0]?.value).to.deep.equal(podAffinityTo(placeholderName(UID, "claim:data")));
+    });
+
+    it("leaves a pod without PVC volumes alone", () => {
+      expect(
+        mutateTaskPod(pod({ volumes: volumes() }), ctx({ mode: "workspaces" }, {}, wsRun)),
+      ).to.deep.equal({
+        allowed: true,
+      });
+    });
+
+    it("denies a pod mounting two PVC-backed workspaces, explaining why", () => {
+      const decision = mutateTaskPod(
+        pod({ volumes: volumes("alpha", "beta") }),
+        ctx({ mode: "workspaces" }, {}, wsRun),
+      );
+      expect(decision.allowed).to.equal(false);
+      expect(decision.patch).to.equal(undefined);
+      expect(decision.message).to.match(/^tekton-affinity: /);
+      expect(decision.message).to.include("alpha").and.include("beta").and.include('mode "pipelineruns"');
+    });
+  });
+
+  it("merges into an existing affinity with a replace op", () => {
+    const existing: V1Affinity = {
+      nodeAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: {
+          nodeSelectorTerms: [{ matchExpressions: [{ key: "arch", operator: "In", values: ["arm64"] }] }],
+        },
+      },
+      podAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: [
+          { labelSelector: { matchLabels: { app: "cache" } }, topologyKey: "kubernetes.io/hostname" },
+        ],
+      },
+    };
+    const p = pod({ affinity: existing });
+    const decision = mutateTaskPod(p, ctx({ mode: "pipelineruns" }));
+    expect(decision.patch).to.have.length(1);
+    expect(decision.patch![0]!.op).to.equal("replace");
+    expect(decision.patch![0]!.path).to.equal("/spec/affinity");
+    const affinity = applyPatch(p, decision.patch!).spec?.affinity;
+    expect(affinity?.nodeAffinity).to.deep.equal(existing.nodeAffinity);
+    expect(affinity?.podAffinity?.requiredDuringSchedulingIgnoredDuringExecution).to.deep.equal([
+      ...existing.podAffinity!.requiredDuringSchedulingIgnoredDuringExecution!,
+      ...podAffinityTo(runPlaceholder).podAffinity!.requiredDuringSchedulingIgnoredDuringExecution!,
+    ]);
+    // The pod object handed in is untouched.
+    expect(p.spec?.affinity).to.deep.equal(existing);
+    expect(existing.podAffinity?.requiredDuringSchedulingIgnoredDuringExecution).to.have.length(1);
+  });
+});
+
+describe("reviewResponse", () => {
+  it("encodes a patch as base64 JSONPatch", () => {
+    const patch: JsonPatchOp[] = [{ op: "add", path: "/metadata/labels", value: { a: "b" } }];
+    const review = reviewResponse("uid-1", { allowed: true, patch });
+    expect(review.apiVersion).to.equal("admission.k8s.io/v1");
+    expect(review.kind).to.equal("AdmissionReview");
+    expect(review.response.uid).to.equal("uid-1");
+    expect(review.response.allowed).to.equal(true);
+    expect(review.response.patchType).to.equal("JSONPatch");
+    const decoded = JSON.parse(Buffer.from(review.response.patch as string, "base64").toString("utf8"));
+    expect(decoded).to.deep.equal(patch);
+    expect(review.response).to.not.have.property("status");
+  });
+
+  it("sends neither patch nor patchType for an empty or absent patch", () => {
+    for (const decision of [{ allowed: true }, { allowed: true, patch: [] }]) {
+      const r = reviewResponse("u", decision).response;
+      expect(r).to.deep.equal({ uid: "u", allowed: true });
+    }
+  });
+
+  it("answers a denial with a 403 status carrying the message", () => {
+    const r = reviewResponse("u", { allowed: false, message: "no way" }).response;
+    expect(r.allowed).to.equal(false);
+    expect(r.status).to.deep.equal({ code: 403, reason: "Forbidden", message: "no way" });
+    expect(reviewResponse("u", { allowed: false }).response.status).to.deep.equal({
+      code: 403,
+      reason: "Forbidden",
+      message: "denied",
+    });
+  });
+
+  it("passes warnings through", () => {
+    expect(reviewResponse("u", { allowed: true, warnings: ["w1"] }).response.warnings).to.deep.equal(["w1"]);
+    expect(reviewResponse("u", { allowed: true, warnings: [] }).response).to.not.have.property("warnings");
+  });
+});
