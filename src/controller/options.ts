@@ -60,22 +60,28 @@ export function redisConnection(o: ControllerOptions) {
   if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
     throw new Error(`--redis-url must start with redis:// or rediss://, got "${o.redisUrl}"`);
   }
+  if (!url.hostname) throw new Error(`--redis-url has no host: "${o.redisUrl}"; use redis://HOST:PORT`);
   const password = o.redisPassword ?? (url.password ? decodeURIComponent(url.password) : undefined);
   const tls = o.redisTls || url.protocol === "rediss:" ? {} : undefined;
-  const db = url.pathname.length > 1 ? Number(url.pathname.slice(1)) : undefined;
+  const dbPath = url.pathname.slice(1);
+  if (dbPath && !/^\d+$/.test(dbPath)) {
+    throw new Error(`--redis-url path must be a database number such as /0, got "/${dbPath}"`);
+  }
+  const db = dbPath ? Number(dbPath) : undefined;
   if (o.redisSentinels) {
     if (!o.redisSentinelName)
       throw new Error("--redis-sentinels needs --redis-sentinel-name (the master group name)");
-    const sentinels = o.redisSentinels.split(",").map((hp) => {
-      const [host, port] = hp.trim().split(":");
-      return { host: host!, port: Number(port ?? 26379) };
+    const sentinels = o.redisSentinels.split(",").map((entry) => {
+      const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(entry.trim());
+      if (!m) throw new Error(`--redis-sentinels entry "${entry}" is not HOST or HOST:PORT`);
+      return { host: m[1]!, port: m[2] ? Number(m[2]) : 26379 };
     });
     return { sentinels, name: o.redisSentinelName, password, tls, db };
   }
   return {
-    host: url.hostname,
+    host: url.hostname.replace(/^\[(.*)\]$/, "$1"), // IPv6 literals come bracketed
     port: Number(url.port || 6379),
-    username: url.username || undefined,
+    username: url.username ? decodeURIComponent(url.username) : undefined,
     password,
     tls,
     db,

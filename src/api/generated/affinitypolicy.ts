@@ -62,7 +62,7 @@ export interface LabelSelectorRequirement {
  */
 export interface IsolationSpec {
   /**
-   * Which other PipelineRuns an isolated run refuses to share a node with. 'cluster': isolated runs of every namespace. 'namespace': only isolated runs of the same namespace. Defaults to "cluster".
+   * Which co-scheduled PipelineRuns an isolated run refuses to share a node with (those with a placeholder, in any mode). 'cluster': such runs of every namespace. 'namespace': only those of the same namespace. Defaults to "cluster".
    */
   scope?: "cluster" | "namespace";
 }

@@ -1,0 +1,183 @@
+// Acceptance scenario 4: what the placeholder inherits (service account, nodeSelector, tolerations)
+// and the PVC cleanup matrix; plus cleanup through owner references when a run is deleted.
+
+import { expect } from "chai";
+import type { AffinityPolicySpec, PipelineRun } from "../../src/api/types.js";
+import { tektonClaimName } from "../../src/placement/names.js";
+import type { LocalCluster } from "../cluster/cluster.js";
+import { isNotFound, waitFor } from "../cluster/kube.js";
+import { e2e } from "./env.js";
+import {
+  applyPolicy,
+  createNamespace,
+  createRun,
+  pipelineRun,
+  placeholderPods,
+  type RunShape,
+  RWO_TEMPLATE,
+  waitForEvent,
+  waitRunSucceeded,
+} from "./helpers.js";
+
+async function createServiceAccount(cluster: LocalCluster, namespace: string, name: string) {
+  await cluster.clients.core.createNamespacedServiceAccount({ namespace, body: { metadata: { name } } });
+}
+
+/** Creates a run and returns its placeholder pod once it exists. */
+async function placeholderFor(cluster: LocalCluster, ns: string, shape: RunShape) {
+  const run = await createRun(cluster, pipelineRun(ns, shape));
+  const pod = await waitFor(
+    `placeholder of ${run.metadata.name}`,
+    async () => (await placeholderPods(cluster, ns, run.metadata.uid!))[0],
+  );
+  return { run, pod };
+}
+
+async function claimExists(cluster: LocalCluster, ns: string, name: string): Promise<boolean> {
+  try {
+    const claim = await cluster.clients.core.readNamespacedPersistentVolumeClaim({ name, namespace: ns });
+    return !claim.metadata?.deletionTimestamp;
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    throw err;
+  }
+}
+
+const templateClaim = (run: PipelineRun) => tektonClaimName(undefined, "source", run.metadata.uid!);
+
+describe("placeholder inheritance and cleanup (scenario 4)", function () {
+  this.timeout(180_000);
+
+  it("service account: the policy's, else the run's taskRunTemplate, else the namespace default", async () => {
+    const { cluster } = await e2e();
+    const plain = await createNamespace(cluster, "sa");
+    await createServiceAccount(cluster, plain, "builder");
+    await applyPolicy(cluster, plain, { mode: "pipelineruns" });
+    const inherited = await placeholderFor(cluster, plain, {
+      tasks: [{ name: "a" }],
+      taskRunTemplate: { serviceAccountName: "builder" },
+    });
+    expect(inherited.pod.spec?.serviceAccountName).to.equal("builder");
+    const defaulted = await placeholderFor(cluster, plain, { tasks: [{ name: "a" }] });
+    expect(defaulted.pod.spec?.serviceAccountName).to.equal("default");
+
+    const overriding = await createNamespace(cluster, "sa-override");
+    await createServiceAccount(cluster, overriding, "builder");
+    await createServiceAccount(cluster, overriding, "placeholder");
+    await applyPolicy(cluster, overriding, {
+      mode: "pipelineruns",
+      placeholder: { serviceAccountName: "placeholder" },
+    });
+    const overridden = await placeholderFor(cluster, overriding, {
+      tasks: [{ name: "a" }],
+      taskRunTemplate: { serviceAccountName: "builder" },
+    });
+    expect(overridden.pod.spec?.serviceAccountName).to.equal("placeholder");
+    for (const [ns, r] of [
+      [plain, inherited.run],
+      [plain, defaulted.run],
+      [overriding, overridden.run],
+    ] as const) {
+      await waitRunSucceeded(cluster, ns, r.metadata.name);
+    }
+  });
+
+  it("nodeSelector: the run's pod template wins over the policy's, and the run lands there", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "selector");
+    const spec: AffinityPolicySpec = {
+      mode: "pipelineruns",
+      placeholder: { nodeSelector: { "topology.kubernetes.io/zone": "zone-a" } },
+    };
+    await applyPolicy(cluster, ns, spec);
+    const policyOnly = await placeholderFor(cluster, ns, { tasks: [{ name: "a" }] });
+    expect(policyOnly.pod.spec?.nodeSelector).to.deep.equal({ "topology.kubernetes.io/zone": "zone-a" });
+    const target = "kwok-node-1";
+    const { run, pod } = await placeholderFor(cluster, ns, {
+      tasks: [{ name: "a" }],
+      taskRunTemplate: { podTemplate: { nodeSelector: { "kubernetes.io/hostname": target } } },
+    });
+    expect(pod.spec?.nodeSelector).to.deep.equal({ "kubernetes.io/hostname": target });
+    const done = await waitRunSucceeded(cluster, ns, run.metadata.name);
+    expect(done.metadata.annotations?.["affinity.tekton.dev/placed-on"]).to.equal(target);
+    await waitRunSucceeded(cluster, ns, policyOnly.run.metadata.name);
+  });
+
+  it('PVC cleanup matrix: workspaces mode keeps template PVCs unless auto-cleanup-pvc is exactly "true"; other modes delete them; user PVCs stay', async () => {
+    const { cluster } = await e2e();
+    const wsNs = await createNamespace(cluster, "pvc-ws");
+    await applyPolicy(cluster, wsNs, { mode: "workspaces" });
+    const runsNs = await createNamespace(cluster, "pvc-runs");
+    await applyPolicy(cluster, runsNs, { mode: "pipelineruns" });
+    await cluster.clients.core.createNamespacedPersistentVolumeClaim({
+      namespace: runsNs,
+      body: {
+        metadata: { name: "users-own" },
+        spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "10Mi" } } },
+      },
+    });
+    const shape = (annotations?: Record<string, string>): RunShape => ({
+      annotations,
+      workspaces: { source: RWO_TEMPLATE },
+      tasks: [{ name: "a", workspaces: ["source"] }],
+    });
+    const cases = [
+      { ns: wsNs, shape: shape(), deleted: false },
+      { ns: wsNs, shape: shape({ "tekton.dev/auto-cleanup-pvc": "true" }), deleted: true },
+      { ns: wsNs, shape: shape({ "tekton.dev/auto-cleanup-pvc": "True" }), deleted: false },
+      { ns: wsNs, shape: shape({ "tekton.dev/auto-cleanup-pvc": "yes" }), deleted: false },
+      { ns: runsNs, shape: shape(), deleted: true },
+    ];
+    const runs = [];
+    for (const c of cases) runs.push({ ...c, run: await createRun(cluster, pipelineRun(c.ns, c.shape)) });
+    const userRun = await createRun(
+      cluster,
+      pipelineRun(runsNs, {
+        workspaces: { source: { persistentVolumeClaim: { claimName: "users-own" } } },
+        tasks: [{ name: "a", workspaces: ["source"] }],
+      }),
+    );
+    for (const r of [...runs.map((x) => ({ ns: x.ns, run: x.run })), { ns: runsNs, run: userRun }]) {
+      await waitRunSucceeded(cluster, r.ns, r.run.metadata.name);
+      await waitForEvent(cluster, r.ns, r.run.metadata.name, "CleanedUp");
+    }
+    for (const r of runs) {
+      const name = templateClaim(r.run);
+      expect(
+        await claimExists(cluster, r.ns, name),
+        `${r.ns} ${JSON.stringify(r.shape.annotations ?? {})} claim ${name}`,
+      ).to.equal(!r.deleted);
+    }
+    expect(await claimExists(cluster, runsNs, "users-own")).to.equal(true);
+  });
+
+  it("deleting a waiting run removes its placeholder and claim through owner references", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "gc");
+    await applyPolicy(cluster, ns, {
+      mode: "workspaces",
+      placeholder: { nodeSelector: { "no-such-label": "anywhere" } },
+    });
+    const run = await createRun(
+      cluster,
+      pipelineRun(ns, {
+        workspaces: { source: RWO_TEMPLATE },
+        tasks: [{ name: "a", workspaces: ["source"] }],
+      }),
+    );
+    const waiting = await waitForEvent(cluster, ns, run.metadata.name, "Waiting", { type: "Warning" });
+    expect(waiting.message).to.contain("didn't match Pod's node affinity/selector");
+    expect(await claimExists(cluster, ns, templateClaim(run))).to.equal(true);
+    await cluster.clients.custom.deleteNamespacedCustomObject({
+      group: "tekton.dev",
+      version: "v1",
+      plural: "pipelineruns",
+      namespace: ns,
+      name: run.metadata.name,
+    });
+    await waitFor("placeholder and claim garbage-collected", async () => {
+      const sets = await cluster.clients.apps.listNamespacedStatefulSet({ namespace: ns });
+      return sets.items.length === 0 && !(await claimExists(cluster, ns, templateClaim(run)));
+    });
+  });
+});
