@@ -6,7 +6,9 @@
 deps: node_modules/.package-lock.json
 
 node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund
+	# npm ci rejects the lock npm 11 writes here (it records only this platform's optional binaries);
+	# npm install installs exactly what the lock pins.
+	npm install --no-audit --no-fund
 	@touch $@
 
 demo: deps

@@ -135,6 +135,17 @@ export function registerControllerCommand(program: Command): Command {
         .argParser(positiveInt("--resync-seconds")),
     )
     .addOption(
+      new Option("--admin-port <port>", "serve the bull-board queue UI on this port (0: off)")
+        .env(env("ADMIN_PORT"))
+        .default(DEFAULTS.adminPort)
+        .argParser(nonNegativeInt("--admin-port")),
+    )
+    .addOption(
+      new Option("--admin-host <host>", "address the queue UI binds to (reach it with kubectl port-forward)")
+        .env(env("ADMIN_HOST"))
+        .default(DEFAULTS.adminHost),
+    )
+    .addOption(
       new Option(
         "--no-manage-webhook-configurations",
         "do not create/update the webhook configurations (caBundle) in the cluster",
@@ -162,6 +173,8 @@ export function registerControllerCommand(program: Command): Command {
         settleSeconds: Number(opts.settleSeconds),
         resyncSeconds: Number(opts.resyncSeconds),
         manageWebhookConfigurations: opts.manageWebhookConfigurations !== false,
+        adminPort: Number(opts.adminPort),
+        adminHost: opts.adminHost as string,
       };
       const controller = new Controller(options);
       const shutdown = async (signal: string) => {

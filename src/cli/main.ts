@@ -3,6 +3,7 @@
 
 import { Command } from "commander";
 import { registerControllerCommand } from "./controller-command.js";
+import { registerExplainCommand } from "./explain-command.js";
 import { registerMigrateCommand } from "./migrate-command.js";
 
 const program = new Command("tekton-affinity")
@@ -12,6 +13,7 @@ const program = new Command("tekton-affinity")
   .version("0.1.0");
 registerControllerCommand(program);
 registerMigrateCommand(program);
+registerExplainCommand(program);
 
 program.parseAsync().catch((err: Error) => {
   console.error(`tekton-affinity: ${err.message}`);

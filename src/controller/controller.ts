@@ -10,6 +10,7 @@ import { loadKubeConfig, makeClients } from "../kube/clients.js";
 import { EventRecorder } from "../kube/events.js";
 import { type Caches, makeCaches, startCaches, stopCaches } from "../kube/informers.js";
 import { createMetrics, type Metrics } from "../metrics.js";
+import { startAdminUi } from "../queue/admin-ui.js";
 import type { WorkItem } from "../queue/work-item.js";
 import { WorkQueue } from "../queue/work-queue.js";
 import { AffinityPolicyReconciler } from "../reconcilers/affinitypolicy.js";
@@ -42,6 +43,7 @@ export class Controller {
   private caches?: Caches;
   private queue?: WorkQueue;
   private server?: Server;
+  private adminServer?: import("node:http").Server;
   private certificates?: CertificateManager;
   private timers: NodeJS.Timeout[] = [];
   private synced = false;
@@ -149,6 +151,10 @@ export class Controller {
       if (item.kind === "policy") return policies.reconcile(item.namespace, item.name);
       return {};
     });
+    if (o.adminPort) {
+      this.adminServer = await startAdminUi(queue.queue, o.adminPort, o.adminHost);
+      this.logger.info({ url: `http://${o.adminHost}:${o.adminPort}/queues` }, "queue UI listening");
+    }
     this.watch(caches);
     this.resync();
     this.timers.push(setInterval(() => this.resync(), o.resyncSeconds * 1000));
@@ -156,6 +162,7 @@ export class Controller {
     // Redis came back (possibly empty): the cluster still knows every run; enqueue them again.
     void queue.queue.client.then((redis) =>
       redis.on("ready", () => {
+        queue.redisReady();
         this.logger.info("redis connection ready; resyncing work from the cluster");
         this.resync();
       }),
@@ -251,6 +258,7 @@ export class Controller {
     this.certificates?.stop();
     await this.queue?.close();
     if (this.caches) await stopCaches(this.caches);
+    this.adminServer?.close();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 }

@@ -28,6 +28,9 @@ export interface ControllerOptions {
   notReadyGraceSeconds: number;
   settleSeconds: number;
   resyncSeconds: number;
+  /** Port of the bull-board queue UI; 0 = off. */
+  adminPort: number;
+  adminHost: string;
   /** Keep the webhook configurations in the cluster in sync (caBundle, URL). */
   manageWebhookConfigurations: boolean;
 }
@@ -44,6 +47,8 @@ export const DEFAULTS = {
   notReadyGraceSeconds: 30,
   settleSeconds: 10,
   resyncSeconds: 300,
+  adminPort: 0,
+  adminHost: "127.0.0.1",
 } as const;
 
 export function defaultReplicaId(): string {

@@ -80,16 +80,24 @@ export class WorkQueue {
     return { ...this.opts.connection, maxRetriesPerRequest: null, enableOfflineQueue: true };
   }
 
-  private lastRedisError = 0;
+  private redisDown = false;
+
+  /** One line per outage, not one per reconnect attempt; `redisReady` ends the outage. */
   private reportRedisError(err: Error): void {
-    // One line per outage burst, not one per reconnect attempt.
-    if (Date.now() - this.lastRedisError > 10_000) {
-      this.opts.logger.error(
-        { err: err.message },
-        "redis unavailable; webhooks keep serving, work resumes when it is back",
-      );
-    }
-    this.lastRedisError = Date.now();
+    if (this.redisDown) return;
+    this.redisDown = true;
+    const { host, port } = this.opts.connection;
+    this.opts.logger.error(
+      { err: err.message, redis: `${host ?? "sentinel"}:${port ?? ""}` },
+      "redis unavailable: retrying; webhooks keep serving and queued work resumes when it is back",
+    );
+  }
+
+  /** Called when the connection is (re)established. */
+  redisReady(): void {
+    if (!this.redisDown) return;
+    this.redisDown = false;
+    this.opts.logger.info("redis connection restored");
   }
 
   /** Adds work for an object. Duplicates collapse; a newer request replaces a delayed one. */

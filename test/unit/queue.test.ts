@@ -78,6 +78,8 @@ describe("redisConnection", () => {
       settleSeconds: DEFAULTS.settleSeconds,
       resyncSeconds: DEFAULTS.resyncSeconds,
       manageWebhookConfigurations: false,
+      adminPort: DEFAULTS.adminPort,
+      adminHost: DEFAULTS.adminHost,
       ...o,
     };
   }
