@@ -6,7 +6,7 @@ import { LocalCluster } from "../test/cluster/cluster.js";
 import { waitFor } from "../test/cluster/kube.js";
 import { VERSIONS } from "../test/cluster/versions.js";
 import { ControllerProcess } from "../test/e2e/controller-process.js";
-import { installCrd } from "../test/e2e/env.js";
+import { installCrd, waitForGate } from "../test/e2e/env.js";
 import {
   applyPolicy,
   createRun,
@@ -50,6 +50,7 @@ async function main(): Promise<void> {
     await installCrd(cluster);
     await cluster.clients.core.createNamespace({ body: { metadata: { name: "tekton-affinity" } } });
     await controller.start();
+    await waitForGate(cluster);
     say(
       `[2/4] controller replica running: webhooks on https://127.0.0.1:${controller.port}, log ${controller.log}`,
     );

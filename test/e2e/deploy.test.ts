@@ -9,7 +9,7 @@ import { parseAllDocuments, stringify } from "yaml";
 import type { LocalCluster } from "../cluster/cluster.js";
 import { waitFor } from "../cluster/kube.js";
 import { ControllerProcess } from "./controller-process.js";
-import { e2e, TEST_CONTROLLER_ARGS } from "./env.js";
+import { e2e, TEST_CONTROLLER_ARGS, waitForGate } from "./env.js";
 import {
   applyPolicy,
   createNamespace,
@@ -297,6 +297,7 @@ describe("deploy/ (kustomize install)", function () {
           .catch(() => "");
         return url.includes(`:${replica.port}/`);
       });
+      await waitForGate(cluster);
 
       const ns = await createNamespace(cluster, "deploy-rbac");
       await applyPolicy(cluster, ns, { mode: "pipelineruns" });
@@ -332,6 +333,7 @@ describe("deploy/ (kustomize install)", function () {
       await replica.stop();
       // The shared replica takes its webhook configurations back for the test files that follow.
       await env.controller.start();
+      await waitForGate(cluster);
     }
   });
 });

@@ -5,6 +5,7 @@
 import { mkdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { LocalCluster } from "../cluster/cluster.js";
+import { waitFor } from "../cluster/kube.js";
 import { ControllerProcess } from "./controller-process.js";
 
 const REPO = resolve(import.meta.dirname, "..", "..");
@@ -51,7 +52,38 @@ async function setUp(): Promise<E2E> {
     args: TEST_CONTROLLER_ARGS,
   });
   await controller.start();
+  await waitForGate(cluster);
   return { cluster, controller, logDir, owned: !attachTo };
+}
+
+const PROBE_NAMESPACE = "e2e-gate-probe";
+
+/**
+ * Waits until the apiserver calls our gate: it loads a new or changed webhook configuration a moment
+ * after it is written, and a run created in between is admitted ungated. Probes with dry-run creates
+ * of a PipelineRun in a namespace whose policy manages it.
+ */
+export async function waitForGate(cluster: LocalCluster): Promise<void> {
+  const { applyPolicy, pipelineRun } = await import("./helpers.js");
+  const exists = await cluster.clients.core.readNamespace({ name: PROBE_NAMESPACE }).then(
+    () => true,
+    () => false,
+  );
+  if (!exists) {
+    await cluster.clients.core.createNamespace({ body: { metadata: { name: PROBE_NAMESPACE } } });
+    await applyPolicy(cluster, PROBE_NAMESPACE, { mode: "pipelineruns" });
+  }
+  await waitFor("the apiserver to call the PipelineRun gate", async () => {
+    const run = (await cluster.clients.custom.createNamespacedCustomObject({
+      group: "tekton.dev",
+      version: "v1",
+      plural: "pipelineruns",
+      namespace: PROBE_NAMESPACE,
+      body: pipelineRun(PROBE_NAMESPACE, { tasks: [{ name: "probe" }] }),
+      dryRun: "All",
+    })) as { metadata?: { labels?: Record<string, string> } };
+    return run.metadata?.labels?.["affinity.tekton.dev/managed"] === "true";
+  });
 }
 
 export async function installCrd(cluster: LocalCluster): Promise<void> {

@@ -53,7 +53,7 @@ describe("tekton-affinity explain", function () {
     );
     const done = await waitRunSucceeded(cluster, ns, run.metadata.name);
     const node = done.metadata.annotations?.["affinity.tekton.dev/placed-on"];
-    expect(node).to.be.a("string");
+    expect(node, JSON.stringify(done.metadata)).to.be.a("string");
 
     const out = await explain(cluster.kubeconfig, `${ns}/${run.metadata.name}`);
     expect(out.code, out.stderr).to.equal(0);

@@ -8,7 +8,7 @@ import { GATED_ANNOTATION, PLACEHOLDER_RUN_UID_LABEL } from "../../src/api/const
 import type { PipelineRun } from "../../src/api/types.js";
 import { waitFor } from "../cluster/kube.js";
 import { sleep } from "../cluster/processes.js";
-import { e2e, TEST_CONTROLLER_ARGS } from "./env.js";
+import { e2e, TEST_CONTROLLER_ARGS, waitForGate } from "./env.js";
 import { applyPolicy, createNamespace, createRun, pipelineRun, RWO_TEMPLATE, succeeded } from "./helpers.js";
 import { concurrentWork, ReplicaSet } from "./replicas.js";
 
@@ -159,6 +159,7 @@ describe("three replicas under faults", function () {
       await replicas.stop();
       for (const n of added) await cluster.removeNode(n).catch(() => undefined);
       await env.controller.start();
+      await waitForGate(cluster);
     }
   });
 });

@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import type { LocalCluster } from "../cluster/cluster.js";
 import { TcpBalancer } from "../cluster/tcp-balancer.js";
 import { ControllerProcess } from "./controller-process.js";
+import { waitForGate } from "./env.js";
 
 export interface JobRecord {
   replica: string;
@@ -42,6 +43,7 @@ export class ReplicaSet {
     }
     // One after another: each registers the same webhook configuration (same URL, same CA).
     for (const r of this.replicas) await r.start();
+    await waitForGate(this.cluster);
   }
 
   async stop(): Promise<void> {

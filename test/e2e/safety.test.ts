@@ -5,7 +5,7 @@
 import { expect } from "chai";
 import { MANAGED_LABEL } from "../../src/api/constants.js";
 import { waitFor } from "../cluster/kube.js";
-import { e2e } from "./env.js";
+import { e2e, waitForGate } from "./env.js";
 import { applyPolicy, createNamespace, createRun, pipelineRun, waitRunSucceeded } from "./helpers.js";
 
 describe("safety for everything we do not manage", function () {
@@ -35,6 +35,7 @@ describe("safety for everything we do not manage", function () {
       await waitRunSucceeded(cluster, ns, run.metadata.name);
     } finally {
       await env.controller.start();
+      await waitForGate(cluster);
     }
     // Back up: runs are managed again.
     const managed = await createRun(cluster, pipelineRun(ns, { tasks: [{ name: "a" }] }));
