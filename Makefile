@@ -35,8 +35,10 @@ cluster-up: deps
 cluster-down: deps
 	npm run cluster -- down
 
+# Benchmarks write bench/results/*.json and print a table; run them on an otherwise idle machine.
 bench: deps
 	npx tsx bench/placement.ts
+	npx tsx bench/migration.ts
 
 clean:
 	rm -rf dist .cluster

@@ -5,6 +5,7 @@ import { Command } from "commander";
 import { registerControllerCommand } from "./controller-command.js";
 import { registerExplainCommand } from "./explain-command.js";
 import { registerMigrateCommand } from "./migrate-command.js";
+import { registerUninstallCommand } from "./uninstall-command.js";
 
 const program = new Command("tekton-affinity")
   .description(
@@ -14,6 +15,7 @@ const program = new Command("tekton-affinity")
 registerControllerCommand(program);
 registerMigrateCommand(program);
 registerExplainCommand(program);
+registerUninstallCommand(program);
 
 program.parseAsync().catch((err: Error) => {
   console.error(`tekton-affinity: ${err.message}`);
