@@ -11,7 +11,7 @@
 //    fresh state instead of overwriting newer state.
 //  - Redis is flushed or replaced: the jobs are gone, not the truth. Replicas resync from the cluster.
 
-import { DelayedError, type Job, Queue, Worker } from "bullmq";
+import { type Job, Queue, Worker } from "bullmq";
 import type { RedisOptions } from "ioredis";
 import type { Logger } from "pino";
 import { parseWorkItem, type WorkItem, workKey } from "./work-item.js";
@@ -113,7 +113,7 @@ export class WorkQueue {
   }
 
   start(handler: ReconcileHandler): void {
-    this.worker = new Worker(this.opts.name, (job, token) => this.process(job, token, handler), {
+    this.worker = new Worker(this.opts.name, (job) => this.process(job, handler), {
       connection: this.connectionOptions(),
       prefix: this.opts.prefix,
       concurrency: this.opts.concurrency,
@@ -122,8 +122,19 @@ export class WorkQueue {
       maxStalledCount: 5,
     });
     this.worker.on("error", (err) => this.reportRedisError(err));
+    // Requeue-after, not polling: once the job has *finished* (so BullMQ has released its deduplication
+    // key, or turned a request that came in meanwhile into the next job), add a delayed job. An event
+    // for the object replaces that delayed job with immediate work. (Moving the active job itself to
+    // the delayed set instead would hold back requests that arrived while it ran until the delay ends.)
+    this.worker.on("completed", (job, result: ReconcileResult | undefined) => {
+      const item = parseWorkItem(job.data);
+      if (item && result?.requeueAfterMs !== undefined) {
+        this.enqueue(item, result.requeueAfterMs).catch((err) =>
+          this.opts.logger.debug({ err: String(err), item }, "requeue failed; the next resync covers it"),
+        );
+      }
+    });
     this.worker.on("failed", (job, err) => {
-      if (err instanceof DelayedError) return;
       // 409: our cached view was older than the object (Tekton writes runs often). Expected; retried.
       const conflict = (err as { code?: number }).code === 409;
       this.opts.logger[conflict ? "debug" : "warn"](
@@ -133,13 +144,13 @@ export class WorkQueue {
     });
   }
 
-  private async process(job: Job, token: string | undefined, handler: ReconcileHandler): Promise<void> {
+  private async process(job: Job, handler: ReconcileHandler): Promise<ReconcileResult> {
     const item = parseWorkItem(job.data);
     if (!item) {
       // Never crash a worker on garbage: log, count, drop.
       this.opts.logger.error({ jobId: job.id, data: job.data }, "dropping malformed job payload");
       this.opts.onMalformed?.();
-      return;
+      return {};
     }
     const started = process.hrtime.bigint();
     const startedAt = Date.now();
@@ -153,20 +164,13 @@ export class WorkQueue {
       );
     try {
       const result = await handler(item, { replica: this.opts.replica, attempt: job.attemptsMade + 1 });
-      if (result.requeueAfterMs !== undefined) {
-        // Requeue-after, not polling: the same job waits in the delayed set (keeping its deduplication
-        // key), and an event for the object replaces it with immediate work.
-        this.opts.onJobDone?.(item, "requeued", seconds(), job.attemptsMade + 1);
-        record("requeued");
-        await job.moveToDelayed(Date.now() + result.requeueAfterMs, token);
-        throw new DelayedError();
-      } else {
-        this.opts.onJobDone?.(item, "ok", seconds(), job.attemptsMade + 1);
-        record("ok");
-      }
+      const outcome = result.requeueAfterMs !== undefined ? "requeued" : "ok";
+      this.opts.onJobDone?.(item, outcome, seconds(), job.attemptsMade + 1);
+      record(outcome);
+      return result;
     } catch (err) {
-      if (!(err instanceof DelayedError))
-        this.opts.onJobDone?.(item, "error", seconds(), job.attemptsMade + 1);
+      this.opts.onJobDone?.(item, "error", seconds(), job.attemptsMade + 1);
+      record("error");
       throw err;
     }
   }

@@ -159,8 +159,8 @@ export class PipelineRunReconciler {
       const seconds = (Date.now() - new Date(run.metadata.creationTimestamp ?? Date.now()).getTime()) / 1000;
       this.o.metrics.placementLatency.observe(seconds);
       log.info({ nodes, seconds }, "placeholder scheduled; run released");
-      await this.o.events.record(
-        runTarget(run),
+      this.recordEvent(
+        run,
         "Normal",
         "Placed",
         plans.length
@@ -172,14 +172,22 @@ export class PipelineRunReconciler {
     const first = unscheduled[0]!;
     const pod = pods[plans.indexOf(first)];
     const failure = scheduleFailure(pod);
-    const waiting = failure
-      ? `placeholder ${first.name} cannot be scheduled: ${failure}`
-      : `placeholder ${first.name} is not scheduled yet`;
-    if (run.metadata.annotations?.[WAITING_ANNOTATION] !== waiting) {
-      await this.patchRun(run, { metadata: { annotations: { [WAITING_ANNOTATION]: waiting } } });
-      await this.o.events.record(runTarget(run), failure ? "Warning" : "Normal", "Waiting", waiting);
+    // Only a placement the scheduler refused is worth telling the user (and a write). A placeholder that
+    // is merely not scheduled *yet* is the normal sub-second path: writing then would slow every run
+    // and make our own next write conflict.
+    if (failure) {
+      const waiting = `placeholder ${first.name} cannot be scheduled: ${failure}`;
+      if (run.metadata.annotations?.[WAITING_ANNOTATION] !== waiting) {
+        await this.patchRun(run, { metadata: { annotations: { [WAITING_ANNOTATION]: waiting } } });
+        this.recordEvent(run, "Warning", "Waiting", waiting);
+      }
     }
     return { requeueAfterMs: this.waitRequeueMs };
+  }
+
+  /** Events are for people; a reconcile does not wait for them (the recorder logs its own failures). */
+  private recordEvent(run: PipelineRun, type: "Normal" | "Warning", reason: string, message: string): void {
+    void this.o.events.record(runTarget(run), type, reason, message);
   }
 
   // ---- migration off nodes that can no longer hold a placeholder ----
@@ -224,8 +232,8 @@ export class PipelineRunReconciler {
       }
       const pinned = await this.volumePinnedTo(run, plan, nodeName);
       if (pinned) {
-        await this.o.events.record(
-          runTarget(run),
+        this.recordEvent(
+          run,
           "Warning",
           "CannotMigrate",
           `${problem.message}, but placeholder ${plan.name} cannot move: its volume ${plan.claimName} is bound to ${pinned}; the run's remaining tasks wait until the node is usable again`,
@@ -300,8 +308,8 @@ export class PipelineRunReconciler {
       });
     this.o.metrics.evictions.inc({ reason });
     log.info({ node: nodeName, reason }, "placeholder evicted");
-    await this.o.events.record(
-      runTarget(run),
+    this.recordEvent(
+      run,
       "Normal",
       "Migrating",
       `${message}: moving placeholder ${set.metadata?.name} off it; running tasks finish where they are, later ones follow the placeholder`,
@@ -329,8 +337,8 @@ export class PipelineRunReconciler {
       if (isConflict(err)) return; // someone else reported it, or the set changed: the next job decides
       throw err;
     }
-    await this.o.events.record(
-      runTarget(run),
+    this.recordEvent(
+      run,
       "Normal",
       "Migrated",
       `placeholder ${set.metadata?.name} moved from node ${from} to node ${nodeName}`,
@@ -360,8 +368,8 @@ export class PipelineRunReconciler {
     });
     log.info({ placeholders: sets.length, claims: deletedClaims }, "run finished; cleaned up");
     const claimsNote = deletedClaims.length ? ` and PVC(s) ${deletedClaims.join(", ")}` : "";
-    await this.o.events.record(
-      runTarget(run),
+    this.recordEvent(
+      run,
       "Normal",
       "CleanedUp",
       `run finished: deleted ${sets.length} placeholder(s)${claimsNote}`,
