@@ -361,7 +361,12 @@ export class LocalCluster {
     for (let i = 0; i < pvCount; i++) await this.createVolume(`pv-${i}`);
   }
 
-  async createVolume(name: string, nodeName?: string): Promise<void> {
+  /** A PV from the pool; with `nodeName` a local PV only that node can use; with `claim` pre-bound to it. */
+  async createVolume(
+    name: string,
+    nodeName?: string,
+    claim?: { namespace: string; name: string },
+  ): Promise<void> {
     await this.clients.core.createPersistentVolume({
       body: {
         metadata: { name },
@@ -370,6 +375,7 @@ export class LocalCluster {
           capacity: { storage: "10Gi" },
           accessModes: ["ReadWriteOnce"],
           persistentVolumeReclaimPolicy: "Delete",
+          ...(claim ? { claimRef: { namespace: claim.namespace, name: claim.name } } : {}),
           ...(nodeName
             ? {
                 local: { path: `/mnt/${name}` },

@@ -6,6 +6,7 @@ import { expect } from "chai";
 import type { AffinityPolicySpec, PipelineRun } from "../../src/api/types.js";
 import type { LocalCluster } from "../cluster/cluster.js";
 import { waitFor } from "../cluster/kube.js";
+import { sleep } from "../cluster/processes.js";
 import { e2e } from "./env.js";
 import {
   applyPolicy,
@@ -168,5 +169,60 @@ describe("placeholder migration off unusable nodes", function () {
     const pods = await taskPods(cluster, ns, run.metadata.name);
     expect(pods.get("last-task")?.spec?.nodeName).to.equal(node);
     expect(before?.spec?.nodeName).to.equal(node);
+  });
+});
+
+describe("a placeholder whose volume cannot leave its node", function () {
+  this.timeout(180_000);
+
+  it("reports CannotMigrate on the run and does not evict; the run resumes when the node is back", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "local-pv");
+    const node = "kwok-node-2";
+    const pv = `local-${ns}`;
+    await cluster.createVolume(pv, node, { namespace: ns, name: "pinned" });
+    await cluster.clients.core.createNamespacedPersistentVolumeClaim({
+      namespace: ns,
+      body: {
+        metadata: { name: "pinned" },
+        spec: {
+          storageClassName: "standard",
+          volumeName: pv,
+          accessModes: ["ReadWriteOnce"],
+          resources: { requests: { storage: "10Mi" } },
+        },
+      },
+    });
+    await applyPolicy(cluster, ns, { mode: "workspaces" });
+    const run = await createRun(
+      cluster,
+      pipelineRun(ns, {
+        workspaces: { data: { persistentVolumeClaim: { claimName: "pinned" } } },
+        tasks: [
+          { name: "first-task", seconds: 20, workspaces: ["data"] },
+          { name: "last-task", runAfter: ["first-task"], workspaces: ["data"] },
+        ],
+      }),
+    );
+    const [before] = await waitFor("placeholder scheduled", async () => {
+      const pods = await placeholderPods(cluster, ns, run.metadata.uid!);
+      return pods[0]?.spec?.nodeName ? pods : undefined;
+    });
+    // The local volume decides the node.
+    expect(before?.spec?.nodeName).to.equal(node);
+    await CORDON.apply(cluster, node);
+    try {
+      const cannot = await waitForEvent(cluster, ns, run.metadata.name, "CannotMigrate", { type: "Warning" });
+      expect(cannot.message).to.contain(`bound to node ${node}`);
+      await sleep(6000); // past another settle period: still no eviction, no second event
+      const [still] = await placeholderPods(cluster, ns, run.metadata.uid!);
+      expect(still?.metadata?.uid).to.equal(before?.metadata?.uid);
+      const events = await runEvents(cluster, ns, run.metadata.name);
+      expect(events.map((e) => e.reason)).not.to.include("Migrating");
+      expect(events.filter((e) => e.reason === "CannotMigrate")).to.have.length(1);
+    } finally {
+      await CORDON.undo(cluster, node);
+    }
+    await waitRunSucceeded(cluster, ns, run.metadata.name, 120_000);
   });
 });
