@@ -4,6 +4,7 @@
 .PHONY: demo test test-unit test-e2e build lint generate deps cluster-up cluster-down bench clean
 
 deps: node_modules/.package-lock.json
+	@bash scripts/ensure-tools.sh
 
 node_modules/.package-lock.json: package.json package-lock.json
 	# npm ci rejects the lock npm 11 writes here (it records only this platform's optional binaries);

@@ -40,8 +40,13 @@ async function go(args: string[], cwd: string, extraEnv: Record<string, string> 
     });
     return stdout;
   } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`go ${args.join(" ")} failed in ${cwd}:\n${e.stderr ?? e.message}`);
+    const e = err as { code?: string; stderr?: string; message: string };
+    if (e.code === "ENOENT") {
+      throw new Error("the Go toolchain (go) is not on PATH: install Go 1.25 or newer, then run again");
+    }
+    throw new Error(
+      `go ${args.join(" ")} failed in ${cwd} (the module did not build):\n${e.stderr ?? e.message}`,
+    );
   }
 }
 

@@ -25,6 +25,7 @@ import {
   isNotFound,
   kubectlApply,
   kubectlRun,
+  StopWaiting,
   waitFor,
 } from "./kube.js";
 import { kwokConfig } from "./kwok-stages.js";
@@ -145,7 +146,7 @@ export class LocalCluster {
 
     const etcdPort = await freePort();
     const peerPort = await freePort();
-    this.launch(
+    const etcd = this.launch(
       "etcd",
       [
         bin.etcd,
@@ -162,14 +163,14 @@ export class LocalCluster {
       {},
       etcdPort,
     );
-    await waitFor("etcd /health", () => httpOk(`http://127.0.0.1:${etcdPort}/health`), { timeoutMs: 30_000 });
+    await this.waitUp(etcd, () => httpOk(`http://127.0.0.1:${etcdPort}/health`), 30_000);
     step("etcd ready");
 
     const { saKey, saPub } = this.writeServiceAccountKeys();
     writeFileSync(join(dir, "tokens.csv"), `${ADMIN_TOKEN},admin,admin,system:masters\n`);
     const apiPort = await freePort();
     this.state.apiserverUrl = `https://127.0.0.1:${apiPort}`;
-    this.launch(
+    const apiserver = this.launch(
       "kube-apiserver",
       [
         bin.kubeApiserver,
@@ -193,9 +194,7 @@ export class LocalCluster {
       apiPort,
     );
     this.writeKubeconfig();
-    await waitFor("kube-apiserver /readyz", () => httpOk(`${this.state.apiserverUrl}/readyz`, ADMIN_TOKEN), {
-      timeoutMs: 90_000,
-    });
+    await this.waitUp(apiserver, () => httpOk(`${this.state.apiserverUrl}/readyz`, ADMIN_TOKEN), 90_000);
     step("kube-apiserver ready");
 
     await this.startControllerManager();
@@ -215,6 +214,31 @@ export class LocalCluster {
       { timeoutMs: 60_000 },
     );
     step("control plane ready");
+  }
+
+  /** Waits for a component's health probe, failing at once (with its log) if the process exits. */
+  private async waitUp(
+    record: ComponentRecord,
+    probe: () => Promise<boolean>,
+    timeoutMs = 60_000,
+  ): Promise<void> {
+    try {
+      await waitFor(
+        `${record.name} to become healthy`,
+        async () => {
+          if (!isAlive(record.pid)) {
+            throw new StopWaiting(
+              `${record.name} exited at start (a port already in use, or a bad flag?); its log: ${record.log}\n${tail(record.log)}`,
+            );
+          }
+          return probe();
+        },
+        { timeoutMs },
+      );
+    } catch (err) {
+      if (err instanceof StopWaiting) throw err;
+      throw new Error(`${(err as Error).message}; its log: ${record.log}`);
+    }
   }
 
   private writeServiceAccountKeys(): { saKey: string; saPub: string } {
@@ -239,7 +263,7 @@ export class LocalCluster {
 
   async startControllerManager(): Promise<void> {
     const port = await freePort();
-    this.launch(
+    const record = this.launch(
       "kube-controller-manager",
       [
         this.state.binaries.kubeControllerManager,
@@ -258,7 +282,7 @@ export class LocalCluster {
       {},
       port,
     );
-    await waitFor("kube-controller-manager /healthz", () => httpOk(`https://127.0.0.1:${port}/healthz`));
+    await this.waitUp(record, () => httpOk(`https://127.0.0.1:${port}/healthz`));
   }
 
   async startScheduler(): Promise<void> {
@@ -273,7 +297,7 @@ export class LocalCluster {
         "",
       ].join("\n"),
     );
-    this.launch(
+    const record = this.launch(
       "kube-scheduler",
       [
         this.state.binaries.kubeScheduler,
@@ -284,14 +308,14 @@ export class LocalCluster {
       {},
       port,
     );
-    await waitFor("kube-scheduler /healthz", () => httpOk(`https://127.0.0.1:${port}/healthz`));
+    await this.waitUp(record, () => httpOk(`https://127.0.0.1:${port}/healthz`));
   }
 
   async startKwok(): Promise<void> {
     const port = await freePort();
     const config = join(this.state.dir, "kwok.yaml");
     writeFileSync(config, await kwokConfig());
-    this.launch(
+    const record = this.launch(
       "kwok",
       [
         this.state.binaries.kwok,
@@ -307,27 +331,25 @@ export class LocalCluster {
       {},
       port,
     );
-    await waitFor("kwok /healthz", () => httpOk(`http://127.0.0.1:${port}/healthz`));
+    await this.waitUp(record, () => httpOk(`http://127.0.0.1:${port}/healthz`));
   }
 
   async startTektonController(): Promise<void> {
     const port = await freePort();
-    this.launch(
+    const record = this.launch(
       "tekton-pipelines-controller",
       [this.state.binaries.tektonController, ...tektonControllerArgs(this.state.kubeconfig)],
       tektonControllerEnv(port),
       port,
     );
-    await waitFor("tekton controller /readiness", () => httpOk(`http://127.0.0.1:${port}/readiness`), {
-      timeoutMs: 60_000,
-    });
+    await this.waitUp(record, () => httpOk(`http://127.0.0.1:${port}/readiness`));
   }
 
   async startRedis(): Promise<void> {
     const port = this.state.redisPort;
     const data = join(this.state.dir, "redis");
     mkdirSync(data, { recursive: true });
-    this.launch(
+    const record = this.launch(
       "redis",
       [
         "redis-server",
@@ -345,7 +367,7 @@ export class LocalCluster {
       {},
       port,
     );
-    await waitFor(`redis on port ${port}`, () => redisPing(port), { timeoutMs: 20_000 });
+    await this.waitUp(record, () => redisPing(port), 20_000);
   }
 
   /** A default StorageClass and a pool of PVs, so volumeClaimTemplate PVCs bind through the real PV
@@ -591,6 +613,15 @@ function kubeconfigYaml(server: string, user: { token: string; as?: string }): s
     "current-context: local",
     "",
   ].join("\n");
+}
+
+/** The last lines of a log file, for error messages. */
+function tail(path: string, lines = 5): string {
+  try {
+    return readFileSync(path, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
 }
 
 /** GET that resolves true on a 200, ignoring TLS verification (the local apiserver self-signs). */

@@ -45,8 +45,13 @@ export function startProcess(
     env: { ...process.env, ...env },
   });
   closeSync(fd);
+  child.on("error", () => undefined); // reported below, not as an unhandled 'error' event
   child.unref();
-  if (child.pid === undefined) throw new Error(`could not start ${name}: ${file} did not spawn`);
+  if (child.pid === undefined) {
+    const hint =
+      file === "redis-server" ? "apt-get install redis-server" : "run the build again (make test builds it)";
+    throw new Error(`could not start ${name}: ${file} was not found or is not executable; ${hint}`);
+  }
   return { name, pid: child.pid, port, log, command, env };
 }
 

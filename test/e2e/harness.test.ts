@@ -54,6 +54,73 @@ describe("local cluster harness", function () {
     expect(pods.get("after")?.status?.phase).to.equal("Succeeded");
   });
 
+  it("schedules a StatefulSet's pod onto a KWOK node, where it goes Running", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "sts");
+    await cluster.clients.apps.createNamespacedStatefulSet({
+      namespace: ns,
+      body: {
+        metadata: { name: "web" },
+        spec: {
+          serviceName: "web",
+          replicas: 1,
+          selector: { matchLabels: { app: "web" } },
+          template: {
+            metadata: { labels: { app: "web" } },
+            spec: { containers: [{ name: "c", image: "pause" }] },
+          },
+        },
+      },
+    });
+    const pod = await waitFor("web-0 Running", async () => {
+      const p = await cluster.clients.core.readNamespacedPod({ name: "web-0", namespace: ns });
+      return p.status?.phase === "Running" ? p : undefined;
+    });
+    expect(pod.spec?.nodeName).to.match(/^kwok-node-/);
+  });
+
+  it("really evaluates required inter-pod affinity in the scheduler", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "affinity");
+    const pod = (name: string, labels: Record<string, string>, spec: object = {}) =>
+      cluster.clients.core.createNamespacedPod({
+        namespace: ns,
+        body: { metadata: { name, labels }, spec: { containers: [{ name: "c", image: "pause" }], ...spec } },
+      });
+    const running = (name: string) =>
+      waitFor(`${name} scheduled`, async () => {
+        const p = await cluster.clients.core.readNamespacedPod({ name, namespace: ns });
+        return p.spec?.nodeName;
+      });
+    // Pin the target to the last node, so that following it cannot be the scheduler's default choice.
+    const nodes = (await cluster.listNodes()).map((n) => n.metadata!.name!).sort();
+    await pod("target", { role: "target" }, { nodeName: nodes.at(-1) });
+    const targetNode = await running("target");
+    for (let i = 0; i < 3; i++) {
+      await pod(
+        `follower-${i}`,
+        {},
+        {
+          affinity: {
+            podAffinity: {
+              requiredDuringSchedulingIgnoredDuringExecution: [
+                { labelSelector: { matchLabels: { role: "target" } }, topologyKey: "kubernetes.io/hostname" },
+              ],
+            },
+          },
+        },
+      );
+      expect(await running(`follower-${i}`)).to.equal(targetNode);
+    }
+  });
+
+  it("says which binary is missing when a component cannot start", async () => {
+    const { startProcess } = await import("../cluster/processes.js");
+    expect(() => startProcess("redis", ["/nonexistent/redis-server"], "/dev/null")).to.throw(
+      /redis-server was not found or is not executable/,
+    );
+  });
+
   it("cordons, taints, marks NotReady and restores a node", async () => {
     const { cluster } = await e2e();
     const [name] = await cluster.addNodes(1);
