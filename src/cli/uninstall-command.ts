@@ -13,7 +13,8 @@ import {
   WAITING_ANNOTATION,
 } from "../api/constants.js";
 import type { PipelineRun } from "../api/types.js";
-import { isConflict, isNotFound, loadKubeConfig, makeClients, mergePatch } from "../kube/clients.js";
+import { isConflict, isNotFound, loadKubeConfig, makeClients } from "../kube/clients.js";
+import { patchRunFenced } from "../kube/fenced.js";
 import { CONFIGURATION_NAME } from "../webhooks/configurations.js";
 
 export interface UninstallReport {
@@ -61,23 +62,10 @@ export async function releaseAndUnregister(kc: k8s.KubeConfig): Promise<Uninstal
             })) as PipelineRun);
       if (current.metadata.annotations?.[GATED_ANNOTATION] !== "true") break;
       try {
-        await custom.patchNamespacedCustomObject(
-          {
-            group: TEKTON_GROUP,
-            version: TEKTON_VERSION,
-            plural: "pipelineruns",
-            namespace: run.metadata.namespace,
-            name: run.metadata.name,
-            body: {
-              metadata: {
-                resourceVersion: current.metadata.resourceVersion,
-                annotations: { [GATED_ANNOTATION]: null, [WAITING_ANNOTATION]: null },
-              },
-              spec: { status: null },
-            },
-          },
-          mergePatch(),
-        );
+        await patchRunFenced(custom, current, {
+          metadata: { annotations: { [GATED_ANNOTATION]: null, [WAITING_ANNOTATION]: null } },
+          spec: { status: null },
+        });
         report.released.push(`${run.metadata.namespace}/${run.metadata.name}`);
         break;
       } catch (err) {
