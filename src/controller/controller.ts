@@ -9,6 +9,7 @@ import type { AffinityPolicy, PipelineRun } from "../api/types.js";
 import { loadKubeConfig, makeClients } from "../kube/clients.js";
 import { EventRecorder } from "../kube/events.js";
 import { type Caches, makeCaches, startCaches, stopCaches } from "../kube/informers.js";
+import { TektonFlags } from "../kube/tekton-flags.js";
 import { createMetrics, type Metrics } from "../metrics.js";
 import { startAdminUi } from "../queue/admin-ui.js";
 import type { WorkItem } from "../queue/work-item.js";
@@ -60,6 +61,7 @@ export class Controller {
     const caches = makeCaches(kc, this.logger);
     this.caches = caches;
     const clusterDefault = clusterDefaultSpec(o);
+    const tektonFlags = new TektonFlags(clients.core, o.tektonNamespace);
 
     // Webhooks first: they need only the caches (not Redis), and report ready once those synced.
     this.certificates = new CertificateManager({
@@ -91,6 +93,7 @@ export class Controller {
         },
         policy: (policy) => validateAffinityPolicy(policy),
         ready: () => this.synced,
+        readyWarning: () => tektonFlags.conflict(),
       },
       this.metrics,
       this.logger,
@@ -112,10 +115,13 @@ export class Controller {
 
     const events = new EventRecorder(clients.core, "tekton-affinity", this.logger);
     const nodeTracker = new NodeTracker();
+    await this.checkTektonFlags(tektonFlags);
+    this.timers.push(setInterval(() => void this.checkTektonFlags(tektonFlags), 60_000));
     for (const node of caches.nodes.list()) nodeTracker.observe(node);
     caches.nodes.onChange((node) => nodeTracker.observe(node));
     caches.nodes.onDelete((node) => nodeTracker.forget(node.metadata?.name ?? ""));
     const runs = new PipelineRunReconciler({
+      tektonFlags,
       nodeTracker,
       clients,
       caches,
@@ -127,10 +133,10 @@ export class Controller {
       settlePeriodMs: o.settleSeconds * 1000,
     });
     const policies = new AffinityPolicyReconciler({
+      tektonFlags,
       clients,
       caches,
       logger: this.logger,
-      tektonNamespace: o.tektonNamespace,
     });
 
     const queue = new WorkQueue({
@@ -167,6 +173,20 @@ export class Controller {
         this.resync();
       }),
     );
+  }
+
+  /** Logs once per change whether Tekton's own assistant is on (also in /readyz and on runs). */
+  private lastFlagReport?: string;
+  private async checkTektonFlags(flags: TektonFlags): Promise<void> {
+    try {
+      await flags.coschedule();
+    } catch (err) {
+      this.logger.warn({ err: String(err) }, "could not read Tekton's feature-flags");
+      return;
+    }
+    const conflict = flags.conflict() ?? "";
+    if (conflict !== this.lastFlagReport && conflict) this.logger.warn(conflict);
+    this.lastFlagReport = conflict;
   }
 
   private async applyWebhookConfigurations(kc: k8s.KubeConfig, bundle: string): Promise<void> {

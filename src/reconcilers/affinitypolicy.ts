@@ -11,37 +11,33 @@ import type { AffinityPolicy, AffinityPolicyStatus, Condition } from "../api/typ
 import { validatePolicy } from "../api/validate.js";
 import { isNotFound, type KubeClients, mergePatch } from "../kube/clients.js";
 import type { Caches } from "../kube/informers.js";
+import type { TektonFlags } from "../kube/tekton-flags.js";
 import { isDone } from "./pipelinerun.js";
 
 export interface PolicyReconcilerOptions {
   clients: KubeClients;
   caches: Caches;
   logger: Logger;
-  /** Namespace of Tekton's feature-flags ConfigMap. Default "tekton-pipelines". */
-  tektonNamespace?: string;
+  tektonFlags: TektonFlags;
 }
 
-/** Reads Tekton's coschedule flag, at most every 10 s (reconciles are frequent; the flag is not). */
-class TektonFlags {
-  private value?: { coschedule?: string; readAt: number };
-  constructor(
-    private readonly core: CoreV1Api,
-    private readonly namespace: string,
-  ) {}
-  async coschedule(): Promise<string | undefined> {
-    if (this.value && Date.now() - this.value.readAt < 10_000) return this.value.coschedule;
-    let coschedule: string | undefined;
+/** Whether a ServiceAccount exists, remembered for 10 s (policy reconciles follow every run change). */
+class ServiceAccounts {
+  private readonly seen = new Map<string, { exists: boolean; at: number }>();
+  constructor(private readonly core: CoreV1Api) {}
+  async exists(namespace: string, name: string): Promise<boolean> {
+    const key = `${namespace}/${name}`;
+    const hit = this.seen.get(key);
+    if (hit && Date.now() - hit.at < 10_000) return hit.exists;
+    let exists = true;
     try {
-      const cm = await this.core.readNamespacedConfigMap({
-        name: "feature-flags",
-        namespace: this.namespace,
-      });
-      coschedule = cm.data?.coschedule ?? "workspaces"; // Tekton's default when the key is absent
+      await this.core.readNamespacedServiceAccount({ name, namespace });
     } catch (err) {
       if (!isNotFound(err)) throw err;
+      exists = false;
     }
-    this.value = { coschedule, readAt: Date.now() };
-    return coschedule;
+    this.seen.set(key, { exists, at: Date.now() });
+    return exists;
   }
 }
 
@@ -69,9 +65,11 @@ function withTransitionTimes(
 
 export class AffinityPolicyReconciler {
   private readonly flags: TektonFlags;
+  private readonly serviceAccounts: ServiceAccounts;
 
   constructor(private readonly o: PolicyReconcilerOptions) {
-    this.flags = new TektonFlags(o.clients.core, o.tektonNamespace ?? "tekton-pipelines");
+    this.flags = o.tektonFlags;
+    this.serviceAccounts = new ServiceAccounts(o.clients.core);
   }
 
   async desiredStatus(policy: AffinityPolicy): Promise<AffinityPolicyStatus> {
@@ -79,6 +77,9 @@ export class AffinityPolicyReconciler {
     const generation = policy.metadata.generation;
     const errors = validatePolicy(policy);
     const coschedule = await this.flags.coschedule();
+    const serviceAccount = policy.spec.placeholder?.serviceAccountName;
+    const missingServiceAccount =
+      serviceAccount !== undefined && !(await this.serviceAccounts.exists(ns, serviceAccount));
     let ready: Omit<Condition, "lastTransitionTime">;
     if (errors.length) {
       ready = condition(
@@ -86,6 +87,14 @@ export class AffinityPolicyReconciler {
         "False",
         "InvalidSpec",
         errors.map((e) => `${e.field}: ${e.message}`).join("; "),
+        generation,
+      );
+    } else if (missingServiceAccount) {
+      ready = condition(
+        "Ready",
+        "False",
+        "ServiceAccountNotFound",
+        `spec.placeholder.serviceAccountName "${serviceAccount}" does not exist in namespace ${ns}, so placeholder pods cannot be created and runs wait at the gate; create the ServiceAccount or change the field`,
         generation,
       );
     } else if (coschedule && coschedule !== "disabled" && policy.spec.mode !== "disabled") {

@@ -22,9 +22,11 @@ import {
   WAITING_ANNOTATION,
 } from "../api/constants.js";
 import type { AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
-import { isConflict, isNotFound, type KubeClients, mergePatch, statusCode } from "../kube/clients.js";
+import { isConflict, isNotFound, type KubeClients, statusCode } from "../kube/clients.js";
 import type { EventRecorder, EventTarget } from "../kube/events.js";
+import { annotateSetFenced, patchRunFenced } from "../kube/fenced.js";
 import type { Caches } from "../kube/informers.js";
+import type { TektonFlags } from "../kube/tekton-flags.js";
 import type { Metrics } from "../metrics.js";
 import { tektonClaimName } from "../placement/names.js";
 import { type PlaceholderPlan, planPlaceholders } from "../placement/plan.js";
@@ -40,6 +42,8 @@ export const PLACED_ON_ANNOTATION = `${GROUP}/placed-on`;
 export const EVICTED_FROM_ANNOTATION = `${GROUP}/evicted-from`;
 export const EVICTED_AT_ANNOTATION = `${GROUP}/evicted-at`;
 export const AUTO_CLEANUP_PVC_ANNOTATION = "tekton.dev/auto-cleanup-pvc";
+/** How long a placeholder StatefulSet may go without a pod before the run reports it. */
+const MISSING_POD_AFTER_MS = 10_000;
 
 export interface RunReconcilerOptions {
   clients: KubeClients;
@@ -57,6 +61,7 @@ export interface RunReconcilerOptions {
   settlePeriodMs?: number;
   /** When each node went bad, as observed by this replica's node watch. */
   nodeTracker: NodeTracker;
+  tektonFlags: TektonFlags;
 }
 
 export function isDone(run: PipelineRun): boolean {
@@ -156,6 +161,8 @@ export class PipelineRunReconciler {
         },
         spec: { status: null },
       });
+      const conflict = this.o.tektonFlags.conflict();
+      if (conflict) this.recordEvent(run, "Warning", "TektonAffinityAssistantEnabled", conflict);
       const seconds = (Date.now() - new Date(run.metadata.creationTimestamp ?? Date.now()).getTime()) / 1000;
       this.o.metrics.placementLatency.observe(seconds);
       log.info({ nodes, seconds }, "placeholder scheduled; run released");
@@ -171,7 +178,7 @@ export class PipelineRunReconciler {
     }
     const first = unscheduled[0]!;
     const pod = pods[plans.indexOf(first)];
-    const failure = scheduleFailure(pod);
+    const failure = scheduleFailure(pod) ?? this.missingPod(run, first.name, pod);
     // Only a placement the scheduler refused is worth telling the user (and a write). A placeholder that
     // is merely not scheduled *yet* is the normal sub-second path: writing then would slow every run
     // and make our own next write conflict.
@@ -183,6 +190,18 @@ export class PipelineRunReconciler {
       }
     }
     return { requeueAfterMs: this.waitRequeueMs };
+  }
+
+  /** A placeholder StatefulSet that has not created its pod for a while (e.g. its service account does
+   * not exist, or a quota forbids it): the StatefulSet's own events say why. */
+  private missingPod(run: PipelineRun, name: string, pod: V1Pod | undefined): string | undefined {
+    if (pod) return undefined;
+    const set = this.o.caches.placeholderSets.get(name, run.metadata.namespace);
+    const created = set?.metadata?.creationTimestamp
+      ? new Date(set.metadata.creationTimestamp).getTime()
+      : Date.now();
+    if (Date.now() - created < MISSING_POD_AFTER_MS) return undefined;
+    return `NoPod: StatefulSet ${name} has not created its pod; see why with kubectl describe statefulset ${name} -n ${run.metadata.namespace}`;
   }
 
   /** Events are for people; a reconcile does not wait for them (the recorder logs its own failures). */
@@ -282,19 +301,10 @@ export class PipelineRunReconciler {
     log: Logger,
   ): Promise<void> {
     // Record where it came from first (fenced), so the arrival can be reported even by another replica.
-    await this.o.clients.apps.patchNamespacedStatefulSet(
-      {
-        name: set.metadata!.name!,
-        namespace: run.metadata.namespace,
-        body: {
-          metadata: {
-            resourceVersion: set.metadata?.resourceVersion,
-            annotations: { [EVICTED_FROM_ANNOTATION]: nodeName, [EVICTED_AT_ANNOTATION]: String(Date.now()) },
-          },
-        },
-      },
-      mergePatch(),
-    );
+    await annotateSetFenced(this.o.clients.apps, set, {
+      [EVICTED_FROM_ANNOTATION]: nodeName,
+      [EVICTED_AT_ANNOTATION]: String(Date.now()),
+    });
     // Delete the pod, never the StatefulSet: its controller recreates the pod on a usable node. The uid
     // precondition makes a late duplicate of this job harmless.
     await this.o.clients.core
@@ -320,19 +330,7 @@ export class PipelineRunReconciler {
     const from = set.metadata?.annotations?.[EVICTED_FROM_ANNOTATION];
     if (!from || from === nodeName) return;
     try {
-      await this.o.clients.apps.patchNamespacedStatefulSet(
-        {
-          name: set.metadata!.name!,
-          namespace: run.metadata.namespace,
-          body: {
-            metadata: {
-              resourceVersion: set.metadata?.resourceVersion,
-              annotations: { [EVICTED_FROM_ANNOTATION]: null },
-            },
-          },
-        },
-        mergePatch(),
-      );
+      await annotateSetFenced(this.o.clients.apps, set, { [EVICTED_FROM_ANNOTATION]: null });
     } catch (err) {
       if (isConflict(err)) return; // someone else reported it, or the set changed: the next job decides
       throw err;
@@ -408,22 +406,9 @@ export class PipelineRunReconciler {
     return deleted;
   }
 
-  /** Merge patch fenced by the resourceVersion we read: a 409 means our view was stale; the job retries. */
+  /** Fenced by the resourceVersion we read: a 409 means our view was stale; the job retries. */
   private async patchRun(run: PipelineRun, body: { metadata?: object; spec?: object }): Promise<void> {
-    await this.o.clients.custom.patchNamespacedCustomObject(
-      {
-        group: TEKTON_GROUP,
-        version: TEKTON_VERSION,
-        plural: "pipelineruns",
-        namespace: run.metadata.namespace,
-        name: run.metadata.name,
-        body: {
-          ...body,
-          metadata: { ...(body.metadata ?? {}), resourceVersion: run.metadata.resourceVersion },
-        },
-      },
-      mergePatch(),
-    );
+    await patchRunFenced(this.o.clients.custom, run, body);
   }
 }
 

@@ -21,6 +21,8 @@ export interface WebhookHandlers {
   policy: (policy: AffinityPolicy) => AdmissionDecision;
   /** True once the informer caches have synced: before that the webhooks would answer from nothing. */
   ready: () => boolean;
+  /** A problem to report in /readyz without failing it (the webhooks must keep serving). */
+  readyWarning?: () => string | undefined;
 }
 
 export interface TlsMaterial {
@@ -56,6 +58,10 @@ export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: L
       }
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       metrics.webhookDuration.observe({ webhook: name, allowed: String(decision.allowed) }, seconds);
+      logger.debug(
+        { webhook: name, namespace: request.namespace, allowed: decision.allowed, seconds },
+        "admission",
+      );
       res.json(reviewResponse(request.uid, decision));
     };
 
@@ -77,7 +83,8 @@ export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: L
     res.send("ok");
   });
   app.get("/readyz", (_req, res) => {
-    if (handlers.ready()) res.send("ok");
+    const warning = handlers.readyWarning?.();
+    if (handlers.ready()) res.send(warning ? `ok, but: ${warning}` : "ok");
     else res.status(503).send("informer caches not synced");
   });
   app.get("/metrics", async (_req, res) => {

@@ -76,15 +76,17 @@ export class ControllerProcess {
   }
 
   async metrics(): Promise<string> {
+    return this.get("/metrics");
+  }
+
+  /** GET a path of the replica's HTTPS server and return the body. */
+  get(path: string): Promise<string> {
     return new Promise((done, fail) => {
-      const req = request(
-        { host: "127.0.0.1", port: this.port, path: "/metrics", rejectUnauthorized: false },
-        (res) => {
-          let body = "";
-          res.on("data", (c) => (body += c));
-          res.on("end", () => done(body));
-        },
-      );
+      const req = request({ host: "127.0.0.1", port: this.port, path, rejectUnauthorized: false }, (res) => {
+        let body = "";
+        res.on("data", (c) => (body += c));
+        res.on("end", () => done(body));
+      });
       req.on("error", fail);
       req.end();
     });

@@ -120,6 +120,7 @@ const ALLOWED = [
   "cluster core persistentvolumeclaims create",
   "cluster core persistentvolumeclaims delete",
   "cluster core persistentvolumes get",
+  "cluster core serviceaccounts get",
   "cluster core nodes get",
   "cluster core nodes list",
   "cluster core nodes watch",

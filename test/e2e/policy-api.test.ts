@@ -149,6 +149,9 @@ describe("AffinityPolicy API", function () {
       );
       expect(condition(p, "Ready")?.status).to.equal("False");
       expect(condition(p, "Ready")?.message).to.contain('coschedule: "disabled"');
+      // The replica's readiness says so too, without failing (its webhooks must keep serving).
+      const readyz = await (await e2e()).controller.get("/readyz");
+      expect(readyz).to.match(/^ok, but: Tekton's own affinity assistant is on/);
 
       const { stdout } = await promisify(execFile)(
         process.execPath,
