@@ -126,17 +126,20 @@ const INVALID: [string, Record<string, unknown>, RegExp][] = [
 describe("AffinityPolicy validation on the real apiserver", function () {
   this.timeout(120_000);
 
-  for (const [what, spec, expected] of INVALID) {
+  for (const [i, [what, spec, expected]] of INVALID.entries()) {
     it(`rejects: ${what}`, async () => {
       const { cluster } = await e2e();
       const ns = await namespace();
+      const name = `invalid-${i}`;
       const error = await cluster.clients.custom
         .createNamespacedCustomObject({
           group: GROUP,
           version: VERSION,
           plural: PLURAL,
           namespace: ns,
-          body: { apiVersion: `${GROUP}/${VERSION}`, kind: "AffinityPolicy", metadata: { name: "p" }, spec },
+          body: { apiVersion: `${GROUP}/${VERSION}`, kind: "AffinityPolicy", metadata: { name }, spec },
+          // As kubectl asks: unknown fields are errors, not silently dropped.
+          fieldValidation: "Strict",
         })
         .then(
           () => "accepted",
@@ -149,7 +152,7 @@ describe("AffinityPolicy validation on the real apiserver", function () {
           version: VERSION,
           plural: PLURAL,
           namespace: ns,
-          name: "p",
+          name,
         })
         .then(
           () => expect.fail("a rejected policy was stored"),
