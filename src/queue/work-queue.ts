@@ -100,21 +100,17 @@ export class WorkQueue {
     this.opts.logger.info("redis connection restored");
   }
 
-  /** At most one pending requeue per object on this replica: a newer one replaces it, so the timers
-   * do not multiply with every event-driven job that also asks to be requeued. */
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly timers = new Set<NodeJS.Timeout>();
 
   private requeueAfter(item: WorkItem, delayMs: number): void {
-    const key = workKey(item);
-    clearTimeout(this.timers.get(key));
     const timer = setTimeout(() => {
-      this.timers.delete(key);
+      this.timers.delete(timer);
       this.enqueue(item).catch((err) =>
         this.opts.logger.debug({ err: String(err), item }, "requeue failed; the next resync covers it"),
       );
     }, delayMs);
     timer.unref();
-    this.timers.set(key, timer);
+    this.timers.add(timer);
   }
 
   /** Adds work for an object. Copies collapse: at most one job per object is active, one waits. */
@@ -193,7 +189,7 @@ export class WorkQueue {
   }
 
   async close(): Promise<void> {
-    for (const t of this.timers.values()) clearTimeout(t);
+    for (const t of this.timers) clearTimeout(t);
     await this.worker?.close();
     await this.queue.close();
   }
