@@ -46,7 +46,7 @@ export const DEFAULTS = {
   logLevel: "info",
   notReadyGraceSeconds: 30,
   settleSeconds: 10,
-  resyncSeconds: 60,
+  resyncSeconds: 300,
   adminPort: 0,
   adminHost: "127.0.0.1",
 } as const;

@@ -100,23 +100,11 @@ export class WorkQueue {
     this.opts.logger.info("redis connection restored");
   }
 
-  private readonly timers = new Set<NodeJS.Timeout>();
-
-  private requeueAfter(item: WorkItem, delayMs: number): void {
-    const timer = setTimeout(() => {
-      this.timers.delete(timer);
-      this.enqueue(item).catch((err) =>
-        this.opts.logger.debug({ err: String(err), item }, "requeue failed; the next resync covers it"),
-      );
-    }, delayMs);
-    timer.unref();
-    this.timers.add(timer);
-  }
-
-  /** Adds work for an object. Copies collapse: at most one job per object is active, one waits. */
-  async enqueue(item: WorkItem): Promise<void> {
+  /** Adds work for an object. Duplicates collapse; a newer request replaces a delayed one. */
+  async enqueue(item: WorkItem, delayMs = 0): Promise<void> {
     await this.queue.add(item.kind, item, {
-      deduplication: { id: workKey(item), keepLastIfActive: true },
+      delay: delayMs,
+      deduplication: { id: workKey(item), keepLastIfActive: true, replace: true },
       attempts: this.opts.attempts,
       backoff: { type: "exponential", delay: this.opts.backoffMs, jitter: 0.5 },
       removeOnComplete: true,
@@ -134,14 +122,17 @@ export class WorkQueue {
       maxStalledCount: 5,
     });
     this.worker.on("error", (err) => this.reportRedisError(err));
-    // Requeue-after, not polling: a timer on this replica enqueues ordinary (immediate) work once the
-    // delay is over; deduplication folds it into any job for the object that events added meanwhile.
-    // Delayed BullMQ jobs are not used: with deduplication they either held back event-driven work
-    // until the delay ended or (with `replace`) let a second job for one object run beside the first.
-    // A replica that dies loses its timers; the periodic resync re-enqueues every unfinished run.
+    // Requeue-after, not polling: once the job has *finished* (so BullMQ has released its deduplication
+    // key, or turned a request that came in meanwhile into the next job), add a delayed job. An event
+    // for the object replaces that delayed job with immediate work. (Moving the active job itself to
+    // the delayed set instead would hold back requests that arrived while it ran until the delay ends.)
     this.worker.on("completed", (job, result: ReconcileResult | undefined) => {
       const item = parseWorkItem(job.data);
-      if (item && result?.requeueAfterMs !== undefined) this.requeueAfter(item, result.requeueAfterMs);
+      if (item && result?.requeueAfterMs !== undefined) {
+        this.enqueue(item, result.requeueAfterMs).catch((err) =>
+          this.opts.logger.debug({ err: String(err), item }, "requeue failed; the next resync covers it"),
+        );
+      }
     });
     this.worker.on("failed", (job, err) => {
       // 409: our cached view was older than the object (Tekton writes runs often). Expected; retried.
@@ -189,7 +180,6 @@ export class WorkQueue {
   }
 
   async close(): Promise<void> {
-    for (const t of this.timers) clearTimeout(t);
     await this.worker?.close();
     await this.queue.close();
   }

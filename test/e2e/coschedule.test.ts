@@ -20,7 +20,6 @@ import {
   placeholderPods,
   RWO_TEMPLATE,
   runEvents,
-  taskNodes,
   taskPods,
   waitForEvent,
   waitRunSucceeded,
@@ -44,6 +43,11 @@ async function waitReleased(cluster: LocalCluster, ns: string, name: string): Pr
   );
 }
 
+async function nodesOf(cluster: LocalCluster, ns: string, run: string) {
+  const pods = await taskPods(cluster, ns, run);
+  return new Set([...pods.values()].map((p) => p.spec?.nodeName));
+}
+
 describe("co-scheduling", function () {
   this.timeout(240_000);
 
@@ -57,7 +61,7 @@ describe("co-scheduling", function () {
     );
     for (const run of runs) {
       const done = await waitRunSucceeded(cluster, ns, run.metadata.name);
-      const nodes = await taskNodes(cluster, ns, run.metadata.name);
+      const nodes = await nodesOf(cluster, ns, run.metadata.name);
       expect(nodes.size, `task pods of ${run.metadata.name} on ${[...nodes]}`).to.equal(1);
       const placed = done.metadata.annotations?.["affinity.tekton.dev/placed-on"];
       expect([...nodes][0]).to.equal(placed);
@@ -114,7 +118,7 @@ describe("co-scheduling", function () {
       body: [{ op: "remove", path: "/spec/status" }],
     });
     await waitRunSucceeded(cluster, ns, created.metadata.name);
-    const nodes = await taskNodes(cluster, ns, created.metadata.name);
+    const nodes = await nodesOf(cluster, ns, created.metadata.name);
     expect(nodes.size).to.equal(1);
   });
 
@@ -134,7 +138,7 @@ describe("co-scheduling", function () {
       }),
     );
     await waitRunSucceeded(cluster, ns, run.metadata.name);
-    const nodes = await taskNodes(cluster, ns, run.metadata.name);
+    const nodes = await nodesOf(cluster, ns, run.metadata.name);
     expect(nodes.size).to.equal(1);
   });
 
@@ -222,7 +226,7 @@ describe("co-scheduling", function () {
     expect(await placeholderPods(cluster, freeNs, free.metadata.uid!)).to.deep.equal([]);
     const freePods = await taskPods(cluster, freeNs, free.metadata.name);
     for (const p of freePods.values()) expect(p.spec?.affinity).to.equal(undefined);
-    expect((await taskNodes(cluster, wsNs, ws.metadata.name)).size).to.equal(1);
-    expect((await taskNodes(cluster, isoNs, iso.metadata.name)).size).to.equal(1);
+    expect((await nodesOf(cluster, wsNs, ws.metadata.name)).size).to.equal(1);
+    expect((await nodesOf(cluster, isoNs, iso.metadata.name)).size).to.equal(1);
   });
 });

@@ -175,16 +175,6 @@ export async function taskPods(
   return new Map(pods.items.map((p) => [p.metadata?.labels?.["tekton.dev/pipelineTask"] ?? "", p]));
 }
 
-/** The nodes a run's TaskRun pods ran on. */
-export async function taskNodes(
-  cluster: LocalCluster,
-  namespace: string,
-  runName: string,
-): Promise<Set<string | undefined>> {
-  const pods = await taskPods(cluster, namespace, runName);
-  return new Set([...pods.values()].map((p) => p.spec?.nodeName));
-}
-
 export async function placeholderPods(
   cluster: LocalCluster,
   namespace: string,
