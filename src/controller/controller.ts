@@ -25,7 +25,6 @@ import { mutateTaskPod } from "../webhooks/pods.js";
 import { validateAffinityPolicy } from "../webhooks/policies.js";
 import { createApp, listen } from "../webhooks/server.js";
 import { type ControllerOptions, clusterDefaultSpec, redisConnection } from "./options.js";
-import { RunChangeFilter } from "./run-signature.js";
 
 /** "host" or "host:port" (a balancer in front of several replicas): the host alone. */
 function urlHostName(hostAndPort: string): string {
@@ -223,12 +222,8 @@ export class Controller {
 
   /** Every informer event becomes work for the object it concerns. */
   private watch(caches: Caches): void {
-    const runChanges = new RunChangeFilter();
-    caches.runs.onChange((run) => {
-      if (runChanges.changed(run)) this.enqueueRun(run);
-    });
+    caches.runs.onChange((run) => this.enqueueRun(run));
     caches.runs.onDelete((run) => {
-      runChanges.forget(run);
       const policy = run.metadata.annotations?.[POLICY_ANNOTATION];
       if (policy) this.enqueue({ kind: "policy", namespace: run.metadata.namespace, name: policy });
     });
