@@ -10,6 +10,7 @@ import { installCrd, waitForGate } from "../test/e2e/env.js";
 import {
   applyPolicy,
   createRun,
+  getRun,
   pipelineRun,
   placeholderPods,
   RWO_TEMPLATE,
@@ -35,7 +36,7 @@ const FOUR_TASKS = [
 async function main(): Promise<void> {
   const started = Date.now();
   say("tekton-affinity demo");
-  say("[1/4] starting the local control plane (binaries are built once, then cached)...");
+  say("[1/5] starting the local control plane (binaries are built once, then cached)...");
   const cluster = await LocalCluster.start({ nodes: 3, log: (l) => say(`      ${l}`) });
   const controller = new ControllerProcess({
     kubeconfig: cluster.kubeconfig,
@@ -52,10 +53,10 @@ async function main(): Promise<void> {
     await controller.start();
     await waitForGate(cluster);
     say(
-      `[2/4] controller replica running: webhooks on https://127.0.0.1:${controller.port}, log ${controller.log}`,
+      `[2/5] controller replica running: webhooks on https://127.0.0.1:${controller.port}, log ${controller.log}`,
     );
 
-    say("[3/4] three teams, three choices; each runs a four-task pipeline sharing one RWO workspace:");
+    say("[3/5] three teams, three choices; each runs a four-task pipeline sharing one RWO workspace:");
     const teams = [
       { ns: "team-workspaces", spec: { mode: "workspaces" as const } },
       { ns: "team-isolate", spec: { mode: "isolate-pipelinerun" as const } },
@@ -92,7 +93,10 @@ async function main(): Promise<void> {
     table(rows);
 
     say();
-    say("[4/4] the cordon story: the node holding a running pipeline's placeholder is cordoned");
+    await isolationStory(cluster);
+
+    say();
+    say("[5/5] the cordon story: the node holding a running pipeline's placeholder is cordoned");
     const ns = "team-workspaces";
     const run = await createRun(
       cluster,
@@ -135,6 +139,48 @@ async function main(): Promise<void> {
     await cluster.stop();
   }
   say(`demo finished in ${((Date.now() - started) / 1000).toFixed(0)}s; every process stopped`);
+}
+
+/** Scenario 3: one isolated run per node; the next one waits, visibly, until a node is added. */
+async function isolationStory(cluster: LocalCluster): Promise<void> {
+  const ns = "team-isolate";
+  const nodes = (await cluster.listNodes()).length;
+  say(`[4/5] isolation: ${nodes} long runs in team-isolate take one node each; run ${nodes + 1} must wait`);
+  const long = () => pipelineRun(ns, { tasks: [{ name: "sleep", seconds: 30 }] });
+  const runs = [];
+  for (let i = 0; i < nodes; i++) runs.push(await createRun(cluster, long()));
+  const rows = [["RUN", "PLACED ON"]];
+  for (const r of runs) rows.push([r.metadata.name, await releasedOn(cluster, ns, r.metadata.name)]);
+  table(rows);
+  const extra = await createRun(cluster, long());
+  const waiting = await waitForEvent(cluster, ns, extra.metadata.name, "Waiting", { type: "Warning" });
+  say(`      ${extra.metadata.name} waits: ${waiting.message}`);
+  const [added] = await cluster.addNodes(1);
+  say(`      node ${added} added`);
+  say(`      ${extra.metadata.name} released onto ${await releasedOn(cluster, ns, extra.metadata.name)}`);
+  // Isolated placeholders repel every placeholder: clear them before the next story.
+  for (const r of [...runs, extra]) {
+    await cluster.clients.custom.deleteNamespacedCustomObject({
+      group: "tekton.dev",
+      version: "v1",
+      plural: "pipelineruns",
+      namespace: ns,
+      name: r.metadata.name,
+    });
+  }
+  await waitFor("isolated placeholders gone", async () => {
+    const sets = await cluster.clients.apps.listNamespacedStatefulSet({ namespace: ns });
+    return sets.items.length === 0;
+  });
+}
+
+async function releasedOn(cluster: LocalCluster, ns: string, name: string): Promise<string> {
+  return waitFor(`${name} released`, async () => {
+    const run = await getRun(cluster, ns, name);
+    return run.spec.status === undefined
+      ? run.metadata.annotations?.["affinity.tekton.dev/placed-on"]
+      : undefined;
+  });
 }
 
 function podWhere(pod: V1Pod | undefined): string {
