@@ -104,7 +104,7 @@ export class WorkQueue {
   async enqueue(item: WorkItem, delayMs = 0): Promise<void> {
     await this.queue.add(item.kind, item, {
       delay: delayMs,
-      deduplication: { id: workKey(item), keepLastIfActive: true, replace: true },
+      deduplication: { id: workKey(item), keepLastIfActive: true },
       attempts: this.opts.attempts,
       backoff: { type: "exponential", delay: this.opts.backoffMs, jitter: 0.5 },
       removeOnComplete: true,

@@ -52,7 +52,7 @@ export interface RunReconcilerOptions {
   metrics: Metrics;
   logger: Logger;
   clusterDefault?: AffinityPolicySpec;
-  /** How often a waiting run re-checks its placeholder (events usually come first). Default 5 s. */
+  /** How often a waiting run re-checks its placeholder (events usually come first). Default 1 s. */
   waitRequeueMs?: number;
   /** How long a node may be NotReady before its placeholders move. Default 30 s. */
   notReadyGraceMs?: number;
@@ -90,7 +90,7 @@ export class PipelineRunReconciler {
   private readonly settlePeriodMs: number;
 
   constructor(private readonly o: RunReconcilerOptions) {
-    this.waitRequeueMs = o.waitRequeueMs ?? 5000;
+    this.waitRequeueMs = o.waitRequeueMs ?? 1000;
     this.notReadyGraceMs = o.notReadyGraceMs ?? 30_000;
     this.settlePeriodMs = o.settlePeriodMs ?? 10_000;
   }
