@@ -31,6 +31,12 @@ export function createMetrics() {
       help: "Job payloads found in Redis that were not valid work items; logged and dropped.",
       registers: [registry],
     }),
+    objectLockBusy: new Counter({
+      name: "tekton_affinity_object_lock_busy_total",
+      help: "Jobs that found their object locked by another worker and stepped aside briefly. Rare: BullMQ deduplication normally keeps one job per object active; a steady rate means jobs are handed over (stalls) or duplicated.",
+      labelNames: ["kind"],
+      registers: [registry],
+    }),
     placementLatency: new Histogram({
       name: "tekton_affinity_placement_latency_seconds",
       help: "From PipelineRun creation to the gate being cleared (placeholder scheduled).",

@@ -150,6 +150,7 @@ export class Controller {
         if (attempt > 1) this.metrics.jobRetries.inc({ kind: item.kind });
       },
       onMalformed: () => this.metrics.malformedJobs.inc(),
+      onLockBusy: (item) => this.metrics.objectLockBusy.inc({ kind: item.kind }),
     });
     this.queue = queue;
     queue.start(async (item) => {

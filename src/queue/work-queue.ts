@@ -1,19 +1,26 @@
 // The shared work queue: BullMQ on Redis. Every replica enqueues what its informers see; BullMQ's
-// deduplication collapses the copies, and `keepLastIfActive` guarantees that for one object at most
-// one job is active and at most one waits behind it, across all replicas. Different objects spread
-// over every replica's workers.
+// deduplication (`keepLastIfActive`, no `replace`) collapses the copies so that one object normally
+// has at most one job active and at most one waiting behind it. Different objects spread over every
+// replica's workers.
+//
+// Per-object serialization does not rest on that alone: before the handler runs, the worker takes the
+// object's lock (object-lock.ts). If another replica holds it (a stalled-job handover, a retry racing a
+// new add), the job steps aside into the delayed set for a few hundred milliseconds and tries again.
 //
 // Failure modes (see docs/queue.md):
 //  - A replica dies mid-job: BullMQ's stalled-job check hands the job to another replica once its lock
-//    (lockDuration) lapses. Reconciles are idempotent, so running the rest again is harmless.
-//  - A replica is paused longer than lockDuration but is still alive: its job may be handed over while it
-//    still runs. Every write is fenced by resourceVersion, so the late writer gets 409 and retries from
-//    fresh state instead of overwriting newer state.
+//    (lockDuration) lapses; the object lock lapses on the same time scale. Reconciles are idempotent,
+//    so running the rest again is harmless.
+//  - A replica is paused longer than lockDuration but is still alive, or Redis loses its keys (flush,
+//    restart): the locks are gone while the job still runs, so a second replica may start. Every write
+//    is fenced by resourceVersion, so the late writer gets 409 and retries from fresh state instead of
+//    overwriting newer state.
 //  - Redis is flushed or replaced: the jobs are gone, not the truth. Replicas resync from the cluster.
 
-import { type Job, Queue, Worker } from "bullmq";
-import type { RedisOptions } from "ioredis";
+import { DelayedError, type Job, Queue, Worker } from "bullmq";
+import { Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "pino";
+import { ObjectLocks } from "./object-lock.js";
 import { parseWorkItem, type WorkItem, workKey } from "./work-item.js";
 
 export interface ReconcileResult {
@@ -50,13 +57,21 @@ export interface WorkQueueOptions {
     attempt: number,
   ) => void;
   onMalformed?: () => void;
+  /** Called when a job found its object locked by another worker and stepped aside. */
+  onLockBusy?: (item: WorkItem) => void;
 }
+
+/** How long a job whose object is locked waits before it tries again: short, since jobs are short. */
+const LOCK_BUSY_DELAY_MS = { min: 100, max: 400 };
 
 export class WorkQueue {
   readonly queue: Queue;
   private worker?: Worker;
-  private readonly opts: Required<Omit<WorkQueueOptions, "onJobDone" | "onMalformed">> &
-    Pick<WorkQueueOptions, "onJobDone" | "onMalformed">;
+  private locks?: ObjectLocks;
+  /** The locks' own connection: BullMQ's clients are wrapped in its adapter and not ours to use. */
+  private lockRedis?: Redis;
+  private readonly opts: Required<Omit<WorkQueueOptions, "onJobDone" | "onMalformed" | "onLockBusy">> &
+    Pick<WorkQueueOptions, "onJobDone" | "onMalformed" | "onLockBusy">;
 
   constructor(options: WorkQueueOptions) {
     this.opts = {
@@ -113,7 +128,13 @@ export class WorkQueue {
   }
 
   start(handler: ReconcileHandler): void {
-    this.worker = new Worker(this.opts.name, (job) => this.process(job, handler), {
+    this.lockRedis = new Redis(this.connectionOptions());
+    this.lockRedis.on("error", (err) => this.reportRedisError(err));
+    this.locks = new ObjectLocks(this.lockRedis, {
+      prefix: this.opts.prefix,
+      ttlMs: this.opts.lockDurationMs,
+    });
+    this.worker = new Worker(this.opts.name, (job, token) => this.process(job, token, handler), {
       connection: this.connectionOptions(),
       prefix: this.opts.prefix,
       concurrency: this.opts.concurrency,
@@ -144,7 +165,11 @@ export class WorkQueue {
     });
   }
 
-  private async process(job: Job, handler: ReconcileHandler): Promise<ReconcileResult> {
+  private async process(
+    job: Job,
+    token: string | undefined,
+    handler: ReconcileHandler,
+  ): Promise<ReconcileResult> {
     const item = parseWorkItem(job.data);
     if (!item) {
       // Never crash a worker on garbage: log, count, drop.
@@ -152,6 +177,35 @@ export class WorkQueue {
       this.opts.onMalformed?.();
       return {};
     }
+    const lock = await this.locks!.tryAcquire(workKey(item));
+    if (!lock) {
+      // Another worker is on this object. Step aside instead of waiting in a worker slot: the job
+      // moves to the delayed set (its deduplication key still points at it, so new requests fold in)
+      // and runs again shortly, reading whatever state the other worker left.
+      this.opts.onLockBusy?.(item);
+      const { min, max } = LOCK_BUSY_DELAY_MS;
+      await job.moveToDelayed(Date.now() + min + Math.random() * (max - min), token);
+      throw new DelayedError();
+    }
+    try {
+      return await this.runHandler(job, item, handler, () => lock.lost);
+    } finally {
+      await lock.release().catch(() => undefined);
+      if (lock.lost) {
+        this.opts.logger.info(
+          { key: workKey(item), jobId: job.id },
+          "object lock lapsed while the job ran (Redis lost it or the job outlived it); writes were fenced by resourceVersion",
+        );
+      }
+    }
+  }
+
+  private async runHandler(
+    job: Job,
+    item: WorkItem,
+    handler: ReconcileHandler,
+    lockLost: () => boolean,
+  ): Promise<ReconcileResult> {
     const started = process.hrtime.bigint();
     const startedAt = Date.now();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
@@ -159,7 +213,7 @@ export class WorkQueue {
     // at once (tests read it; operators can too, at debug level).
     const record = (outcome: string) =>
       this.opts.logger.debug(
-        { key: workKey(item), jobId: job.id, startedAt, endedAt: Date.now(), outcome },
+        { key: workKey(item), jobId: job.id, startedAt, endedAt: Date.now(), outcome, lockLost: lockLost() },
         "job",
       );
     try {
@@ -182,5 +236,6 @@ export class WorkQueue {
   async close(): Promise<void> {
     await this.worker?.close();
     await this.queue.close();
+    await this.lockRedis?.quit().catch(() => this.lockRedis?.disconnect());
   }
 }
