@@ -6,8 +6,10 @@
 //    with no policy; a controller outage must not stop a whole cluster's CI. A run admitted ungated while
 //    we were down is simply not co-scheduled (its pods carry no managed label).
 //  - pods: Fail. Only pods of managed runs reach it (objectSelector on our label), and such a pod
-//    scheduled without its affinity could land away from its RWO volume. Tekton retries pod creation,
-//    so the run continues once a replica answers. No other pod in the cluster is ever sent here.
+//    scheduled without its affinity could land away from its RWO volume. The cost: Tekton does not
+//    retry a pod creation the webhook failed, it fails that TaskRun (PodCreationFailed), so an admission
+//    in flight on a replica that crashes fails its run. Several replicas, a PDB and a graceful SIGTERM
+//    keep that to crashes. No other pod in the cluster is ever sent here.
 //  - affinitypolicies (validation): Fail. It only guards our own objects; an invalid policy must not slip in.
 
 import type { KubernetesObject } from "@kubernetes/client-node";

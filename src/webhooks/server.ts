@@ -94,6 +94,12 @@ export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: L
   return app;
 }
 
+/**
+ * How long the apiserver keeps an idle webhook connection for reuse: Go's transport default, which
+ * Kubernetes' webhook client keeps.
+ */
+export const APISERVER_IDLE_CONNECTION_MS = 90_000;
+
 export function listen(
   app: ReturnType<typeof express>,
   tls: TlsMaterial,
@@ -101,6 +107,12 @@ export function listen(
   host = "0.0.0.0",
 ): Promise<Server> {
   const server = createServer({ cert: tls.certPem, key: tls.keyPem }, app);
+  // Let the apiserver close idle connections, never us. With Node's default (5 s) we would close one the
+  // apiserver still counts as idle-and-reusable; a request it writes at that instant gets EOF, is not
+  // retried (POST), and for a task pod Tekton fails the TaskRun (PodCreationFailed).
+  server.keepAliveTimeout = APISERVER_IDLE_CONNECTION_MS + 30_000;
+  // A request's headers must still arrive promptly on a connection that may idle this long.
+  server.headersTimeout = server.keepAliveTimeout + 1_000;
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => resolve(server));
