@@ -44,7 +44,7 @@ export interface ObjectLockOptions {
 /** A lock this process holds. Call `release` exactly once, when the work is done. */
 export interface HeldLock {
   readonly key: string;
-  /** True once a renewal found the lock gone or owned by someone else. */
+  /** True once a renewal or the release found the lock gone, owned by someone else, or unreachable. */
   readonly lost: boolean;
   release(): Promise<void>;
 }
@@ -97,7 +97,8 @@ export class ObjectLocks {
         if (state.released) return;
         state.released = true;
         clearInterval(renew);
-        const deleted = await redis.eval(DELETE_IF_OWNER, 1, key, token);
+        // A release that cannot reach Redis cannot confirm the lock was ours to the end: report it lost.
+        const deleted = await redis.eval(DELETE_IF_OWNER, 1, key, token).catch(() => 0);
         if (deleted !== 1) state.lost = true;
       },
     };

@@ -187,44 +187,45 @@ export class WorkQueue {
       await job.moveToDelayed(Date.now() + min + Math.random() * (max - min), token);
       throw new DelayedError();
     }
+    const startedAt = Date.now();
+    let outcome = "error";
     try {
-      return await this.runHandler(job, item, handler, () => lock.lost);
+      const result = await this.runHandler(job, item, handler);
+      outcome = result.requeueAfterMs !== undefined ? "requeued" : "ok";
+      return result;
     } finally {
+      const endedAt = Date.now();
       await lock.release().catch(() => undefined);
+      // One line per job with its interval, written after the release so that `lockLost` is final:
+      // the record that shows no object is worked by two replicas at once, or that an overlap came
+      // from a lapsed lock (tests read it; operators can too, at debug level).
+      const key = workKey(item);
+      this.opts.logger.debug({ key, jobId: job.id, startedAt, endedAt, outcome, lockLost: lock.lost }, "job");
       if (lock.lost) {
         this.opts.logger.info(
-          { key: workKey(item), jobId: job.id },
+          { key, jobId: job.id },
           "object lock lapsed while the job ran (Redis lost it or the job outlived it); writes were fenced by resourceVersion",
         );
       }
     }
   }
 
-  private async runHandler(
-    job: Job,
-    item: WorkItem,
-    handler: ReconcileHandler,
-    lockLost: () => boolean,
-  ): Promise<ReconcileResult> {
+  /** Runs the handler and reports its outcome and duration. */
+  private async runHandler(job: Job, item: WorkItem, handler: ReconcileHandler): Promise<ReconcileResult> {
     const started = process.hrtime.bigint();
-    const startedAt = Date.now();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
-    // One line per job with its interval: the record that shows no object is worked by two replicas
-    // at once (tests read it; operators can too, at debug level).
-    const record = (outcome: string) =>
-      this.opts.logger.debug(
-        { key: workKey(item), jobId: job.id, startedAt, endedAt: Date.now(), outcome, lockLost: lockLost() },
-        "job",
-      );
+    const attempt = job.attemptsMade + 1;
     try {
-      const result = await handler(item, { replica: this.opts.replica, attempt: job.attemptsMade + 1 });
-      const outcome = result.requeueAfterMs !== undefined ? "requeued" : "ok";
-      this.opts.onJobDone?.(item, outcome, seconds(), job.attemptsMade + 1);
-      record(outcome);
+      const result = await handler(item, { replica: this.opts.replica, attempt });
+      this.opts.onJobDone?.(
+        item,
+        result.requeueAfterMs !== undefined ? "requeued" : "ok",
+        seconds(),
+        attempt,
+      );
       return result;
     } catch (err) {
-      this.opts.onJobDone?.(item, "error", seconds(), job.attemptsMade + 1);
-      record("error");
+      this.opts.onJobDone?.(item, "error", seconds(), attempt);
       throw err;
     }
   }

@@ -13,10 +13,14 @@ export interface JobRecord {
   startedAt: number;
   endedAt: number;
   outcome: string;
+  /** The job's object lock lapsed while it ran (Redis flushed or restarted, or the job outlived it). */
+  lockLost: boolean;
 }
 
 export class ReplicaSet {
   readonly replicas: ControllerProcess[] = [];
+  /** Logs append across runs against a long-lived cluster; records before this belong to an earlier one. */
+  private startedAt = 0;
   private readonly balancer = new TcpBalancer(() => this.replicas.filter((r) => r.alive).map((r) => r.port));
 
   constructor(
@@ -28,6 +32,7 @@ export class ReplicaSet {
   ) {}
 
   async start(): Promise<void> {
+    this.startedAt = Date.now();
     const port = await this.balancer.start();
     for (let i = 0; i < this.count; i++) {
       this.replicas.push(
@@ -51,7 +56,7 @@ export class ReplicaSet {
     await this.balancer.stop();
   }
 
-  /** Every job interval each replica logged (the "job" debug line of src/queue/work-queue.ts). */
+  /** Every job interval each replica logged since start() (the "job" debug line of src/queue/work-queue.ts). */
   jobRecords(): JobRecord[] {
     const records: JobRecord[] = [];
     for (const r of this.replicas) {
@@ -59,12 +64,14 @@ export class ReplicaSet {
         if (!line.includes('"msg":"job"')) continue;
         try {
           const j = JSON.parse(line) as JobRecord & { replica: string };
+          if (j.startedAt < this.startedAt) continue;
           records.push({
             replica: j.replica,
             key: j.key,
             startedAt: j.startedAt,
             endedAt: j.endedAt,
             outcome: j.outcome,
+            lockLost: j.lockLost === true,
           });
         } catch {
           // a line cut by SIGKILL
