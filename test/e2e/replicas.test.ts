@@ -6,7 +6,8 @@
 import { expect } from "chai";
 import { GATED_ANNOTATION, PLACEHOLDER_RUN_UID_LABEL } from "../../src/api/constants.js";
 import type { PipelineRun } from "../../src/api/types.js";
-import { waitFor } from "../cluster/kube.js";
+import type { LocalCluster } from "../cluster/cluster.js";
+import { StopWaiting, waitFor } from "../cluster/kube.js";
 import { sleep } from "../cluster/processes.js";
 import { e2e, TEST_CONTROLLER_ARGS, waitForGate } from "./env.js";
 import { applyPolicy, createNamespace, createRun, pipelineRun, RWO_TEMPLATE, succeeded } from "./helpers.js";
@@ -24,7 +25,9 @@ describe("three replicas under faults", function () {
     await env.controller.stop();
     const replicas = new ReplicaSet(cluster, 3, TEST_CONTROLLER_ARGS);
     const added = await cluster.addNodes(EXTRA_NODES);
-    for (let i = 0; i < RUNS_PER_NAMESPACE; i++) await cluster.createVolume(`replicas-pv-${i}`);
+    // Named per test run: volumes whose claims are still terminating outlive a cleanup.
+    const volumes = Array.from({ length: RUNS_PER_NAMESPACE }, (_, i) => `replicas-pv-${Date.now()}-${i}`);
+    for (const name of volumes) await cluster.createVolume(name);
     const faults: { at: number; what: string }[] = [];
     try {
       await replicas.start();
@@ -72,8 +75,12 @@ describe("three replicas under faults", function () {
         }
       }
 
-      // Every run completes.
+      // Every run completes. One failure is not ours to prevent: a pod admission in flight on the replica
+      // at the instant it is SIGKILLed gets EOF, and Tekton fails that TaskRun (PodCreationFailed) rather
+      // than retry. Such a run is a crash casualty only with exactly that message, at the kill.
+      const killAt = faults.find((f) => f.what === "SIGKILL replica-1")!.at;
       const pending = new Set(created.map((r) => `${r.metadata.namespace}/${r.metadata.name}`));
+      const casualties: string[] = [];
       await waitFor(
         `${total} runs to succeed`,
         async () => {
@@ -85,14 +92,24 @@ describe("three replicas under faults", function () {
               namespace: ns,
             })) as { items: PipelineRun[] };
             for (const r of list.items) {
-              if (succeeded(r) === "False") throw new Error(`run ${ns}/${r.metadata.name} failed`);
-              if (succeeded(r) === "True") pending.delete(`${ns}/${r.metadata.name}`);
+              const key = `${ns}/${r.metadata.name}`;
+              if (!pending.has(key)) continue;
+              if (succeeded(r) === "True") pending.delete(key);
+              if (succeeded(r) !== "False") continue;
+              const why = await crashCasualty(cluster, ns, r.metadata.name!, killAt);
+              if (why === true) {
+                casualties.push(key);
+                pending.delete(key);
+              } else throw new StopWaiting(`run ${key} failed: ${why}`);
             }
           }
           return pending.size === 0;
         },
         { timeoutMs: 900_000, intervalMs: 2000 },
       );
+      if (casualties.length)
+        console.log(`      failed by the SIGKILL (admission in flight): ${casualties.join(", ")}`);
+      expect(casualties.length, "runs failed by admissions in flight at the SIGKILL").to.be.at.most(3);
 
       // Nothing left behind: no gate, no placeholder, no queued work.
       await waitFor(
@@ -134,14 +151,12 @@ describe("three replicas under faults", function () {
         await queue.close();
       }
 
-      // No run was worked by two replicas at once, except jobs that were in flight when Redis lost
-      // their locks (flush, restart): those are the lapsed-lock case that resourceVersion fences.
+      // No run was worked by two replicas at once, except where one of the two jobs lost its lock while
+      // it ran (Redis flushed or restarted under it): the lapsed-lock case that resourceVersion fences.
+      // A job is only excused by its own record, so an overlap of two jobs that both held the lock fails.
       const records = replicas.jobRecords();
-      const lockLoss = faults.filter((f) => f.what !== "SIGKILL replica-1").map((f) => f.at);
-      const overlaps = concurrentWork(records).filter(
-        ([a, b]) =>
-          !lockLoss.some((t) => (a.startedAt <= t && t <= a.endedAt) || (b.startedAt <= t && t <= b.endedAt)),
-      );
+      const overlaps = concurrentWork(records).filter(([a, b]) => !a.lockLost && !b.lockLost);
+      const lapsed = records.filter((r) => r.lockLost).length;
       expect(overlaps, JSON.stringify(overlaps.slice(0, 3))).to.deep.equal([]);
 
       // Work spread: each replica within 2x of an even split.
@@ -149,7 +164,7 @@ describe("three replicas under faults", function () {
       for (const r of records) perReplica.set(r.replica, (perReplica.get(r.replica) ?? 0) + 1);
       const even = records.length / 3;
       console.log(
-        `      jobs per replica: ${JSON.stringify(Object.fromEntries(perReplica))} (${records.length} jobs, faults: ${faults.map((f) => f.what).join(", ")})`,
+        `      jobs per replica: ${JSON.stringify(Object.fromEntries(perReplica))} (${records.length} jobs, ${lapsed} with a lapsed lock, faults: ${faults.map((f) => f.what).join(", ")})`,
       );
       expect(perReplica.size).to.equal(3);
       for (const [replica, n] of perReplica) {
@@ -158,8 +173,59 @@ describe("three replicas under faults", function () {
     } finally {
       await replicas.stop();
       for (const n of added) await cluster.removeNode(n).catch(() => undefined);
+      // No provisioner deletes released volumes here; drop ours so a long-lived dev cluster
+      // (`npm run cluster -- up`) does not collect them.
+      for (const name of volumes) {
+        await cluster.clients.core.deletePersistentVolume({ name }).catch(() => undefined);
+      }
       await env.controller.start();
       await waitForGate(cluster);
     }
   });
 });
+
+interface TaskRunStatus {
+  metadata: { name: string };
+  status?: {
+    conditions?: {
+      type: string;
+      status: string;
+      reason?: string;
+      message?: string;
+      lastTransitionTime?: string;
+    }[];
+  };
+}
+
+/**
+ * True if every failed TaskRun of the run failed creating its pod because our pods webhook connection
+ * dropped (EOF, reset) within seconds of the SIGKILL; otherwise what did fail, for the error message.
+ */
+async function crashCasualty(
+  cluster: LocalCluster,
+  namespace: string,
+  run: string,
+  killAt: number,
+): Promise<true | string> {
+  const list = (await cluster.clients.custom.listNamespacedCustomObject({
+    group: "tekton.dev",
+    version: "v1",
+    plural: "taskruns",
+    namespace,
+    labelSelector: `tekton.dev/pipelineRun=${run}`,
+  })) as { items: TaskRunStatus[] };
+  const failed = list.items.flatMap((t) =>
+    (t.status?.conditions ?? []).filter((c) => c.type === "Succeeded" && c.status === "False"),
+  );
+  if (!failed.length) return "no failed TaskRun";
+  for (const c of failed) {
+    const at = Date.parse(c.lastTransitionTime ?? "");
+    const dropped = /failed calling webhook "pods\.affinity\.tekton\.dev".*(EOF|connection reset by peer)/;
+    // lastTransitionTime has whole seconds: allow for that before the kill.
+    const atKill = at >= killAt - 2000 && at <= killAt + 10_000;
+    if (c.reason !== "PodCreationFailed" || !dropped.test(c.message ?? "") || !atKill) {
+      return `${c.reason}: ${c.message} at ${c.lastTransitionTime} (SIGKILL at ${new Date(killAt).toISOString()})`;
+    }
+  }
+  return true;
+}
