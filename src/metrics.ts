@@ -33,7 +33,7 @@ export function createMetrics() {
     }),
     objectLockBusy: new Counter({
       name: "tekton_affinity_object_lock_busy_total",
-      help: "Jobs that found their object locked by another worker and stepped aside briefly. Rare: BullMQ deduplication normally keeps one job per object active; a steady rate means jobs are handed over (stalls) or duplicated.",
+      help: "Jobs that found their object locked by another worker and stepped aside briefly: contention (an event replacing a delayed job while another job for the object runs, stalled-job handovers), not errors.",
       labelNames: ["kind"],
       registers: [registry],
     }),

@@ -1,11 +1,13 @@
 // The shared work queue: BullMQ on Redis. Every replica enqueues what its informers see; BullMQ's
-// deduplication (`keepLastIfActive`, no `replace`) collapses the copies so that one object normally
-// has at most one job active and at most one waiting behind it. Different objects spread over every
-// replica's workers.
+// deduplication (`keepLastIfActive`) collapses the copies so that one object normally has at most one
+// job active and at most one waiting behind it; `replace` lets a new event replace a delayed
+// (requeue-after) job so that it is acted on at once. Different objects spread over every replica's
+// workers.
 //
 // Per-object serialization does not rest on that alone: before the handler runs, the worker takes the
-// object's lock (object-lock.ts). If another replica holds it (a stalled-job handover, a retry racing a
-// new add), the job steps aside into the delayed set for a few hundred milliseconds and tries again.
+// object's lock (object-lock.ts). If another replica holds it (a stalled-job handover, a replaced
+// delayed job, a retry racing a new add), the job steps aside into the delayed set for a few hundred
+// milliseconds and tries again.
 //
 // Failure modes (see docs/queue.md):
 //  - A replica dies mid-job: BullMQ's stalled-job check hands the job to another replica once its lock
@@ -119,7 +121,7 @@ export class WorkQueue {
   async enqueue(item: WorkItem, delayMs = 0): Promise<void> {
     await this.queue.add(item.kind, item, {
       delay: delayMs,
-      deduplication: { id: workKey(item), keepLastIfActive: true },
+      deduplication: { id: workKey(item), keepLastIfActive: true, replace: true },
       attempts: this.opts.attempts,
       backoff: { type: "exponential", delay: this.opts.backoffMs, jitter: 0.5 },
       removeOnComplete: true,
@@ -180,7 +182,7 @@ export class WorkQueue {
     const lock = await this.locks!.tryAcquire(workKey(item));
     if (!lock) {
       // Another worker is on this object. Step aside instead of waiting in a worker slot: the job
-      // moves to the delayed set (its deduplication key still points at it, so new requests fold in)
+      // moves to the delayed set (its deduplication key still points at it; a new request replaces it)
       // and runs again shortly, reading whatever state the other worker left.
       this.opts.onLockBusy?.(item);
       const { min, max } = LOCK_BUSY_DELAY_MS;
