@@ -28,6 +28,8 @@ export class ControllerProcess {
   pid = 0;
   port = 0;
   readonly log: string;
+  /** Kills this process if the test process exits first; dropped once the process is stopped. */
+  private onExit?: () => void;
 
   constructor(private readonly o: ControllerProcessOptions) {
     this.log = join(o.logDir, `controller-${o.replicaId ?? "0"}.log`);
@@ -54,7 +56,9 @@ export class ControllerProcess {
     this.pid = child.pid ?? 0;
     const pid = this.pid;
     // Leave no replica behind if the test process exits or is interrupted.
-    process.once("exit", () => killAllSync([pid]));
+    this.forgetExitHandler();
+    this.onExit = () => killAllSync([pid]);
+    process.once("exit", this.onExit);
     await waitFor(`controller ${this.o.replicaId ?? ""} /readyz (log: ${this.log})`, () => this.ready(), {
       timeoutMs: 60_000,
     });
@@ -98,9 +102,17 @@ export class ControllerProcess {
 
   async stop(): Promise<void> {
     if (this.alive) await stopProcess(this.pid, 5000);
+    this.forgetExitHandler();
   }
 
   async kill(): Promise<void> {
     if (this.alive) await killProcess(this.pid);
+    this.forgetExitHandler();
+  }
+
+  /** One exit listener per live process: restarts would otherwise pile them up past Node's limit. */
+  private forgetExitHandler(): void {
+    if (this.onExit) process.removeListener("exit", this.onExit);
+    this.onExit = undefined;
   }
 }
