@@ -63,6 +63,10 @@ export interface WorkQueueOptions {
   onLockBusy?: (item: WorkItem) => void;
 }
 
+function outcomeOf(result: ReconcileResult): "requeued" | "ok" {
+  return result.requeueAfterMs !== undefined ? "requeued" : "ok";
+}
+
 /** How long a job whose object is locked waits before it tries again: short, since jobs are short. */
 const LOCK_BUSY_DELAY_MS = { min: 100, max: 400 };
 
@@ -193,11 +197,11 @@ export class WorkQueue {
     let outcome = "error";
     try {
       const result = await this.runHandler(job, item, handler);
-      outcome = result.requeueAfterMs !== undefined ? "requeued" : "ok";
+      outcome = outcomeOf(result);
       return result;
     } finally {
       const endedAt = Date.now();
-      await lock.release().catch(() => undefined);
+      await lock.release(); // never throws: an unreachable Redis marks the lock lost
       // One line per job with its interval, written after the release so that `lockLost` is final:
       // the record that shows no object is worked by two replicas at once, or that an overlap came
       // from a lapsed lock (tests read it; operators can too, at debug level).
@@ -219,12 +223,7 @@ export class WorkQueue {
     const attempt = job.attemptsMade + 1;
     try {
       const result = await handler(item, { replica: this.opts.replica, attempt });
-      this.opts.onJobDone?.(
-        item,
-        result.requeueAfterMs !== undefined ? "requeued" : "ok",
-        seconds(),
-        attempt,
-      );
+      this.opts.onJobDone?.(item, outcomeOf(result), seconds(), attempt);
       return result;
     } catch (err) {
       this.opts.onJobDone?.(item, "error", seconds(), attempt);

@@ -5,7 +5,7 @@
 
 import { expect } from "chai";
 import { GATED_ANNOTATION, PLACEHOLDER_RUN_UID_LABEL } from "../../src/api/constants.js";
-import type { PipelineRun } from "../../src/api/types.js";
+import type { PipelineRun, PipelineRunCondition } from "../../src/api/types.js";
 import type { LocalCluster } from "../cluster/cluster.js";
 import { StopWaiting, waitFor } from "../cluster/kube.js";
 import { sleep } from "../cluster/processes.js";
@@ -184,17 +184,9 @@ describe("three replicas under faults", function () {
   });
 });
 
+/** The part of a tekton.dev/v1 TaskRun read here: its conditions have a PipelineRun's shape. */
 interface TaskRunStatus {
-  metadata: { name: string };
-  status?: {
-    conditions?: {
-      type: string;
-      status: string;
-      reason?: string;
-      message?: string;
-      lastTransitionTime?: string;
-    }[];
-  };
+  status?: { conditions?: PipelineRunCondition[] };
 }
 
 /**
