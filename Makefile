@@ -7,9 +7,10 @@ deps: node_modules/.package-lock.json
 	@bash scripts/ensure-tools.sh
 
 node_modules/.package-lock.json: package.json package-lock.json
-	# npm ci rejects the lock npm 11 writes here (it records only this platform's optional binaries);
-	# npm install installs exactly what the lock pins.
-	npm install --no-audit --no-fund
+	# npm ci installs exactly what the lock pins, as the Dockerfile does. The lock must list every
+	# platform's optional binaries: after a dependency change, regenerate it with
+	# `npm install --package-lock-only` and no node_modules present, or npm drops the other platforms'.
+	npm ci --no-audit --no-fund
 	@touch $@
 
 demo: deps
