@@ -5,8 +5,12 @@
 //   (the namespace's default service account).
 // - nodeSelector, tolerations, priorityClassName, securityContext, imagePullSecrets: the run's
 //   spec.taskRunTemplate.podTemplate field when set (the run knows where its own pods may go) >
-//   the policy's spec.placeholder field > unset. securityContext falls back to a pod security
-//   context meeting the `restricted` Pod Security Standard.
+//   the policy's spec.placeholder field > unset.
+// - securityContext: merged field by field over a pod security context meeting the `restricted` Pod
+//   Security Standard: the run's > the policy's > the restricted defaults. A run that sets only
+//   fsGroup keeps runAsNonRoot and the seccomp profile, so it still passes `restricted` admission.
+// - nodeAffinity: the run's podTemplate.affinity.nodeAffinity, so the placeholder only lands where the
+//   run's own pods may go (its tasks would otherwise be stranded between two required rules).
 // - image: the policy's > registry.k8s.io/pause:3.10.
 // - resources: the policy's; requests default per resource to cpu 1m and memory 8Mi, except for a
 //   resource that has a limit but no request (Kubernetes then uses the limit as the request, and a
@@ -44,6 +48,8 @@ export interface PlaceholderTemplate {
   imagePullSecrets?: LocalObjectReference[];
   resources: { requests: Record<string, Quantity>; limits?: Record<string, Quantity> };
   image: string;
+  /** The run's pod node affinity (a core/v1 NodeAffinity). */
+  nodeAffinity?: Record<string, unknown>;
 }
 
 function definedEntries<T>(map: Record<string, T | undefined> | undefined): Record<string, T> | undefined {
@@ -73,7 +79,11 @@ export function effectivePlaceholderTemplate(
   Object.assign(requests, definedEntries(policy.resources?.requests));
 
   const template: PlaceholderTemplate = {
-    securityContext: clone(pod.securityContext ?? policy.securityContext ?? RESTRICTED_POD_SECURITY_CONTEXT),
+    securityContext: clone({
+      ...RESTRICTED_POD_SECURITY_CONTEXT,
+      ...(policy.securityContext ?? {}),
+      ...(pod.securityContext ?? {}),
+    }),
     resources: limits && Object.keys(limits).length > 0 ? { requests, limits } : { requests },
     image: policy.image?.trim() ? policy.image : DEFAULT_PLACEHOLDER_IMAGE,
   };
@@ -85,6 +95,8 @@ export function effectivePlaceholderTemplate(
   if (tolerations) template.tolerations = clone(tolerations);
   const priorityClassName = pod.priorityClassName || policy.priorityClassName;
   if (priorityClassName) template.priorityClassName = priorityClassName;
+  const nodeAffinity = (pod.affinity as { nodeAffinity?: Record<string, unknown> } | undefined)?.nodeAffinity;
+  if (nodeAffinity) template.nodeAffinity = clone(nodeAffinity);
   const imagePullSecrets = pod.imagePullSecrets ?? policy.imagePullSecrets;
   if (imagePullSecrets) template.imagePullSecrets = clone(imagePullSecrets);
   return template;

@@ -1,9 +1,15 @@
 // The PipelineRun gate: on CREATE, hold a run that a policy manages (spec.status: PipelineRunPending)
 // until its placeholder is scheduled. Pure: it answers from the policies it is given (the informer
 // cache), never from the API.
+//
+// Every label and annotation under affinity.tekton.dev/ is the controller's own mark. A user may not set
+// one: a run copied with `kubectl get -o yaml | kubectl create -f -` carries the marks of the original
+// (managed, gated, placed-on, cleaned-up, ...), and a run that claimed "cleaned-up" or "placed-on" would
+// skip our work. So on CREATE the gate drops every such key the user sent and writes its own.
 
 import {
   GATED_ANNOTATION,
+  GROUP,
   MANAGED_LABEL,
   MODE_ANNOTATION,
   PENDING_STATUS,
@@ -17,36 +23,78 @@ import { pointer, setMetadataEntries } from "./admission.js";
 /** Recorded in the policy annotation when the operator's cluster default applied. */
 export const CLUSTER_DEFAULT_POLICY = "(cluster-default)";
 
+const OWNED_PREFIX = `${GROUP}/`;
+
+function ownedKeys(map: Record<string, string> | undefined): string[] {
+  return Object.keys(map ?? {}).filter((k) => k.startsWith(OWNED_PREFIX));
+}
+
+function withoutOwned(map: Record<string, string> | undefined): Record<string, string> | undefined {
+  if (!map) return map;
+  return Object.fromEntries(Object.entries(map).filter(([k]) => !k.startsWith(OWNED_PREFIX)));
+}
+
 export function gatePipelineRun(
   run: PipelineRun,
   policiesInNamespace: readonly AffinityPolicy[],
   clusterDefault?: AffinityPolicySpec,
 ): AdmissionDecision {
-  const resolved = resolvePolicy(run, policiesInNamespace, clusterDefault);
-  if (!resolved.spec || resolved.spec.mode === "disabled") {
-    // Tekton copies run labels onto pods, so our label must only ever come from us (a run copied with
-    // `kubectl get -o yaml` carries it): drop it from runs we do not manage.
-    if (run.metadata.labels?.[MANAGED_LABEL] === undefined) return { allowed: true };
-    return {
-      allowed: true,
-      patch: [{ op: "remove", path: pointer("metadata", "labels", MANAGED_LABEL) }],
-      warnings: [
-        `tekton-affinity: removed label ${MANAGED_LABEL}: no AffinityPolicy manages this PipelineRun`,
-      ],
+  const labels = ownedKeys(run.metadata.labels);
+  const annotations = ownedKeys(run.metadata.annotations);
+  // A copy of a run we gated: its Pending came from us, not from the user.
+  const copiedGate =
+    run.spec.status === PENDING_STATUS && run.metadata.annotations?.[GATED_ANNOTATION] === "true";
+  // Resolve on the labels the user may set: a selector cannot be satisfied by our marks.
+  const clean: PipelineRun = {
+    ...run,
+    metadata: { ...run.metadata, labels: withoutOwned(run.metadata.labels) },
+  };
+  const resolved = resolvePolicy(clean, policiesInNamespace, clusterDefault);
+  const managed = resolved.spec !== undefined && resolved.spec.mode !== "disabled";
+
+  const ours: Record<"labels" | "annotations", Record<string, string>> = {
+    labels: managed ? { [MANAGED_LABEL]: "true" } : {},
+    annotations: {},
+  };
+  const userPended = run.spec.status === PENDING_STATUS && !copiedGate;
+  if (managed) {
+    ours.annotations = {
+      [MODE_ANNOTATION]: resolved.spec!.mode,
+      [POLICY_ANNOTATION]: resolved.policy?.metadata.name ?? CLUSTER_DEFAULT_POLICY,
+      // Only a gate we set is ours to clear; a run the user pended stays pending until they say so.
+      ...(userPended ? {} : { [GATED_ANNOTATION]: "true" }),
     };
   }
 
-  const policyName = resolved.policy?.metadata.name ?? CLUSTER_DEFAULT_POLICY;
-  const userPended = run.spec.status === PENDING_STATUS;
-  const patch: JsonPatchOp[] = [
-    ...setMetadataEntries(run.metadata, "labels", { [MANAGED_LABEL]: "true" }),
-    ...setMetadataEntries(run.metadata, "annotations", {
-      [MODE_ANNOTATION]: resolved.spec.mode,
-      [POLICY_ANNOTATION]: policyName,
-      // Only a gate we set is ours to clear; a run the user pended stays pending until they say so.
-      ...(userPended ? {} : { [GATED_ANNOTATION]: "true" }),
-    }),
-  ];
-  if (!userPended) patch.push({ op: "add", path: "/spec/status", value: PENDING_STATUS });
-  return { allowed: true, patch };
+  const patch: JsonPatchOp[] = [];
+  const removed: string[] = [];
+  for (const [field, keys] of [
+    ["labels", labels],
+    ["annotations", annotations],
+  ] as const) {
+    for (const key of keys) {
+      if (ours[field][key] === run.metadata[field]?.[key]) continue; // already what we would write
+      if (!(key in ours[field])) patch.push({ op: "remove", path: pointer("metadata", field, key) });
+      removed.push(key);
+    }
+    const toSet = Object.fromEntries(
+      Object.entries(ours[field]).filter(([k, v]) => run.metadata[field]?.[k] !== v),
+    );
+    if (Object.keys(toSet).length) {
+      // Removing every entry of a map leaves it in place ({}), so setMetadataEntries adds into it.
+      patch.push(...setMetadataEntries(run.metadata, field, toSet));
+    }
+  }
+  if (managed && !userPended && run.spec.status !== PENDING_STATUS)
+    patch.push({ op: "add", path: "/spec/status", value: PENDING_STATUS });
+  // A copy of a gated run that is no longer ours to manage starts as any new run would.
+  if (!managed && copiedGate) patch.push({ op: "remove", path: "/spec/status" });
+
+  const warnings = removed.length
+    ? [
+        `tekton-affinity: dropped ${[...new Set(removed)].join(", ")}: labels and annotations under ${OWNED_PREFIX} are set by the controller only${managed ? "" : " (no AffinityPolicy manages this PipelineRun)"}`,
+      ]
+    : undefined;
+  if (patch.length === 0) return { allowed: true };
+  return { allowed: true, patch, ...(warnings ? { warnings } : {}) };
 }

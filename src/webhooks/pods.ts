@@ -4,7 +4,7 @@
 import type { V1Pod } from "@kubernetes/client-node";
 import { MODE_ANNOTATION, PLACEHOLDER_LABEL } from "../api/constants.js";
 import type { AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
-import { placeholderForPod } from "../placement/plan.js";
+import { placeholderForPod, planPlaceholders } from "../placement/plan.js";
 import { mergeAffinity } from "../placement/pod-affinity.js";
 import type { AdmissionDecision } from "./admission.js";
 
@@ -30,8 +30,13 @@ export function mutateTaskPod(pod: V1Pod, ctx: PodContext): AdmissionDecision {
     };
   }
   const mode = (run.metadata.annotations?.[MODE_ANNOTATION] as Mode | undefined) ?? spec.mode;
+  // Only claims the run binds through workspaces have a placeholder; a PVC a Task or pod template adds
+  // as a plain volume is none of ours.
+  const workspaceClaims = new Set(planPlaceholders(run, mode).flatMap((p) => p.claimName ?? []));
   const claims = (pod.spec?.volumes ?? []).flatMap((v) =>
-    v.persistentVolumeClaim ? [v.persistentVolumeClaim.claimName] : [],
+    v.persistentVolumeClaim && workspaceClaims.has(v.persistentVolumeClaim.claimName)
+      ? [v.persistentVolumeClaim.claimName]
+      : [],
   );
   const target = placeholderForPod(run.metadata.uid, mode, claims);
   if (target.problem) return { allowed: false, message: `tekton-affinity: ${target.problem}` };

@@ -45,6 +45,31 @@ describe("effectivePlaceholderTemplate", () => {
     expect(t.imagePullSecrets).to.equal(undefined);
   });
 
+  it("keeps the restricted defaults when a run sets only fsGroup", () => {
+    const r = run();
+    r.spec.taskRunTemplate = { podTemplate: { securityContext: { fsGroup: 1000 } } };
+    expect(effectivePlaceholderTemplate({ mode: "pipelineruns" }, r).securityContext).to.deep.equal({
+      runAsNonRoot: true,
+      runAsUser: 65532,
+      seccompProfile: { type: "RuntimeDefault" },
+      fsGroup: 1000,
+    });
+  });
+
+  it("takes the run's node affinity, so the placeholder lands where the run's pods may go", () => {
+    const nodeAffinity = {
+      requiredDuringSchedulingIgnoredDuringExecution: {
+        nodeSelectorTerms: [{ matchExpressions: [{ key: "pool", operator: "In", values: ["ci"] }] }],
+      },
+    };
+    const r = run();
+    r.spec.taskRunTemplate = { podTemplate: { affinity: { nodeAffinity } } };
+    expect(effectivePlaceholderTemplate({ mode: "pipelineruns" }, r).nodeAffinity).to.deep.equal(
+      nodeAffinity,
+    );
+    expect(effectivePlaceholderTemplate({ mode: "pipelineruns" }, run()).nodeAffinity).to.equal(undefined);
+  });
+
   it("exports a restricted container security context", () => {
     expect(RESTRICTED_CONTAINER_SECURITY_CONTEXT).to.deep.equal({
       allowPrivilegeEscalation: false,
@@ -92,9 +117,14 @@ describe("effectivePlaceholderTemplate", () => {
       expect(fromPolicy.priorityClassName).to.equal("policy-priority");
       expect(fromRun.priorityClassName).to.equal("run-priority");
     });
-    it("securityContext", () => {
-      expect(fromPolicy.securityContext).to.deep.equal({ runAsNonRoot: true, runAsUser: 1000 });
-      expect(fromRun.securityContext).to.deep.equal({ runAsUser: 2000, runAsNonRoot: true });
+    it("securityContext, merged over the restricted defaults", () => {
+      const restricted = { seccompProfile: { type: "RuntimeDefault" } };
+      expect(fromPolicy.securityContext).to.deep.equal({
+        ...restricted,
+        runAsNonRoot: true,
+        runAsUser: 1000,
+      });
+      expect(fromRun.securityContext).to.deep.equal({ ...restricted, runAsUser: 2000, runAsNonRoot: true });
     });
     it("imagePullSecrets", () => {
       expect(fromPolicy.imagePullSecrets).to.deep.equal([{ name: "policy-pull" }]);

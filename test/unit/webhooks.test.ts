@@ -7,6 +7,7 @@ import {
   PENDING_STATUS,
   PLACEHOLDER_LABEL,
   POLICY_ANNOTATION,
+  WAITING_ANNOTATION,
 } from "../../src/api/constants.js";
 import type { AffinityPolicySpec, PipelineRun } from "../../src/api/types.js";
 import { placeholderName } from "../../src/placement/names.js";
@@ -183,6 +184,61 @@ describe("gatePipelineRun", () => {
   it("does not patch a run when the cluster default is disabled", () => {
     expect(gatePipelineRun(run(), [], { mode: "disabled" })).to.deep.equal({ allowed: true });
   });
+
+  // What `kubectl get pipelinerun -o yaml | kubectl create -f -` sends for a run we gated, placed and cleaned up.
+  function copiedRun(): PipelineRun {
+    const r = run({ [MANAGED_LABEL]: "true", app: "x" }, { status: PENDING_STATUS });
+    r.metadata.annotations = {
+      note: "keep",
+      [MODE_ANNOTATION]: "workspaces",
+      [POLICY_ANNOTATION]: "old-policy",
+      [GATED_ANNOTATION]: "true",
+      [WAITING_ANNOTATION]: "placeholder x cannot be scheduled",
+      "affinity.tekton.dev/cleaned-up": "true",
+      "affinity.tekton.dev/placed-on": "node-1",
+    };
+    return r;
+  }
+
+  it("handles a copied run exactly like a new one: our marks are dropped and written afresh", () => {
+    const r = copiedRun();
+    const decision = gatePipelineRun(r, [managed]);
+    const out = applyPatch(r, decision.patch!);
+    const fresh = applyPatch(run({ app: "x" }), gatePipelineRun(run({ app: "x" }), [managed]).patch!);
+    expect(out.metadata.labels).to.deep.equal(fresh.metadata.labels);
+    expect(out.metadata.annotations).to.deep.equal({ note: "keep", ...fresh.metadata.annotations });
+    expect(out.metadata.annotations?.[GATED_ANNOTATION]).to.equal("true");
+    expect(out.spec.status).to.equal(PENDING_STATUS);
+    expect(decision.warnings![0]).to.contain("affinity.tekton.dev/cleaned-up");
+  });
+
+  it("never takes a mark from the user, even one that would skip our work", () => {
+    const r = run({ app: "x" });
+    r.metadata.annotations = { "affinity.tekton.dev/cleaned-up": "true", [WAITING_ANNOTATION]: "lies" };
+    const out = applyPatch(r, gatePipelineRun(r, [managed]).patch!);
+    expect(Object.keys(out.metadata.annotations ?? {}).sort()).to.deep.equal(
+      [GATED_ANNOTATION, MODE_ANNOTATION, POLICY_ANNOTATION].sort(),
+    );
+  });
+
+  it("a copied gated run that no policy manages any more starts as a new run would", () => {
+    const r = copiedRun();
+    const out = applyPatch(r, gatePipelineRun(r, []).patch!);
+    expect(out.metadata.labels).to.deep.equal({ app: "x" });
+    expect(out.metadata.annotations).to.deep.equal({ note: "keep" });
+    expect(out.spec.status).to.equal(undefined);
+  });
+
+  it("a selector cannot be satisfied by our own label", () => {
+    const byOurLabel = policy("sneaky", {
+      mode: "pipelineruns",
+      pipelineRunSelector: { matchLabels: { [MANAGED_LABEL]: "true" } },
+    });
+    const r = run({ [MANAGED_LABEL]: "true" });
+    const out = applyPatch(r, gatePipelineRun(r, [byOurLabel]).patch!);
+    expect(out.metadata.labels).to.deep.equal({});
+    expect(out.spec.status).to.equal(undefined);
+  });
 });
 
 describe("mutateTaskPod", () => {
@@ -318,6 +374,13 @@ describe("mutateTaskPod", () => {
     const wsRun: PipelineRun = {
       ...taskRun,
       metadata: { ...taskRun.metadata, annotations: { [MODE_ANNOTATION]: "workspaces" } },
+      spec: {
+        ...taskRun.spec,
+        workspaces: ["data", "alpha", "beta"].map((c) => ({
+          name: c,
+          persistentVolumeClaim: { claimName: c },
+        })),
+      },
     };
     const volumes = (...claims: string[]) => [
       { name: "scratch", emptyDir: {} },
@@ -338,6 +401,19 @@ describe("mutateTaskPod", () => {
       ).to.deep.equal({
         allowed: true,
       });
+    });
+
+    it("ignores a PVC the pod mounts as a plain volume, not through a workspace of the run", () => {
+      // A Task's own volume: no placeholder exists for it, so no affinity and no refusal.
+      expect(
+        mutateTaskPod(pod({ volumes: volumes("cache") }), ctx({ mode: "workspaces" }, {}, wsRun)),
+      ).to.deep.equal({ allowed: true });
+      const decision = mutateTaskPod(
+        pod({ volumes: volumes("data", "cache") }),
+        ctx({ mode: "workspaces" }, {}, wsRun),
+      );
+      expect(decision.allowed).to.equal(true);
+      expect(decision.patch?.[0]?.value).to.deep.equal(podAffinityTo(placeholderName(UID, "claim:data")));
     });
 
     it("denies a pod mounting two PVC-backed workspaces, explaining why", () => {
