@@ -50,6 +50,18 @@ export function createMetrics() {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
       registers: [registry],
     }),
+    maxWaitExceeded: new Counter({
+      name: "tekton_affinity_max_wait_exceeded_total",
+      help: "Runs that waited longer than their maxWait to be co-scheduled, by what happened next (onMaxWait: fail or release).",
+      labelNames: ["action"],
+      registers: [registry],
+    }),
+    placeholderRefused: new Counter({
+      name: "tekton_affinity_placeholder_refused_total",
+      help: "Placeholder StatefulSets or claims the apiserver refused to create (quota, admission policy, invalid spec).",
+      labelNames: ["kind"],
+      registers: [registry],
+    }),
     evictions: new Counter({
       name: "tekton_affinity_placeholder_evictions_total",
       help: "Placeholder pods deleted so they move off a node, by reason.",

@@ -1,9 +1,16 @@
 // `tekton-affinity controller`: run one replica.
 
 import { type Command, Option } from "commander";
+import { DEFAULT_TENANCY_LIMITS, formatDuration, parseDuration } from "../api/tenancy.js";
 import { MODES, type Mode } from "../api/types.js";
 import { Controller } from "../controller/controller.js";
-import { type ControllerOptions, DEFAULTS, defaultReplicaId } from "../controller/options.js";
+import {
+  type ControllerOptions,
+  DEFAULTS,
+  defaultReplicaId,
+  parseList,
+  parseResourceCeilings,
+} from "../controller/options.js";
 
 const env = (name: string) => `TEKTON_AFFINITY_${name}`;
 
@@ -24,6 +31,21 @@ function positiveInt(flag: string) {
     return n;
   };
 }
+
+function duration(flag: string) {
+  return (value: string) => {
+    const ms = parseDuration(value);
+    if (ms === undefined || ms <= 0)
+      throw new Error(`${flag} must be a positive duration such as 90s, 15m or 1h30m, got "${value}"`);
+    return ms;
+  };
+}
+
+function resourceCeilings(flag: string) {
+  return (value: string) => parseResourceCeilings(flag, value);
+}
+
+const T = DEFAULT_TENANCY_LIMITS;
 
 export function registerControllerCommand(program: Command): Command {
   return program
@@ -151,6 +173,62 @@ export function registerControllerCommand(program: Command): Command {
         "do not create/update the webhook configurations (caBundle) in the cluster",
       ).env(env("MANAGE_WEBHOOK_CONFIGURATIONS")),
     )
+    .addOption(
+      new Option(
+        "--allowed-topology-keys <keys>",
+        "node label keys a policy may use as topologyKey (comma-separated)",
+      )
+        .env(env("ALLOWED_TOPOLOGY_KEYS"))
+        .default(T.allowedTopologyKeys.join(",")),
+    )
+    .addOption(
+      new Option(
+        "--allowed-priority-classes <names>",
+        "PriorityClasses a placeholder may use (comma-separated; empty: none)",
+      )
+        .env(env("ALLOWED_PRIORITY_CLASSES"))
+        .default(""),
+    )
+    .addOption(
+      new Option(
+        "--allowed-image-registries <registries>",
+        "registries a placeholder image may come from, e.g. registry.k8s.io,ghcr.io/acme (comma-separated; empty: any)",
+      )
+        .env(env("ALLOWED_IMAGE_REGISTRIES"))
+        .default(""),
+    )
+    .addOption(
+      new Option(
+        "--max-placeholder-resources <ceilings>",
+        "ceiling per resource on a placeholder's requests and limits, e.g. cpu=1,memory=1Gi",
+      )
+        .env(env("MAX_PLACEHOLDER_RESOURCES"))
+        .default(T.maxPlaceholderResources, "cpu=1,memory=1Gi")
+        .argParser(resourceCeilings("--max-placeholder-resources")),
+    )
+    .addOption(
+      new Option(
+        "--isolation-group-label <key>",
+        "namespace label naming a namespace's isolation group; set it only as a cluster admin",
+      )
+        .env(env("ISOLATION_GROUP_LABEL"))
+        .default(T.isolationGroupLabel),
+    )
+    .addOption(
+      new Option(
+        "--default-max-wait <duration>",
+        "how long a run may wait for placement when its policy sets no maxWait",
+      )
+        .env(env("DEFAULT_MAX_WAIT"))
+        .default(T.defaultMaxWaitMs, formatDuration(T.defaultMaxWaitMs))
+        .argParser(duration("--default-max-wait")),
+    )
+    .addOption(
+      new Option("--max-wait-ceiling <duration>", "the longest maxWait a policy may set")
+        .env(env("MAX_WAIT_CEILING"))
+        .default(T.maxWaitCeilingMs, formatDuration(T.maxWaitCeilingMs))
+        .argParser(duration("--max-wait-ceiling")),
+    )
     .action(async (opts: Record<string, unknown>) => {
       const options: ControllerOptions = {
         kubeconfig: opts.kubeconfig as string | undefined,
@@ -175,7 +253,20 @@ export function registerControllerCommand(program: Command): Command {
         manageWebhookConfigurations: opts.manageWebhookConfigurations !== false,
         adminPort: Number(opts.adminPort),
         adminHost: opts.adminHost as string,
+        tenancy: {
+          allowedTopologyKeys: parseList(opts.allowedTopologyKeys as string),
+          allowedPriorityClasses: parseList(opts.allowedPriorityClasses as string),
+          allowedImageRegistries: parseList(opts.allowedImageRegistries as string),
+          maxPlaceholderResources: opts.maxPlaceholderResources as Record<string, string>,
+          isolationGroupLabel: opts.isolationGroupLabel as string,
+          defaultMaxWaitMs: Number(opts.defaultMaxWait),
+          maxWaitCeilingMs: Number(opts.maxWaitCeiling),
+        },
       };
+      if (options.tenancy.defaultMaxWaitMs > options.tenancy.maxWaitCeilingMs)
+        throw new Error(
+          `--default-max-wait (${formatDuration(options.tenancy.defaultMaxWaitMs)}) is above --max-wait-ceiling (${formatDuration(options.tenancy.maxWaitCeilingMs)}); lower it or raise the ceiling`,
+        );
       const controller = new Controller(options);
       const shutdown = async (signal: string) => {
         controller.logger.info({ signal }, "shutting down");

@@ -22,6 +22,7 @@ import {
 import { resolvePolicy } from "../api/resolve.js";
 import type { AffinityPolicy, LabelSelector, PipelineRun } from "../api/types.js";
 import { isNotFound, type KubeClients, loadKubeConfig, makeClients } from "../kube/clients.js";
+import { MAX_WAIT_EXCEEDED_REASON, RELEASED_UNCOSCHEDULED_ANNOTATION } from "../reconcilers/pipelinerun.js";
 
 // Kept literal here rather than imported from the reconciler, which pulls in the whole controller.
 const PLACED_ON_ANNOTATION = `${GROUP}/placed-on`;
@@ -84,6 +85,8 @@ export interface ExplainFacts {
   gate: GateState;
   placedOn?: string;
   waitingFor?: string;
+  /** Set when the run waited longer than maxWait: what happened then (failed, or released alone). */
+  maxWait?: string;
   cleanedUp: boolean;
   placeholders: PlaceholderFacts[];
   tasks: TaskFacts[];
@@ -234,6 +237,12 @@ export function buildFacts(input: {
     gate: gateState(run),
     placedOn: ann[PLACED_ON_ANNOTATION],
     waitingFor: ann[WAITING_ANNOTATION],
+    maxWait:
+      succeeded?.reason === MAX_WAIT_EXCEEDED_REASON
+        ? `failed: ${succeeded.message ?? ""}`
+        : ann[RELEASED_UNCOSCHEDULED_ANNOTATION]
+          ? `released without co-scheduling: ${ann[RELEASED_UNCOSCHEDULED_ANNOTATION]}`
+          : undefined,
     cleanedUp: ann[CLEANED_UP_ANNOTATION] === "true",
     placeholders,
     tasks,
@@ -302,6 +311,7 @@ export function explainText(f: ExplainFacts): string {
     );
   else line("  released");
   if (f.placedOn) line(`  placed on: ${f.placedOn}`);
+  if (f.maxWait) line(`  maxWait exceeded, ${f.maxWait}`);
   if (f.waitingFor) line(`  waiting for: ${f.waitingFor}`);
   const lastWaiting = f.waiting.at(-1);
   if (lastWaiting && f.gate !== "released")

@@ -4,7 +4,7 @@
 import type { Server } from "node:https";
 import * as k8s from "@kubernetes/client-node";
 import { type Logger, pino } from "pino";
-import { MANAGED_LABEL, POLICY_ANNOTATION, RUN_LABEL } from "../api/constants.js";
+import { GATED_ANNOTATION, MANAGED_LABEL, POLICY_ANNOTATION, RUN_LABEL } from "../api/constants.js";
 import type { AffinityPolicy, PipelineRun } from "../api/types.js";
 import { loadKubeConfig, makeClients } from "../kube/clients.js";
 import { EventRecorder } from "../kube/events.js";
@@ -33,6 +33,18 @@ function urlHostName(hostAndPort: string): string {
 
 function webhookBaseUrl(hostAndPort: string, webhookPort: number): string {
   return /:\d+$/.test(hostAndPort) ? `https://${hostAndPort}` : `https://${hostAndPort}:${webhookPort}`;
+}
+
+/** What about a node decides whether a waiting placeholder may fit it (not its heartbeats). */
+function schedulingShape(node: k8s.V1Node): string {
+  const ready = node.status?.conditions?.find((c) => c.type === "Ready")?.status;
+  return JSON.stringify([
+    node.spec?.unschedulable ?? false,
+    node.spec?.taints ?? [],
+    ready,
+    node.metadata?.labels ?? {},
+    node.status?.allocatable ?? {},
+  ]);
 }
 
 /** Tekton labels every TaskRun pod with its PipelineRun's name. */
@@ -86,12 +98,14 @@ export class Controller {
           const run = runName ? caches.runs.get(runName, namespace) : undefined;
           return mutateTaskPod(pod, {
             run,
-            spec: run ? effectiveSpec(run, (ns, n) => caches.policies.get(n, ns), clusterDefault) : undefined,
+            spec: run
+              ? effectiveSpec(run, (ns, n) => caches.policies.get(n, ns), clusterDefault, o.tenancy)
+              : undefined,
             placeholderNode: (ns, placeholder) =>
               caches.placeholderPods.get(`${placeholder}-0`, ns)?.spec?.nodeName,
           });
         },
-        policy: (policy) => validateAffinityPolicy(policy),
+        policy: (policy) => validateAffinityPolicy(policy, o.tenancy),
         ready: () => this.synced,
         readyWarning: () => tektonFlags.conflict(),
       },
@@ -131,8 +145,10 @@ export class Controller {
       clusterDefault,
       notReadyGraceMs: o.notReadyGraceSeconds * 1000,
       settlePeriodMs: o.settleSeconds * 1000,
+      tenancy: o.tenancy,
     });
     const policies = new AffinityPolicyReconciler({
+      tenancy: o.tenancy,
       tektonFlags,
       clients,
       caches,
@@ -236,17 +252,45 @@ export class Controller {
     caches.placeholderPods.onDelete(byRunLabel);
     caches.placeholderSets.onChange(byRunLabel);
     caches.placeholderSets.onDelete(byRunLabel);
-    // A node change concerns the runs whose placeholders sit on it (cordon, taint, NotReady).
-    caches.nodes.onChange((node) => {
-      for (const pod of caches.placeholderPods.list())
-        if (pod.spec?.nodeName === node.metadata?.name) byRunLabel(pod);
+    // A placeholder pod the StatefulSet controller could not create (quota, Pod Security): tell its run.
+    caches.failedCreates.onChange((event) => {
+      const set = caches.placeholderSets.get(
+        event.involvedObject.name ?? "",
+        event.involvedObject.namespace ?? "",
+      );
+      if (set) byRunLabel(set);
     });
+    // A node change concerns the runs whose placeholders sit on it (cordon, taint, NotReady); a node that
+    // is new or newly usable may fit the runs that wait.
+    const nodeShapes = new Map<string, string>();
+    caches.nodes.onChange((node) => {
+      const name = node.metadata?.name ?? "";
+      for (const pod of caches.placeholderPods.list()) if (pod.spec?.nodeName === name) byRunLabel(pod);
+      const shape = schedulingShape(node);
+      if (nodeShapes.get(name) === shape) return;
+      const known = nodeShapes.has(name);
+      nodeShapes.set(name, shape);
+      if (known || this.synced) this.enqueueWaitingRuns();
+    });
+    caches.nodes.onDelete((node) => nodeShapes.delete(node.metadata?.name ?? ""));
     const policyAndSiblings = (policy: AffinityPolicy) => {
       for (const p of caches.policies.list(policy.metadata.namespace))
         this.enqueue({ kind: "policy", namespace: p.metadata.namespace, name: p.metadata.name });
+      // Runs waiting under it follow its new settings.
+      this.enqueueWaitingRuns(policy.metadata.namespace, policy.metadata.name);
     };
     caches.policies.onChange(policyAndSiblings);
     caches.policies.onDelete(policyAndSiblings);
+  }
+
+  /** Runs still held at the gate (optionally only those of one policy). */
+  private enqueueWaitingRuns(namespace?: string, policy?: string): void {
+    for (const run of this.caches?.runs.list(namespace) ?? []) {
+      const a = run.metadata.annotations;
+      if (a?.[GATED_ANNOTATION] !== "true" || (policy && a[POLICY_ANNOTATION] !== policy)) continue;
+      if (run.metadata.labels?.[MANAGED_LABEL] !== "true") continue;
+      this.enqueue({ kind: "run", namespace: run.metadata.namespace, name: run.metadata.name });
+    }
   }
 
   /** Level-triggered safety net: enqueue everything that may still need work. */

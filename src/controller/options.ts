@@ -2,7 +2,9 @@
 // shown by `tekton-affinity controller --help`.
 
 import { hostname } from "node:os";
+import type { TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, Mode } from "../api/types.js";
+import { parseQuantity } from "../api/validate.js";
 
 export interface ControllerOptions {
   kubeconfig?: string;
@@ -33,6 +35,8 @@ export interface ControllerOptions {
   adminHost: string;
   /** Keep the webhook configurations in the cluster in sync (caBundle, URL). */
   manageWebhookConfigurations: boolean;
+  /** The operator's bounds on what namespace owners may ask (docs/security.md). */
+  tenancy: TenancyLimits;
 }
 
 export const DEFAULTS = {
@@ -50,6 +54,26 @@ export const DEFAULTS = {
   adminPort: 0,
   adminHost: "127.0.0.1",
 } as const;
+
+/** "a,b, c" -> ["a", "b", "c"]; "" -> []. */
+export function parseList(value: string): string[] {
+  return value
+    .split(",")
+    .map((v) => v.trim())
+    .filter(Boolean);
+}
+
+/** "cpu=1,memory=1Gi" -> { cpu: "1", memory: "1Gi" }, each value a valid quantity. */
+export function parseResourceCeilings(flag: string, value: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const entry of parseList(value)) {
+    const m = /^([A-Za-z0-9./-]+)=(.+)$/.exec(entry);
+    if (!m || parseQuantity(m[2]!) === undefined)
+      throw new Error(`${flag} entry "${entry}" is not NAME=QUANTITY, e.g. cpu=1,memory=1Gi`);
+    out[m[1]!] = m[2]!;
+  }
+  return out;
+}
 
 export function defaultReplicaId(): string {
   return `${hostname()}-${process.pid}`;

@@ -35,3 +35,17 @@ export function statusCode(err: unknown): number | undefined {
 }
 export const isNotFound = (err: unknown) => statusCode(err) === 404;
 export const isConflict = (err: unknown) => statusCode(err) === 409;
+
+/** The apiserver's own words for a failed request (its Status message), else the error as text. */
+export function apiMessage(err: unknown): string {
+  const body = (err as { body?: unknown })?.body;
+  if (typeof body === "string") {
+    try {
+      const message = (JSON.parse(body) as { message?: string }).message;
+      if (message) return message;
+    } catch {
+      // not JSON: fall through
+    }
+  }
+  return err instanceof Error ? err.message : String(err);
+}

@@ -28,6 +28,25 @@ export async function patchRunFenced(
   );
 }
 
+/** Merges `status` into a run's status subresource, fenced like patchRunFenced. */
+export async function patchRunStatusFenced(
+  custom: CustomObjectsApi,
+  run: PipelineRun,
+  status: object,
+): Promise<void> {
+  await custom.patchNamespacedCustomObjectStatus(
+    {
+      group: TEKTON_GROUP,
+      version: TEKTON_VERSION,
+      plural: "pipelineruns",
+      namespace: run.metadata.namespace,
+      name: run.metadata.name,
+      body: { metadata: { resourceVersion: run.metadata.resourceVersion }, status },
+    },
+    mergePatch(),
+  );
+}
+
 /** Sets (or, with null, removes) annotations on a StatefulSet. */
 export async function annotateSetFenced(
   apps: AppsV1Api,

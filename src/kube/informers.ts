@@ -29,8 +29,9 @@ export class WatchedCache<T extends k8s.KubernetesObject> {
     list: () => Promise<k8s.KubernetesListObject<T>>,
     private readonly logger: Logger,
     labelSelector?: string,
+    fieldSelector?: string,
   ) {
-    this.informer = k8s.makeInformer(kc, path, list, labelSelector);
+    this.informer = new k8s.ListWatch(path, new k8s.Watch(kc), list, false, labelSelector, fieldSelector);
     this.informer.on("add", (o) => this.emit("change", o));
     this.informer.on("update", (o) => this.emit("change", o));
     this.informer.on("delete", (o) => this.emit("delete", o));
@@ -84,7 +85,13 @@ export interface Caches {
   placeholderSets: WatchedCache<k8s.V1StatefulSet>;
   placeholderPods: WatchedCache<k8s.V1Pod>;
   nodes: WatchedCache<k8s.V1Node>;
+  /** Namespaces, for their isolation-group label (set by cluster admins). */
+  namespaces: WatchedCache<k8s.V1Namespace>;
+  /** FailedCreate events of StatefulSets: why a placeholder pod could not be created (quota, Pod Security). */
+  failedCreates: WatchedCache<k8s.CoreV1Event>;
 }
+
+const FAILED_CREATE_EVENTS = "involvedObject.kind=StatefulSet,reason=FailedCreate";
 
 export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
   const custom = kc.makeApiClient(k8s.CustomObjectsApi);
@@ -128,6 +135,16 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
       placeholders,
     ),
     nodes: new WatchedCache("Node", kc, "/api/v1/nodes", () => core.listNode(), logger),
+    namespaces: new WatchedCache("Namespace", kc, "/api/v1/namespaces", () => core.listNamespace(), logger),
+    failedCreates: new WatchedCache(
+      "Event",
+      kc,
+      "/api/v1/events",
+      () => core.listEventForAllNamespaces({ fieldSelector: FAILED_CREATE_EVENTS }),
+      logger,
+      undefined,
+      FAILED_CREATE_EVENTS,
+    ),
   };
 }
 

@@ -2,6 +2,7 @@
 // A StatefulSet, not a bare pod, so that deleting its pod (node cordoned, tainted, NotReady) makes the
 // StatefulSet controller recreate it on another node.
 
+import { createHash } from "node:crypto";
 import type { V1PersistentVolumeClaim, V1StatefulSet } from "@kubernetes/client-node";
 import {
   COMPONENT_LABEL,
@@ -17,10 +18,17 @@ import {
   effectivePlaceholderTemplate,
   RESTRICTED_CONTAINER_SECURITY_CONTEXT,
 } from "../api/placeholder-template.js";
+import { boundedTemplate, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import type { PlaceholderPlan } from "./plan.js";
 
 export const DEFAULT_TOPOLOGY_KEY = "kubernetes.io/hostname";
+/** On a placeholder StatefulSet: a hash of its pod template, to see that its policy changed since. */
+export const TEMPLATE_HASH_ANNOTATION = "affinity.tekton.dev/template-hash";
+
+function templateHash(template: unknown): string {
+  return createHash("sha256").update(JSON.stringify(template)).digest("hex").slice(0, 16);
+}
 
 export function ownerReference(run: PipelineRun) {
   return {
@@ -42,31 +50,87 @@ export function placeholderLabels(run: PipelineRun, plan: PlaceholderPlan): Reco
   };
 }
 
-/** Isolation: a placeholder refuses nodes that already hold another placeholder in scope, and (by the
- * scheduler's symmetric handling of required anti-affinity) no other placeholder lands next to it. */
-function isolationAffinity(spec: AffinityPolicySpec) {
+/** What placing a run's placeholder needs beyond the run and its policy: the operator's bounds. */
+export interface PlacementContext {
+  limits: TenancyLimits;
+  /** The run's namespace's isolation group (the value of its isolation-group label), if any. */
+  isolationGroup?: string;
+}
+
+/**
+ * Isolation: a placeholder refuses nodes that already hold another placeholder in scope, and (by the
+ * scheduler's symmetric handling of required anti-affinity) no other placeholder in scope lands next to
+ * it. The scope never reaches past the namespaces an operator grouped together: cluster scope means the
+ * run's isolation group, or its own namespace when it has none. So a pod made to look like a placeholder
+ * in any other namespace is not seen, and an isolated run elsewhere cannot repel this namespace's runs.
+ */
+export function isolationAffinity(spec: AffinityPolicySpec, ctx: PlacementContext) {
   const clusterScope = (spec.isolation?.scope ?? "cluster") === "cluster";
+  const group = clusterScope ? ctx.isolationGroup : undefined;
   return {
     podAntiAffinity: {
       requiredDuringSchedulingIgnoredDuringExecution: [
         {
-          labelSelector: { matchLabels: { [COMPONENT_LABEL]: PLACEHOLDER_COMPONENT } },
+          labelSelector: {
+            matchLabels: { [COMPONENT_LABEL]: PLACEHOLDER_COMPONENT },
+            matchExpressions: [{ key: PLACEHOLDER_RUN_UID_LABEL, operator: "Exists" }],
+          },
           topologyKey: spec.topologyKey ?? DEFAULT_TOPOLOGY_KEY,
-          ...(clusterScope ? { namespaceSelector: {} } : {}),
+          // No namespaces and no namespaceSelector: the pod's own namespace only.
+          ...(group
+            ? { namespaceSelector: { matchLabels: { [ctx.limits.isolationGroupLabel]: group } } }
+            : {}),
         },
       ],
     },
   };
 }
 
+function placeholderAffinity(
+  spec: AffinityPolicySpec,
+  ctx: PlacementContext,
+  nodeAffinity: Record<string, unknown> | undefined,
+) {
+  const isolation = spec.mode === "isolate-pipelinerun" ? isolationAffinity(spec, ctx) : undefined;
+  if (!isolation && !nodeAffinity) return undefined;
+  return { ...(nodeAffinity ? { nodeAffinity: nodeAffinity as never } : {}), ...isolation };
+}
+
 export function placeholderStatefulSet(
   run: PipelineRun,
   spec: AffinityPolicySpec,
   plan: PlaceholderPlan,
+  ctx: PlacementContext = { limits: DEFAULT_TENANCY_LIMITS },
 ): V1StatefulSet {
-  const t = effectivePlaceholderTemplate(spec, run);
+  const t = boundedTemplate(effectivePlaceholderTemplate(spec, run), ctx.limits);
   const labels = placeholderLabels(run, plan);
   const podLabels = spec.mode === "isolate-pipelinerun" ? { ...labels, [ISOLATE_LABEL]: "true" } : labels;
+  const template = {
+    metadata: { labels: podLabels },
+    spec: {
+      serviceAccountName: t.serviceAccountName,
+      automountServiceAccountToken: false,
+      nodeSelector: t.nodeSelector,
+      tolerations: t.tolerations as never,
+      priorityClassName: t.priorityClassName,
+      securityContext: t.securityContext as never,
+      imagePullSecrets: t.imagePullSecrets as never,
+      terminationGracePeriodSeconds: 0,
+      affinity: placeholderAffinity(spec, ctx, t.nodeAffinity),
+      containers: [
+        {
+          name: "placeholder",
+          image: t.image,
+          resources: t.resources as never,
+          securityContext: RESTRICTED_CONTAINER_SECURITY_CONTEXT as never,
+          ...(plan.claimName ? { volumeMounts: [{ name: "workspace", mountPath: "/workspace" }] } : {}),
+        },
+      ],
+      ...(plan.claimName
+        ? { volumes: [{ name: "workspace", persistentVolumeClaim: { claimName: plan.claimName } }] }
+        : {}),
+    },
+  };
   return {
     apiVersion: "apps/v1",
     kind: "StatefulSet",
@@ -75,41 +139,17 @@ export function placeholderStatefulSet(
       namespace: run.metadata.namespace,
       labels,
       ownerReferences: [ownerReference(run)],
-      annotations: plan.workspaces.length
-        ? { "affinity.tekton.dev/workspaces": plan.workspaces.join(",") }
-        : {},
+      annotations: {
+        [TEMPLATE_HASH_ANNOTATION]: templateHash(template),
+        ...(plan.workspaces.length ? { "affinity.tekton.dev/workspaces": plan.workspaces.join(",") } : {}),
+      },
     },
     spec: {
       replicas: 1,
       serviceName: plan.name,
       podManagementPolicy: "Parallel",
       selector: { matchLabels: { [PLACEHOLDER_LABEL]: plan.name } },
-      template: {
-        metadata: { labels: podLabels },
-        spec: {
-          serviceAccountName: t.serviceAccountName,
-          automountServiceAccountToken: false,
-          nodeSelector: t.nodeSelector,
-          tolerations: t.tolerations as never,
-          priorityClassName: t.priorityClassName,
-          securityContext: t.securityContext as never,
-          imagePullSecrets: t.imagePullSecrets as never,
-          terminationGracePeriodSeconds: 0,
-          affinity: spec.mode === "isolate-pipelinerun" ? isolationAffinity(spec) : undefined,
-          containers: [
-            {
-              name: "placeholder",
-              image: t.image,
-              resources: t.resources as never,
-              securityContext: RESTRICTED_CONTAINER_SECURITY_CONTEXT as never,
-              ...(plan.claimName ? { volumeMounts: [{ name: "workspace", mountPath: "/workspace" }] } : {}),
-            },
-          ],
-          ...(plan.claimName
-            ? { volumes: [{ name: "workspace", persistentVolumeClaim: { claimName: plan.claimName } }] }
-            : {}),
-        },
-      },
+      template,
     },
   };
 }

@@ -7,11 +7,12 @@ import type { CoreV1Api } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { GROUP, PLURAL, POLICY_ANNOTATION, VERSION } from "../api/constants.js";
 import { findOverlaps } from "../api/resolve.js";
+import { DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicy, AffinityPolicyStatus, Condition } from "../api/types.js";
-import { validatePolicy } from "../api/validate.js";
 import { isNotFound, type KubeClients, mergePatch } from "../kube/clients.js";
 import type { Caches } from "../kube/informers.js";
 import type { TektonFlags } from "../kube/tekton-flags.js";
+import { policyErrors } from "../webhooks/policies.js";
 import { isDone } from "./pipelinerun.js";
 
 export interface PolicyReconcilerOptions {
@@ -19,6 +20,7 @@ export interface PolicyReconcilerOptions {
   caches: Caches;
   logger: Logger;
   tektonFlags: TektonFlags;
+  tenancy?: TenancyLimits;
 }
 
 /** Whether a ServiceAccount exists, remembered for 10 s (policy reconciles follow every run change). */
@@ -75,7 +77,8 @@ export class AffinityPolicyReconciler {
   async desiredStatus(policy: AffinityPolicy): Promise<AffinityPolicyStatus> {
     const ns = policy.metadata.namespace;
     const generation = policy.metadata.generation;
-    const errors = validatePolicy(policy);
+    const limits = this.o.tenancy ?? DEFAULT_TENANCY_LIMITS;
+    const errors = policyErrors(policy, limits);
     const coschedule = await this.flags.coschedule();
     const serviceAccount = policy.spec.placeholder?.serviceAccountName;
     const missingServiceAccount =
@@ -110,7 +113,7 @@ export class AffinityPolicyReconciler {
         "Ready",
         "True",
         "Active",
-        `mode ${policy.spec.mode} applies to the PipelineRuns this policy selects`,
+        `mode ${policy.spec.mode} applies to the PipelineRuns this policy selects${this.isolationNote(policy, limits)}`,
         generation,
       );
     }
@@ -136,6 +139,20 @@ export class AffinityPolicyReconciler {
       activeRuns,
       conditions: withTransitionTimes([ready, overlapping], policy.status?.conditions),
     };
+  }
+
+  /** Cluster-scope isolation reaches only the namespace's isolation group: say which, or that there is none. */
+  private isolationNote(policy: AffinityPolicy, limits: TenancyLimits): string {
+    if (
+      policy.spec.mode !== "isolate-pipelinerun" ||
+      (policy.spec.isolation?.scope ?? "cluster") !== "cluster"
+    )
+      return "";
+    const ns = policy.metadata.namespace;
+    const group = this.o.caches.namespaces.get(ns)?.metadata?.labels?.[limits.isolationGroupLabel];
+    return group
+      ? `; isolation spans the namespaces of isolation group "${group}"`
+      : `; namespace ${ns} is in no isolation group, so its runs are isolated from this namespace's runs only (a cluster admin adds it to a group with the namespace label ${limits.isolationGroupLabel})`;
   }
 
   async reconcile(namespace: string, name: string): Promise<Record<string, never>> {

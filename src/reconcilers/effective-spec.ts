@@ -1,7 +1,9 @@
 // The policy spec in force for a managed run: the mode recorded when the run was gated (a run never
-// changes mode mid-flight), with the rest from its policy as it is now in the cache.
+// changes mode mid-flight), with the rest from its policy as it is now in the cache, within the
+// operator's bounds.
 
 import { MODE_ANNOTATION, POLICY_ANNOTATION } from "../api/constants.js";
+import { boundedSpec, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicy, AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
 import { CLUSTER_DEFAULT_POLICY } from "../webhooks/gate.js";
 
@@ -9,6 +11,7 @@ export function effectiveSpec(
   run: PipelineRun,
   findPolicy: (namespace: string, name: string) => AffinityPolicy | undefined,
   clusterDefault?: AffinityPolicySpec,
+  limits: TenancyLimits = DEFAULT_TENANCY_LIMITS,
 ): AffinityPolicySpec | undefined {
   const mode = run.metadata.annotations?.[MODE_ANNOTATION] as Mode | undefined;
   const policyName = run.metadata.annotations?.[POLICY_ANNOTATION];
@@ -18,5 +21,5 @@ export function effectiveSpec(
       ? clusterDefault
       : findPolicy(run.metadata.namespace, policyName)?.spec;
   // The policy may have been deleted since: keep the recorded mode with default settings.
-  return { ...(source ?? {}), mode };
+  return boundedSpec({ ...(source ?? {}), mode }, limits);
 }

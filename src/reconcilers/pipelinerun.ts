@@ -1,7 +1,10 @@
 // PipelineRun reconciler: observed state (informer caches) -> desired state -> converge.
 //
 //   managed run, not done:  placeholders (and template claims) exist; gate cleared once every
-//                           placeholder pod is scheduled; until then the run says what it waits for.
+//                           placeholder pod is scheduled; until then the run says what it waits for,
+//                           within seconds (refused creates, FailedCreate, unschedulable), and waits
+//                           at most maxWait (then onMaxWait: Fail ends it, Release starts it alone).
+//                           A waiting placeholder that no longer matches its policy is recreated.
 //   placeholder on a node that can no longer hold it (cordon, taint, NotReady): delete the pod so its
 //                           StatefulSet recreates it elsewhere; report the move once it lands.
 //   done:                   placeholders deleted, template PVCs deleted per the cleanup rules.
@@ -9,7 +12,7 @@
 // Every step is idempotent and every write to the run is fenced by resourceVersion, so a job that runs
 // twice, late, or on two replicas at once cannot do harm.
 
-import type { V1Pod, V1StatefulSet } from "@kubernetes/client-node";
+import type { CoreV1Event, V1Pod, V1StatefulSet } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import {
   GATED_ANNOTATION,
@@ -21,20 +24,27 @@ import {
   TEKTON_VERSION,
   WAITING_ANNOTATION,
 } from "../api/constants.js";
+import { DEFAULT_TENANCY_LIMITS, effectiveMaxWaitMs, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
-import { isConflict, isNotFound, type KubeClients, statusCode } from "../kube/clients.js";
+import { apiMessage, isConflict, isNotFound, type KubeClients, statusCode } from "../kube/clients.js";
 import type { EventRecorder, EventTarget } from "../kube/events.js";
-import { annotateSetFenced, patchRunFenced } from "../kube/fenced.js";
+import { annotateSetFenced, patchRunFenced, patchRunStatusFenced } from "../kube/fenced.js";
 import type { Caches } from "../kube/informers.js";
 import type { TektonFlags } from "../kube/tekton-flags.js";
 import type { Metrics } from "../metrics.js";
 import { tektonClaimName } from "../placement/names.js";
 import { type PlaceholderPlan, planPlaceholders } from "../placement/plan.js";
-import { claimFromTemplate, placeholderStatefulSet } from "../placement/statefulset.js";
+import {
+  claimFromTemplate,
+  type PlacementContext,
+  placeholderStatefulSet,
+  TEMPLATE_HASH_ANNOTATION,
+} from "../placement/statefulset.js";
 import type { ReconcileResult } from "../queue/work-queue.js";
 import { effectiveSpec } from "./effective-spec.js";
 import { nodeProblem } from "./node-health.js";
 import type { NodeTracker } from "./node-tracker.js";
+import { decideWait, type OnMaxWait } from "./waiting.js";
 
 export const CLEANED_UP_ANNOTATION = `${GROUP}/cleaned-up`;
 export const PLACED_ON_ANNOTATION = `${GROUP}/placed-on`;
@@ -42,6 +52,10 @@ export const PLACED_ON_ANNOTATION = `${GROUP}/placed-on`;
 export const EVICTED_FROM_ANNOTATION = `${GROUP}/evicted-from`;
 export const EVICTED_AT_ANNOTATION = `${GROUP}/evicted-at`;
 export const AUTO_CLEANUP_PVC_ANNOTATION = "tekton.dev/auto-cleanup-pvc";
+/** On a run that waited past maxWait and was started without co-scheduling (onMaxWait: Release). */
+export const RELEASED_UNCOSCHEDULED_ANNOTATION = `${GROUP}/released-without-coscheduling`;
+/** The Succeeded=False reason of a run that waited past maxWait (onMaxWait: Fail). */
+export const MAX_WAIT_EXCEEDED_REASON = "AffinityMaxWaitExceeded";
 /** How long a placeholder StatefulSet may go without a pod before the run reports it. */
 const MISSING_POD_AFTER_MS = 10_000;
 
@@ -62,6 +76,8 @@ export interface RunReconcilerOptions {
   /** When each node went bad, as observed by this replica's node watch. */
   nodeTracker: NodeTracker;
   tektonFlags: TektonFlags;
+  /** The operator's bounds (topologyKey, priority, image, resources, maxWait, isolation groups). */
+  tenancy?: TenancyLimits;
 }
 
 export function isDone(run: PipelineRun): boolean {
@@ -79,6 +95,13 @@ function runTarget(run: PipelineRun): EventTarget {
   };
 }
 
+/** A create the apiserver refused for a reason a user can fix (quota, admission policy, invalid spec):
+ * worth telling the run, not retrying blindly. Other errors (5xx, network) are retried. */
+function isRefusal(err: unknown): boolean {
+  const code = statusCode(err);
+  return code !== undefined && code >= 400 && code < 500 && code !== 409 && code !== 429;
+}
+
 function scheduleFailure(pod: V1Pod | undefined): string | undefined {
   const cond = pod?.status?.conditions?.find((c) => c.type === "PodScheduled" && c.status === "False");
   return cond?.message ? `${cond.reason ?? "Unschedulable"}: ${cond.message}` : undefined;
@@ -88,8 +111,10 @@ export class PipelineRunReconciler {
   private readonly waitRequeueMs: number;
   private readonly notReadyGraceMs: number;
   private readonly settlePeriodMs: number;
+  private readonly limits: TenancyLimits;
 
   constructor(private readonly o: RunReconcilerOptions) {
+    this.limits = o.tenancy ?? DEFAULT_TENANCY_LIMITS;
     this.waitRequeueMs = o.waitRequeueMs ?? 1000;
     this.notReadyGraceMs = o.notReadyGraceMs ?? 30_000;
     this.settlePeriodMs = o.settlePeriodMs ?? 10_000;
@@ -98,40 +123,110 @@ export class PipelineRunReconciler {
   async reconcile(namespace: string, name: string): Promise<ReconcileResult> {
     const run = this.o.caches.runs.get(name, namespace);
     // Deleted runs need nothing: owner references let the garbage collector remove what we made.
-    if (!run?.metadata.uid || run.metadata.labels?.[MANAGED_LABEL] !== "true") return {};
-    const spec = effectiveSpec(run, (ns, n) => this.o.caches.policies.get(n, ns), this.o.clusterDefault);
+    if (!run?.metadata.uid) return {};
+    // Released without co-scheduling: no longer ours, but a placeholder may be left to remove.
+    if (run.metadata.annotations?.[RELEASED_UNCOSCHEDULED_ANNOTATION]) {
+      await this.deletePlaceholders(run);
+      return {};
+    }
+    if (run.metadata.labels?.[MANAGED_LABEL] !== "true") return {};
+    const spec = effectiveSpec(
+      run,
+      (ns, n) => this.o.caches.policies.get(n, ns),
+      this.o.clusterDefault,
+      this.limits,
+    );
     if (!spec || spec.mode === "disabled") return {};
     const log = this.o.logger.child({ namespace, name, uid: run.metadata.uid });
 
     if (isDone(run)) return this.cleanUp(run, spec.mode, log);
 
+    const gated =
+      run.spec.status === PENDING_STATUS && run.metadata.annotations?.[GATED_ANNOTATION] === "true";
+    const ctx = this.placementContext(run);
     const plans = planPlaceholders(run, spec.mode);
-    for (const plan of plans) await this.ensurePlaceholder(run, spec, plan);
     const pods = plans.map((p) => this.placeholderPod(run, p));
+    let refused: string | undefined;
+    for (const [i, plan] of plans.entries()) {
+      // Only a placeholder that holds nothing yet may be replaced when its policy changed.
+      const replaceable = gated && !pods[i]?.spec?.nodeName;
+      refused ??= await this.ensurePlaceholder(run, spec, plan, ctx, replaceable, log);
+    }
 
     const migration = await this.migrate(run, spec, plans, pods, log);
-    if (run.spec.status === PENDING_STATUS && run.metadata.annotations?.[GATED_ANNOTATION] === "true") {
-      return this.releaseGateWhenPlaced(run, plans, pods, log);
-    }
+    if (gated) return this.releaseGateWhenPlaced(run, spec, plans, pods, refused, log);
     return migration;
   }
 
   // ---- placement ----
 
-  private async ensurePlaceholder(run: PipelineRun, spec: AffinityPolicySpec, plan: PlaceholderPlan) {
+  private placementContext(run: PipelineRun): PlacementContext {
+    const ns = this.o.caches.namespaces.get(run.metadata.namespace);
+    const group = ns?.metadata?.labels?.[this.limits.isolationGroupLabel];
+    return { limits: this.limits, ...(group ? { isolationGroup: group } : {}) };
+  }
+
+  /**
+   * Creates the placeholder (and its template claim) if missing; recreates a replaceable one whose
+   * template no longer matches (its policy changed while the run waited). Returns what the apiserver
+   * said when it refused a create, for the run to show; throws on errors worth a retry.
+   */
+  private async ensurePlaceholder(
+    run: PipelineRun,
+    spec: AffinityPolicySpec,
+    plan: PlaceholderPlan,
+    ctx: PlacementContext,
+    replaceable: boolean,
+    log: Logger,
+  ): Promise<string | undefined> {
+    const ns = run.metadata.namespace;
     const claim = claimFromTemplate(run, plan);
     if (claim) {
-      await this.o.clients.core
-        .createNamespacedPersistentVolumeClaim({ namespace: run.metadata.namespace, body: claim })
-        .catch(ignoreAlreadyExists);
+      try {
+        await this.o.clients.core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: claim });
+      } catch (err) {
+        if (!isRefusal(err)) ignoreAlreadyExists(err);
+        else {
+          this.o.metrics.placeholderRefused.inc({ kind: "PersistentVolumeClaim" });
+          return `placeholder ${plan.name} cannot be created: PersistentVolumeClaim ${claim.metadata?.name} was refused: ${apiMessage(err)}`;
+        }
+      }
     }
-    if (this.o.caches.placeholderSets.get(plan.name, run.metadata.namespace)) return;
-    await this.o.clients.apps
-      .createNamespacedStatefulSet({
-        namespace: run.metadata.namespace,
-        body: placeholderStatefulSet(run, spec, plan),
-      })
-      .catch(ignoreAlreadyExists);
+    const desired = placeholderStatefulSet(run, spec, plan, ctx);
+    const existing = this.o.caches.placeholderSets.get(plan.name, ns);
+    if (existing) {
+      const want = desired.metadata?.annotations?.[TEMPLATE_HASH_ANNOTATION];
+      if (replaceable && existing.metadata?.annotations?.[TEMPLATE_HASH_ANNOTATION] !== want) {
+        // Its policy changed while the run waited: the next reconcile creates it anew. Nothing runs on
+        // it yet (the run is gated and the pod unscheduled), so replacing it costs nothing.
+        await this.o.clients.apps
+          .deleteNamespacedStatefulSet({
+            name: plan.name,
+            namespace: ns,
+            body: { preconditions: { uid: existing.metadata?.uid }, propagationPolicy: "Background" },
+          })
+          .catch(ignoreGone);
+        log.info({ placeholder: plan.name }, "placeholder no longer matches its policy; recreating it");
+        this.recordEvent(
+          run,
+          "Normal",
+          "PlaceholderUpdated",
+          `placeholder ${plan.name} no longer matches its policy; recreating it with the new settings`,
+        );
+      }
+      return undefined;
+    }
+    try {
+      await this.o.clients.apps.createNamespacedStatefulSet({ namespace: ns, body: desired });
+    } catch (err) {
+      if (!isRefusal(err)) {
+        ignoreAlreadyExists(err);
+        return undefined;
+      }
+      this.o.metrics.placeholderRefused.inc({ kind: "StatefulSet" });
+      return `placeholder ${plan.name} cannot be created: StatefulSet was refused: ${apiMessage(err)}`;
+    }
+    return undefined;
   }
 
   private placeholderPod(run: PipelineRun, plan: PlaceholderPlan): V1Pod | undefined {
@@ -141,14 +236,16 @@ export class PipelineRunReconciler {
 
   private async releaseGateWhenPlaced(
     run: PipelineRun,
+    spec: AffinityPolicySpec,
     plans: PlaceholderPlan[],
     pods: (V1Pod | undefined)[],
+    refused: string | undefined,
     log: Logger,
   ): Promise<ReconcileResult> {
     const unscheduled = plans.filter(
       (_, i) => !pods[i]?.spec?.nodeName || pods[i]?.metadata?.deletionTimestamp,
     );
-    if (unscheduled.length === 0) {
+    if (unscheduled.length === 0 && !refused) {
       const nodes = [...new Set(pods.map((p) => p?.spec?.nodeName ?? ""))].filter(Boolean);
       const placed = nodes.join(",");
       await this.patchRun(run, {
@@ -176,20 +273,102 @@ export class PipelineRunReconciler {
       );
       return {};
     }
-    const first = unscheduled[0]!;
-    const pod = pods[plans.indexOf(first)];
-    const failure = scheduleFailure(pod) ?? this.missingPod(run, first.name, pod);
-    // Only a placement the scheduler refused is worth telling the user (and a write). A placeholder that
+    const waiting = refused ?? this.whyNotPlaced(run, plans, pods, unscheduled[0]);
+    const decision = decideWait({
+      waitedMs: Date.now() - new Date(run.metadata.creationTimestamp ?? Date.now()).getTime(),
+      maxWaitMs: effectiveMaxWaitMs(spec, this.limits),
+      onMaxWait: (spec.onMaxWait ?? "Fail") as OnMaxWait,
+      reason: waiting ?? run.metadata.annotations?.[WAITING_ANNOTATION],
+      minRequeueMs: this.waitRequeueMs,
+    });
+    if (decision.action === "fail") return this.failRun(run, decision.message, log);
+    if (decision.action === "release") return this.releaseWithoutCoscheduling(run, decision.message, log);
+    // Only a placement that was refused is worth telling the user (and a write). A placeholder that
     // is merely not scheduled *yet* is the normal sub-second path: writing then would slow every run
     // and make our own next write conflict.
-    if (failure) {
-      const waiting = `placeholder ${first.name} cannot be scheduled: ${failure}`;
-      if (run.metadata.annotations?.[WAITING_ANNOTATION] !== waiting) {
-        await this.patchRun(run, { metadata: { annotations: { [WAITING_ANNOTATION]: waiting } } });
-        this.recordEvent(run, "Warning", "Waiting", waiting);
-      }
+    if (waiting && run.metadata.annotations?.[WAITING_ANNOTATION] !== waiting) {
+      await this.patchRun(run, { metadata: { annotations: { [WAITING_ANNOTATION]: waiting } } });
+      this.recordEvent(run, "Warning", "Waiting", waiting);
     }
-    return { requeueAfterMs: this.waitRequeueMs };
+    return { requeueAfterMs: decision.requeueAfterMs };
+  }
+
+  /** Why the first unscheduled placeholder is not placed, if anything says so yet. */
+  private whyNotPlaced(
+    run: PipelineRun,
+    plans: PlaceholderPlan[],
+    pods: (V1Pod | undefined)[],
+    first: PlaceholderPlan | undefined,
+  ): string | undefined {
+    if (!first) return undefined;
+    const pod = pods[plans.indexOf(first)];
+    const unschedulable = scheduleFailure(pod);
+    if (unschedulable) return `placeholder ${first.name} cannot be scheduled: ${unschedulable}`;
+    const failedCreate = this.failedCreate(run, first.name, pod);
+    if (failedCreate) return `placeholder ${first.name} cannot be created: ${failedCreate}`;
+    const missing = this.missingPod(run, first.name, pod);
+    return missing ? `placeholder ${first.name} cannot be scheduled: ${missing}` : undefined;
+  }
+
+  /** The StatefulSet controller's latest FailedCreate event for this placeholder (quota, Pod Security). */
+  private failedCreate(run: PipelineRun, name: string, pod: V1Pod | undefined): string | undefined {
+    if (pod) return undefined;
+    const set = this.o.caches.placeholderSets.get(name, run.metadata.namespace);
+    if (!set?.metadata?.uid) return undefined;
+    const when = (e: CoreV1Event) =>
+      new Date(e.lastTimestamp ?? e.eventTime ?? e.firstTimestamp ?? 0).getTime();
+    const latest = this.o.caches.failedCreates
+      .list(run.metadata.namespace)
+      .filter((e) => e.involvedObject.uid === set.metadata?.uid)
+      .sort((a, b) => when(b) - when(a))[0];
+    return latest?.message;
+  }
+
+  /** onMaxWait: Fail. The run ends as Tekton would end it, with our reason and the last scheduler reason:
+   * Tekton leaves a run alone once its Succeeded condition is False. The next reconcile cleans up. */
+  private async failRun(run: PipelineRun, message: string, log: Logger): Promise<ReconcileResult> {
+    const now = new Date().toISOString();
+    await patchRunStatusFenced(this.o.clients.custom, run, {
+      completionTime: now,
+      conditions: [
+        {
+          type: "Succeeded",
+          status: "False",
+          reason: MAX_WAIT_EXCEEDED_REASON,
+          message,
+          lastTransitionTime: now,
+        },
+      ],
+    });
+    this.o.metrics.maxWaitExceeded.inc({ action: "fail" });
+    log.info({ message }, "run waited longer than maxWait; failed it");
+    this.recordEvent(run, "Warning", "MaxWaitExceeded", message);
+    return {};
+  }
+
+  /** onMaxWait: Release. The run is no longer ours: its label goes (so its pods get no affinity), its
+   * gate is cleared, and its placeholders are deleted (again by later jobs, should this one stop). */
+  private async releaseWithoutCoscheduling(
+    run: PipelineRun,
+    message: string,
+    log: Logger,
+  ): Promise<ReconcileResult> {
+    await this.patchRun(run, {
+      metadata: {
+        labels: { [MANAGED_LABEL]: null },
+        annotations: {
+          [GATED_ANNOTATION]: null,
+          [WAITING_ANNOTATION]: null,
+          [RELEASED_UNCOSCHEDULED_ANNOTATION]: message,
+        },
+      },
+      spec: { status: null },
+    });
+    await this.deletePlaceholders(run);
+    this.o.metrics.maxWaitExceeded.inc({ action: "release" });
+    log.info({ message }, "run waited longer than maxWait; released without co-scheduling");
+    this.recordEvent(run, "Warning", "ReleasedWithoutCoscheduling", message);
+    return {};
   }
 
   /** A placeholder StatefulSet that has not created its pod for a while (e.g. its service account does
@@ -347,19 +526,7 @@ export class PipelineRunReconciler {
 
   private async cleanUp(run: PipelineRun, mode: Mode, log: Logger): Promise<ReconcileResult> {
     if (run.metadata.annotations?.[CLEANED_UP_ANNOTATION] === "true") return {};
-    const ns = run.metadata.namespace;
-    const sets = this.o.caches.placeholderSets
-      .list(ns)
-      .filter((s) => s.metadata?.labels?.[PLACEHOLDER_RUN_UID_LABEL] === run.metadata.uid);
-    for (const set of sets) {
-      await this.o.clients.apps
-        .deleteNamespacedStatefulSet({
-          name: set.metadata!.name!,
-          namespace: ns,
-          body: { preconditions: { uid: set.metadata?.uid }, propagationPolicy: "Background" },
-        })
-        .catch(ignoreGone);
-    }
+    const sets = await this.deletePlaceholders(run);
     const deletedClaims = await this.cleanUpClaims(run, mode);
     await this.patchRun(run, {
       metadata: { annotations: { [CLEANED_UP_ANNOTATION]: "true", [WAITING_ANNOTATION]: null } },
@@ -373,6 +540,24 @@ export class PipelineRunReconciler {
       `run finished: deleted ${sets.length} placeholder(s)${claimsNote}`,
     );
     return {};
+  }
+
+  /** Deletes the run's placeholder StatefulSets (from the cache; a no-op when there are none). */
+  private async deletePlaceholders(run: PipelineRun): Promise<V1StatefulSet[]> {
+    const ns = run.metadata.namespace;
+    const sets = this.o.caches.placeholderSets
+      .list(ns)
+      .filter((s) => s.metadata?.labels?.[PLACEHOLDER_RUN_UID_LABEL] === run.metadata.uid);
+    for (const set of sets) {
+      await this.o.clients.apps
+        .deleteNamespacedStatefulSet({
+          name: set.metadata!.name!,
+          namespace: ns,
+          body: { preconditions: { uid: set.metadata?.uid }, propagationPolicy: "Background" },
+        })
+        .catch(ignoreGone);
+    }
+    return sets;
   }
 
   /** PVCs from volumeClaimTemplate workspaces: always in pipelineruns and isolate-pipelinerun modes; in

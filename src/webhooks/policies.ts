@@ -1,12 +1,21 @@
 // Validating webhook for AffinityPolicies: the checks the CRD schema and CEL cannot express.
 
+import { DEFAULT_TENANCY_LIMITS, type TenancyLimits, tenancyErrors } from "../api/tenancy.js";
 import type { AffinityPolicy } from "../api/types.js";
-import { validatePolicy } from "../api/validate.js";
+import { type FieldError, validatePolicy } from "../api/validate.js";
 import type { AdmissionDecision } from "./admission.js";
 
-export function validateAffinityPolicy(policy: AffinityPolicy | undefined): AdmissionDecision {
+/** Everything wrong with a policy: its own mistakes, and what it asks beyond the operator's bounds. */
+export function policyErrors(policy: AffinityPolicy, limits: TenancyLimits): FieldError[] {
+  return [...validatePolicy(policy), ...tenancyErrors(policy, limits)];
+}
+
+export function validateAffinityPolicy(
+  policy: AffinityPolicy | undefined,
+  limits: TenancyLimits = DEFAULT_TENANCY_LIMITS,
+): AdmissionDecision {
   if (!policy?.spec) return { allowed: false, message: "AffinityPolicy has no spec; set at least spec.mode" };
-  const errors = validatePolicy(policy);
+  const errors = policyErrors(policy, limits);
   if (errors.length === 0) return { allowed: true };
   return {
     allowed: false,

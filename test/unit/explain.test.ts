@@ -83,6 +83,36 @@ describe("explain", () => {
     ).to.equal("app=web, tier in (a,b), x, !y");
   });
 
+  it("says when a run waited longer than maxWait: failed, or released without co-scheduling", () => {
+    const failed = managedRun({}, "PipelineRunPending");
+    failed.status = {
+      conditions: [
+        {
+          type: "Succeeded",
+          status: "False",
+          reason: "AffinityMaxWaitExceeded",
+          message:
+            "waited longer than maxWait (90s) to be co-scheduled; last reason: 0/3 nodes are available",
+        },
+      ],
+    };
+    const input = { policies: [], sets: [], placeholderPods: [], taskPods: [], events: [] };
+    const text = explainText(buildFacts({ ...input, run: failed }));
+    expect(text).to.contain("failed (AffinityMaxWaitExceeded)");
+    expect(text).to.contain("maxWait exceeded, failed: waited longer than maxWait (90s)");
+    expect(text).to.contain("0/3 nodes are available");
+
+    const released = managedRun({
+      "affinity.tekton.dev/released-without-coscheduling": "waited longer than maxWait (90s)",
+    });
+    delete released.metadata.labels!["affinity.tekton.dev/managed"];
+    expect(isManaged(released)).to.equal(true);
+    expect(explainText(buildFacts({ ...input, run: released }))).to.contain(
+      "maxWait exceeded, released without co-scheduling: waited longer than maxWait (90s)",
+    );
+    expect(explainText(buildFacts({ ...input, run: managedRun() }))).to.not.contain("maxWait exceeded");
+  });
+
   it("explains a released, finished run: policy, placeholder node, task nodes, migrations, cleanup", () => {
     const r = managedRun({
       "affinity.tekton.dev/placed-on": "node-2",

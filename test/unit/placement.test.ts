@@ -9,11 +9,16 @@ import {
   PLACEHOLDER_RUN_UID_LABEL,
   RUN_LABEL,
 } from "../../src/api/constants.js";
+import { boundedSpec, DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
 import type { AffinityPolicySpec, Mode, PipelineRun, WorkspaceBinding } from "../../src/api/types.js";
 import { placeholderName, tektonClaimName } from "../../src/placement/names.js";
 import { type PlaceholderPlan, placeholderForPod, planPlaceholders } from "../../src/placement/plan.js";
 import { mergeAffinity } from "../../src/placement/pod-affinity.js";
-import { claimFromTemplate, placeholderStatefulSet } from "../../src/placement/statefulset.js";
+import {
+  claimFromTemplate,
+  placeholderStatefulSet,
+  TEMPLATE_HASH_ANNOTATION,
+} from "../../src/placement/statefulset.js";
 
 const UID = "0b8f6c1e-2a3d-4f5e-9a7b-1c2d3e4f5a6b";
 
@@ -358,22 +363,76 @@ describe("placeholderStatefulSet", () => {
     expect(build({ mode: "workspaces" }).sts.spec!.template.spec!.affinity).to.equal(undefined);
   });
 
-  it("repels other placeholders cluster-wide in isolate mode (default scope)", () => {
+  it("in isolate mode with cluster scope, repels placeholders of the namespace's isolation group only", () => {
     for (const spec of [
       { mode: "isolate-pipelinerun" },
       { mode: "isolate-pipelinerun", isolation: { scope: "cluster" } },
     ] as AffinityPolicySpec[]) {
-      const { sts } = build(spec);
+      const p = planPlaceholders(run, spec.mode)[0]!;
+      const sts = placeholderStatefulSet(run, spec, p, {
+        limits: DEFAULT_TENANCY_LIMITS,
+        isolationGroup: "builders",
+      });
       const pod = sts.spec!.template;
       const terms = pod.spec!.affinity?.podAntiAffinity?.requiredDuringSchedulingIgnoredDuringExecution;
       expect(terms).to.have.length(1);
-      expect(terms![0]!.namespaceSelector).to.deep.equal({});
+      expect(terms![0]!.namespaceSelector).to.deep.equal({
+        matchLabels: { [DEFAULT_TENANCY_LIMITS.isolationGroupLabel]: "builders" },
+      });
       expect(terms![0]!.topologyKey).to.equal("kubernetes.io/hostname");
-      // The term selects a placeholder pod like this one.
-      const selected = terms![0]!.labelSelector?.matchLabels ?? {};
-      expect(Object.keys(selected)).to.not.be.empty;
-      for (const [k, v] of Object.entries(selected)) expect(pod.metadata?.labels?.[k]).to.equal(v);
+      // The term selects a placeholder pod like this one, and only pods carrying our run-uid label.
+      const selector = terms![0]!.labelSelector!;
+      expect(selector.matchExpressions).to.deep.equal([
+        { key: PLACEHOLDER_RUN_UID_LABEL, operator: "Exists" },
+      ]);
+      for (const [k, v] of Object.entries(selector.matchLabels ?? {}))
+        expect(pod.metadata?.labels?.[k]).to.equal(v);
+      expect(pod.metadata?.labels).to.have.property(PLACEHOLDER_RUN_UID_LABEL);
     }
+  });
+
+  it("in isolate mode with cluster scope but no isolation group, stays within the namespace", () => {
+    const { sts } = build({ mode: "isolate-pipelinerun" });
+    const term =
+      sts.spec!.template.spec!.affinity?.podAntiAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.[0];
+    expect(term).to.not.have.property("namespaceSelector");
+    expect(term!.namespaces).to.equal(undefined);
+  });
+
+  it("never uses a topologyKey, priority class, image or size beyond the operator's bounds", () => {
+    const limits = { ...DEFAULT_TENANCY_LIMITS, allowedImageRegistries: ["registry.k8s.io"] };
+    const p = planPlaceholders(run, "isolate-pipelinerun")[0]!;
+    const spec = boundedSpec(
+      {
+        mode: "isolate-pipelinerun",
+        topologyKey: "kubernetes.io/os",
+        placeholder: {
+          priorityClassName: "system-cluster-critical",
+          image: "evil.example/miner:1",
+          resources: { requests: { cpu: "64", memory: "100Mi" }, limits: { memory: "512Gi" } },
+        },
+      },
+      limits,
+    );
+    const pod = placeholderStatefulSet(run, spec, p, { limits }).spec!.template.spec!;
+    const term = pod.affinity?.podAntiAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.[0];
+    expect(term!.topologyKey).to.equal("kubernetes.io/hostname");
+    expect(pod.priorityClassName).to.equal(undefined);
+    expect(pod.containers[0]!.image).to.equal("registry.k8s.io/pause:3.10");
+    expect(pod.containers[0]!.resources).to.deep.equal({
+      requests: { cpu: "1", memory: "100Mi" },
+      limits: { memory: "1Gi" },
+    });
+  });
+
+  it("records a template hash that changes with the policy's placeholder settings", () => {
+    const a = build({ mode: "pipelineruns" }).sts.metadata?.annotations?.[TEMPLATE_HASH_ANNOTATION];
+    const same = build({ mode: "pipelineruns" }).sts.metadata?.annotations?.[TEMPLATE_HASH_ANNOTATION];
+    const b = build({ mode: "pipelineruns", placeholder: { nodeSelector: { disk: "ssd" } } }).sts.metadata
+      ?.annotations?.[TEMPLATE_HASH_ANNOTATION];
+    expect(a).to.match(/^[0-9a-f]{16}$/);
+    expect(same).to.equal(a);
+    expect(b).to.not.equal(a);
   });
 
   it("repels only same-namespace placeholders with namespace scope, on the policy's topology key", () => {
@@ -397,7 +456,7 @@ describe("placeholderStatefulSet", () => {
       { name: "workspace", persistentVolumeClaim: { claimName: "shared" } },
     ]);
     expect(pod.containers[0]!.volumeMounts).to.deep.equal([{ name: "workspace", mountPath: "/workspace" }]);
-    expect(ws.sts.metadata?.annotations).to.deep.equal({ "affinity.tekton.dev/workspaces": "source" });
+    expect(ws.sts.metadata?.annotations?.["affinity.tekton.dev/workspaces"]).to.equal("source");
 
     for (const mode of ["pipelineruns", "isolate-pipelinerun"] as Mode[]) {
       const other = build({ mode }).sts.spec!.template.spec!;

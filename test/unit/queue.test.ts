@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import { DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
 import { type ControllerOptions, DEFAULTS, redisConnection } from "../../src/controller/options.js";
 import { parseWorkItem, type WorkItem, workKey } from "../../src/queue/work-item.js";
 
@@ -78,6 +79,7 @@ describe("redisConnection", () => {
       settleSeconds: DEFAULTS.settleSeconds,
       resyncSeconds: DEFAULTS.resyncSeconds,
       manageWebhookConfigurations: false,
+      tenancy: DEFAULT_TENANCY_LIMITS,
       adminPort: DEFAULTS.adminPort,
       adminHost: DEFAULTS.adminHost,
       ...o,

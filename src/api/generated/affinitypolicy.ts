@@ -16,9 +16,17 @@ export interface AffinityPolicySpec {
    */
   strategy?: "podAffinity" | "nodePinning";
   /**
-   * Node label whose value defines "the same place" for co-scheduling and isolation. Every node must carry this label. Defaults to "kubernetes.io/hostname".
+   * Node label whose value defines "the same place" for co-scheduling and isolation. Every node must carry this label. Only keys the operator allows (--allowed-topology-keys; by default kubernetes.io/hostname and topology.kubernetes.io/zone) are accepted. Defaults to "kubernetes.io/hostname".
    */
   topologyKey?: string;
+  /**
+   * How long a run may wait at the gate for its placeholder to be scheduled, as a duration such as 90s, 15m or 1h30m. Tekton does not start a run's timeout while it is pending, so this is the run's only bound. When unset, the operator's default applies (30m unless changed with --default-max-wait); the operator's ceiling (--max-wait-ceiling) bounds it.
+   */
+  maxWait?: string;
+  /**
+   * What happens to a run that waited longer than maxWait. 'Fail': the run ends with Succeeded=False, reason AffinityMaxWaitExceeded, and the scheduler's last reason in its message. 'Release': the run starts without co-scheduling. Both record a Warning event on the run. Defaults to "Fail".
+   */
+  onMaxWait?: "Fail" | "Release";
   isolation?: IsolationSpec;
   placeholder?: PlaceholderSpec;
 }
@@ -62,7 +70,7 @@ export interface LabelSelectorRequirement {
  */
 export interface IsolationSpec {
   /**
-   * Which co-scheduled PipelineRuns an isolated run refuses to share a node with (those with a placeholder, in any mode). 'cluster': such runs of every namespace. 'namespace': only those of the same namespace. Defaults to "cluster".
+   * Which co-scheduled PipelineRuns an isolated run refuses to share a node with (those with a placeholder, in any mode). 'cluster': such runs of every namespace in this namespace's isolation group, which an operator sets with a namespace label (affinity.tekton.dev/isolation-group by default); a namespace in no group is isolated from its own runs only. 'namespace': only those of the same namespace. Defaults to "cluster".
    */
   scope?: "cluster" | "namespace";
 }
