@@ -47,6 +47,8 @@ function schedulingShape(node: k8s.V1Node): string {
   ]);
 }
 
+const TEKTON_FLAGS_POLL_MS = 10_000;
+
 /** Tekton labels every TaskRun pod with its PipelineRun's name. */
 const TEKTON_PIPELINERUN_LABEL = "tekton.dev/pipelineRun";
 
@@ -92,6 +94,7 @@ export class Controller {
             run,
             caches.policies.list(run.metadata.namespace) as AffinityPolicy[],
             clusterDefault,
+            tektonFlags.conflict(),
           ),
         pod: (pod, namespace) => {
           const runName = pod.metadata?.labels?.[TEKTON_PIPELINERUN_LABEL];
@@ -130,7 +133,9 @@ export class Controller {
     const events = new EventRecorder(clients.core, "tekton-affinity", this.logger);
     const nodeTracker = new NodeTracker();
     await this.checkTektonFlags(tektonFlags);
-    this.timers.push(setInterval(() => void this.checkTektonFlags(tektonFlags), 60_000));
+    // The gate answers from this cached value: re-read it often enough that turning Tekton's assistant
+    // on or off takes effect within seconds (one small GET per replica).
+    this.timers.push(setInterval(() => void this.checkTektonFlags(tektonFlags), TEKTON_FLAGS_POLL_MS));
     for (const node of caches.nodes.list()) nodeTracker.observe(node);
     caches.nodes.onChange((node) => nodeTracker.observe(node));
     caches.nodes.onDelete((node) => nodeTracker.forget(node.metadata?.name ?? ""));
@@ -148,6 +153,7 @@ export class Controller {
       tenancy: o.tenancy,
     });
     const policies = new AffinityPolicyReconciler({
+      events,
       tenancy: o.tenancy,
       tektonFlags,
       clients,

@@ -10,6 +10,7 @@ import { findOverlaps } from "../api/resolve.js";
 import { DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicy, AffinityPolicyStatus, Condition } from "../api/types.js";
 import { isNotFound, type KubeClients, mergePatch } from "../kube/clients.js";
+import type { EventRecorder } from "../kube/events.js";
 import type { Caches } from "../kube/informers.js";
 import type { TektonFlags } from "../kube/tekton-flags.js";
 import { policyErrors } from "../webhooks/policies.js";
@@ -21,6 +22,8 @@ export interface PolicyReconcilerOptions {
   logger: Logger;
   tektonFlags: TektonFlags;
   tenancy?: TenancyLimits;
+  /** Records a Warning event on the policy when it becomes not Ready (kubectl describe shows why). */
+  events?: EventRecorder;
 }
 
 /** Whether a ServiceAccount exists, remembered for 10 s (policy reconciles follow every run change). */
@@ -155,11 +158,32 @@ export class AffinityPolicyReconciler {
       : `; namespace ${ns} is in no isolation group, so its runs are isolated from this namespace's runs only (a cluster admin adds it to a group with the namespace label ${limits.isolationGroupLabel})`;
   }
 
+  /** A Warning event each time the policy's Ready condition turns False for a new reason. */
+  private reportNotReady(policy: AffinityPolicy, next: AffinityPolicyStatus): void {
+    const ready = readyOf(next);
+    const before = readyOf(policy.status);
+    if (!this.o.events || ready?.status !== "False") return;
+    if (before?.status === "False" && before.reason === ready.reason) return;
+    void this.o.events.record(
+      {
+        apiVersion: `${GROUP}/${VERSION}`,
+        kind: "AffinityPolicy",
+        name: policy.metadata.name,
+        namespace: policy.metadata.namespace,
+        uid: policy.metadata.uid,
+      },
+      "Warning",
+      ready.reason,
+      ready.message,
+    );
+  }
+
   async reconcile(namespace: string, name: string): Promise<Record<string, never>> {
     const policy = this.o.caches.policies.get(name, namespace) as AffinityPolicy | undefined;
     if (!policy || policy.metadata.deletionTimestamp) return {};
     const status = await this.desiredStatus(policy);
     if (sameStatus(status, policy.status)) return {};
+    this.reportNotReady(policy, status);
     await this.o.clients.custom.patchNamespacedCustomObjectStatus(
       {
         group: GROUP,
@@ -175,6 +199,10 @@ export class AffinityPolicyReconciler {
     this.o.logger.debug({ namespace, name, status }, "policy status updated");
     return {};
   }
+}
+
+function readyOf(status: AffinityPolicyStatus | undefined): Condition | undefined {
+  return status?.conditions?.find((c) => c.type === "Ready");
 }
 
 function sameStatus(a: AffinityPolicyStatus, b: AffinityPolicyStatus | undefined): boolean {

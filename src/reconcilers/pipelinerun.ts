@@ -42,7 +42,7 @@ import {
 } from "../placement/statefulset.js";
 import type { ReconcileResult } from "../queue/work-queue.js";
 import { effectiveSpec } from "./effective-spec.js";
-import { nodeProblem } from "./node-health.js";
+import { type NodeProblem, nodeProblem } from "./node-health.js";
 import type { NodeTracker } from "./node-tracker.js";
 import { decideWait, type OnMaxWait } from "./waiting.js";
 
@@ -428,6 +428,18 @@ export class PipelineRunReconciler {
         soonest(settleLeft);
         continue;
       }
+      if (problem.reason === "NotReady" && plan.claimName) {
+        // The node may still be running the old pod with the claim attached, and we cannot ask it. A
+        // force delete would let the StatefulSet start a second pod elsewhere on the same ReadWriteOnce
+        // volume, breaking its at-most-one guarantee; so, as Kubernetes itself does, wait for the node.
+        this.recordEvent(
+          run,
+          "Warning",
+          "CannotMigrate",
+          `${problem.message}, but placeholder ${plan.name} holds claim ${plan.claimName}, which may still be attached there: moving it now could use one ReadWriteOnce volume from two nodes; it moves once the node is Ready again or removed (kubectl delete node ${nodeName})`,
+        );
+        continue;
+      }
       const pinned = await this.volumePinnedTo(run, plan, nodeName);
       if (pinned) {
         this.recordEvent(
@@ -438,7 +450,7 @@ export class PipelineRunReconciler {
         );
         continue;
       }
-      await this.evict(run, set, pod, nodeName, problem.reason, problem.message, log);
+      await this.evict(run, set, pod, nodeName, problem, Boolean(plan.claimName), log);
     }
     void spec;
     return requeueAfterMs === undefined ? {} : { requeueAfterMs };
@@ -475,8 +487,8 @@ export class PipelineRunReconciler {
     set: V1StatefulSet,
     pod: V1Pod,
     nodeName: string,
-    reason: string,
-    message: string,
+    { reason, message }: NodeProblem,
+    holdsClaim: boolean,
     log: Logger,
   ): Promise<void> {
     // Record where it came from first (fenced), so the arrival can be reported even by another replica.
@@ -485,12 +497,15 @@ export class PipelineRunReconciler {
       [EVICTED_AT_ANNOTATION]: String(Date.now()),
     });
     // Delete the pod, never the StatefulSet: its controller recreates the pod on a usable node. The uid
-    // precondition makes a late duplicate of this job harmless.
+    // precondition makes a late duplicate of this job harmless. A placeholder without a claim holds no
+    // data, so it is force-deleted (its node may be gone or NotReady). One with a claim is deleted the
+    // normal way (its grace period is 0): its node is up here, and its kubelet confirms the container
+    // is gone, so the StatefulSet never runs two pods on one ReadWriteOnce volume.
     await this.o.clients.core
       .deleteNamespacedPod({
         name: pod.metadata!.name!,
         namespace: run.metadata.namespace,
-        body: { preconditions: { uid: pod.metadata?.uid }, gracePeriodSeconds: 0 },
+        body: { preconditions: { uid: pod.metadata?.uid }, ...(holdsClaim ? {} : { gracePeriodSeconds: 0 }) },
       })
       .catch((err) => {
         if (!isNotFound(err) && !isConflict(err)) throw err;

@@ -34,10 +34,15 @@ function withoutOwned(map: Record<string, string> | undefined): Record<string, s
   return Object.fromEntries(Object.entries(map).filter(([k]) => !k.startsWith(OWNED_PREFIX)));
 }
 
+/**
+ * @param tektonConflict set (the reason) while Tekton's own affinity assistant is on: then no run is
+ * gated, because its pods would get two competing anchors (Tekton's assistant and our placeholder).
+ */
 export function gatePipelineRun(
   run: PipelineRun,
   policiesInNamespace: readonly AffinityPolicy[],
   clusterDefault?: AffinityPolicySpec,
+  tektonConflict?: string,
 ): AdmissionDecision {
   const labels = ownedKeys(run.metadata.labels);
   const annotations = ownedKeys(run.metadata.annotations);
@@ -50,7 +55,8 @@ export function gatePipelineRun(
     metadata: { ...run.metadata, labels: withoutOwned(run.metadata.labels) },
   };
   const resolved = resolvePolicy(clean, policiesInNamespace, clusterDefault);
-  const managed = resolved.spec !== undefined && resolved.spec.mode !== "disabled";
+  const selected = resolved.spec !== undefined && resolved.spec.mode !== "disabled";
+  const managed = selected && !tektonConflict;
 
   const ours: Record<"labels" | "annotations", Record<string, string>> = {
     labels: managed ? { [MANAGED_LABEL]: "true" } : {},
@@ -90,11 +96,17 @@ export function gatePipelineRun(
   // A copy of a gated run that is no longer ours to manage starts as any new run would.
   if (!managed && copiedGate) patch.push({ op: "remove", path: "/spec/status" });
 
-  const warnings = removed.length
-    ? [
-        `tekton-affinity: dropped ${[...new Set(removed)].join(", ")}: labels and annotations under ${OWNED_PREFIX} are set by the controller only${managed ? "" : " (no AffinityPolicy manages this PipelineRun)"}`,
-      ]
-    : undefined;
-  if (patch.length === 0) return { allowed: true };
-  return { allowed: true, patch, ...(warnings ? { warnings } : {}) };
+  const warnings: string[] = [];
+  if (selected && tektonConflict)
+    warnings.push(`tekton-affinity: not co-scheduling this PipelineRun: ${tektonConflict}`);
+  if (removed.length)
+    warnings.push(
+      `tekton-affinity: dropped ${[...new Set(removed)].join(", ")}: labels and annotations under ${OWNED_PREFIX} are set by the controller only${managed ? "" : " (no AffinityPolicy manages this PipelineRun)"}`,
+    );
+  if (patch.length === 0 && warnings.length === 0) return { allowed: true };
+  return {
+    allowed: true,
+    ...(patch.length ? { patch } : {}),
+    ...(warnings.length ? { warnings } : {}),
+  };
 }

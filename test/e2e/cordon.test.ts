@@ -116,9 +116,9 @@ describe("placeholder migration off unusable nodes", function () {
     }
   });
 
-  it("a node NotReady past its grace period moves the placeholder", async () => {
+  it("a node NotReady past its grace period moves a placeholder that holds no claim", async () => {
     const { cluster } = await e2e();
-    const { ns, run, node } = await startSharedWorkspaceRun(cluster, 20);
+    const { ns, run, node } = await startSharedWorkspaceRun(cluster, 20, { mode: "pipelineruns" });
     await NOT_READY.apply(cluster, node);
     try {
       const migrating = await waitForEvent(cluster, ns, run.metadata.name, "Migrating");
@@ -127,6 +127,28 @@ describe("placeholder migration off unusable nodes", function () {
       // is running elsewhere.
       const moved = await waitForEvent(cluster, ns, run.metadata.name, "Migrated");
       expect(moved.message).to.contain(`from node ${node} to node `);
+    } finally {
+      await NOT_READY.undo(cluster, node);
+    }
+    await waitRunSucceeded(cluster, ns, run.metadata.name, 180_000);
+  });
+
+  it("a node NotReady does not move a placeholder holding a claim: one RWO volume is never used from two nodes", async () => {
+    const { cluster } = await e2e();
+    const { ns, run, node } = await startSharedWorkspaceRun(cluster, 20);
+    const [before] = await placeholderPods(cluster, ns, run.metadata.uid!);
+    await NOT_READY.apply(cluster, node);
+    try {
+      const cannot = await waitForEvent(cluster, ns, run.metadata.name, "CannotMigrate", { type: "Warning" });
+      expect(cannot.message).to.contain("NotReady");
+      expect(cannot.message).to.contain("ReadWriteOnce");
+      await sleep(6000); // past another settle period: still the same placeholder pod, never deleted
+      const [still] = await placeholderPods(cluster, ns, run.metadata.uid!);
+      expect(still?.metadata?.uid).to.equal(before?.metadata?.uid);
+      expect(still?.metadata?.deletionTimestamp).to.equal(undefined);
+      expect((await runEvents(cluster, ns, run.metadata.name)).map((e) => e.reason)).not.to.include(
+        "Migrating",
+      );
     } finally {
       await NOT_READY.undo(cluster, node);
     }

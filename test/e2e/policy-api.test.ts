@@ -150,8 +150,21 @@ describe("AffinityPolicy API", function () {
       expect(condition(p, "Ready")?.status).to.equal("False");
       expect(condition(p, "Ready")?.message).to.contain('coschedule: "disabled"');
       // The replica's readiness says so too, without failing (its webhooks must keep serving).
-      const readyz = await (await e2e()).controller.get("/readyz");
+      const readyz = await waitFor("readyz to report Tekton's assistant", async () => {
+        const text = await (await e2e()).controller.get("/readyz");
+        return text.startsWith("ok, but") ? text : undefined;
+      });
       expect(readyz).to.match(/^ok, but: Tekton's own affinity assistant is on/);
+      // So does an event on the policy.
+      const events = await cluster.clients.core.listNamespacedEvent({
+        namespace: ns,
+        fieldSelector: "involvedObject.kind=AffinityPolicy,involvedObject.name=default",
+      });
+      expect(events.items.map((e) => e.reason)).to.include("TektonAffinityAssistantEnabled");
+      // New runs are not gated: their pods would otherwise get two competing anchors.
+      const run = await createRun(cluster, pipelineRun(ns, { tasks: [{ name: "a" }] }));
+      expect(run.metadata.labels?.["affinity.tekton.dev/managed"]).to.equal(undefined);
+      expect(run.spec.status).to.equal(undefined);
 
       const { stdout } = await promisify(execFile)(
         process.execPath,
@@ -170,6 +183,11 @@ describe("AffinityPolicy API", function () {
       expect(stdout).to.contain("mode: isolate-pipelinerun");
     } finally {
       await patchFlag("disabled");
+      // Later tests need the gate back: the replica re-reads the flag every 10 s.
+      await waitFor(
+        "readyz without Tekton's assistant",
+        async () => (await (await e2e()).controller.get("/readyz")) === "ok",
+      );
     }
   });
 });

@@ -229,6 +229,16 @@ describe("gatePipelineRun", () => {
     expect(out.spec.status).to.equal(undefined);
   });
 
+  it("gates nothing while Tekton's own affinity assistant is on, and says why", () => {
+    const r = run({ app: "x" });
+    const decision = gatePipelineRun(r, [managed], undefined, "Tekton's own affinity assistant is on");
+    expect(decision.allowed).to.equal(true);
+    expect(decision.patch).to.equal(undefined);
+    expect(decision.warnings![0]).to.contain("not co-scheduling this PipelineRun");
+    // A run no policy selects gets no warning about it.
+    expect(gatePipelineRun(r, [], undefined, "on")).to.deep.equal({ allowed: true });
+  });
+
   it("a selector cannot be satisfied by our own label", () => {
     const byOurLabel = policy("sneaky", {
       mode: "pipelineruns",
