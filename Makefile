@@ -41,6 +41,7 @@ cluster-down: deps
 bench: deps
 	npx tsx bench/placement.ts
 	npx tsx bench/migration.ts
+	npx tsx bench/admission.ts
 
 clean:
 	rm -rf dist .cluster

@@ -50,6 +50,12 @@ export function createMetrics() {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
       registers: [registry],
     }),
+    webhookCacheMisses: new Counter({
+      name: "tekton_affinity_webhook_cache_misses_total",
+      help: "Admissions that found their PipelineRun or policies missing from this replica's cache, so they read the API once.",
+      labelNames: ["kind"],
+      registers: [registry],
+    }),
     maxWaitExceeded: new Counter({
       name: "tekton_affinity_max_wait_exceeded_total",
       help: "Runs that waited longer than their maxWait to be co-scheduled, by what happened next (onMaxWait: fail or release).",

@@ -106,31 +106,35 @@ export interface OverlapReport {
   message: string;
 }
 
-/** For each (not deleting) policy, the other policies of its namespace that could select the same
- * PipelineRuns, and who wins each pair. Two selectors overlap unless they provably conflict (some key
- * is required by one and forbidden by the other, or no label value satisfies both). */
+/** The other (not deleting) policies of `policy`'s namespace that could select the same PipelineRuns,
+ * and who wins each pair: one pass over the namespace's policies, O(P). Two selectors overlap unless
+ * they provably conflict (some key is required by one and forbidden by the other, or no label value
+ * satisfies both). */
+export function overlapReport(policy: AffinityPolicy, policies: readonly AffinityPolicy[]): OverlapReport {
+  const overlaps: Overlap[] = policies
+    .filter(
+      (other) =>
+        !isDeleting(other) &&
+        other !== policy &&
+        other.metadata.namespace === policy.metadata.namespace &&
+        !(other.metadata.name === policy.metadata.name) &&
+        selectorsOverlap(policy.spec.pipelineRunSelector, other.spec.pipelineRunSelector),
+    )
+    .sort(comparePolicies)
+    .map((other) => ({ other, winner: comparePolicies(policy, other) <= 0 ? policy : other }));
+  const lost = overlaps.filter((o) => o.winner !== policy).map((o) => o.other.metadata.name);
+  const won = overlaps.filter((o) => o.winner === policy).map((o) => o.other.metadata.name);
+  const parts: string[] = [];
+  if (lost.length > 0) parts.push(`loses to ${lost.join(", ")} for runs both select`);
+  if (won.length > 0) parts.push(`wins over ${won.join(", ")} for runs both select`);
+  const message =
+    parts.length === 0
+      ? ""
+      : `selector overlaps other policies: ${parts.join("; ")} (${RESOLUTION_RULE}); make the selectors disjoint or more specific to control which applies`;
+  return { policy, overlaps, message };
+}
+
+/** overlapReport for every (not deleting) policy. */
 export function findOverlaps(policies: readonly AffinityPolicy[]): OverlapReport[] {
-  const live = policies.filter((p) => !isDeleting(p));
-  return live.map((policy) => {
-    const overlaps: Overlap[] = live
-      .filter(
-        (other) =>
-          other !== policy &&
-          other.metadata.namespace === policy.metadata.namespace &&
-          !(other.metadata.name === policy.metadata.name) &&
-          selectorsOverlap(policy.spec.pipelineRunSelector, other.spec.pipelineRunSelector),
-      )
-      .sort(comparePolicies)
-      .map((other) => ({ other, winner: comparePolicies(policy, other) <= 0 ? policy : other }));
-    const lost = overlaps.filter((o) => o.winner !== policy).map((o) => o.other.metadata.name);
-    const won = overlaps.filter((o) => o.winner === policy).map((o) => o.other.metadata.name);
-    const parts: string[] = [];
-    if (lost.length > 0) parts.push(`loses to ${lost.join(", ")} for runs both select`);
-    if (won.length > 0) parts.push(`wins over ${won.join(", ")} for runs both select`);
-    const message =
-      parts.length === 0
-        ? ""
-        : `selector overlaps other policies: ${parts.join("; ")} (${RESOLUTION_RULE}); make the selectors disjoint or more specific to control which applies`;
-    return { policy, overlaps, message };
-  });
+  return policies.filter((p) => !isDeleting(p)).map((policy) => overlapReport(policy, policies));
 }

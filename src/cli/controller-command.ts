@@ -175,6 +175,15 @@ export function registerControllerCommand(program: Command): Command {
     )
     .addOption(
       new Option(
+        "--shutdown-drain-seconds <s>",
+        "on SIGTERM, fail readiness and keep answering admissions this long before stopping (keep terminationGracePeriodSeconds above it plus the longest job)",
+      )
+        .env(env("SHUTDOWN_DRAIN_SECONDS"))
+        .default(DEFAULTS.shutdownDrainSeconds)
+        .argParser(nonNegativeInt("--shutdown-drain-seconds")),
+    )
+    .addOption(
+      new Option(
         "--allowed-topology-keys <keys>",
         "node label keys a policy may use as topologyKey (comma-separated)",
       )
@@ -268,9 +277,10 @@ export function registerControllerCommand(program: Command): Command {
           `--default-max-wait (${formatDuration(options.tenancy.defaultMaxWaitMs)}) is above --max-wait-ceiling (${formatDuration(options.tenancy.maxWaitCeilingMs)}); lower it or raise the ceiling`,
         );
       const controller = new Controller(options);
+      const drainMs = Number(opts.shutdownDrainSeconds) * 1000;
       const shutdown = async (signal: string) => {
         controller.logger.info({ signal }, "shutting down");
-        await controller.stop().catch(() => undefined);
+        await controller.shutdown(drainMs).catch(() => undefined);
         process.exit(0);
       };
       process.once("SIGTERM", () => void shutdown("SIGTERM"));

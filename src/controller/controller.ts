@@ -4,9 +4,20 @@
 import type { Server } from "node:https";
 import * as k8s from "@kubernetes/client-node";
 import { type Logger, pino } from "pino";
-import { GATED_ANNOTATION, MANAGED_LABEL, POLICY_ANNOTATION, RUN_LABEL } from "../api/constants.js";
-import type { AffinityPolicy, PipelineRun } from "../api/types.js";
-import { loadKubeConfig, makeClients } from "../kube/clients.js";
+import {
+  GATED_ANNOTATION,
+  GROUP,
+  MANAGED_LABEL,
+  PLURAL,
+  POLICY_ANNOTATION,
+  RUN_LABEL,
+  TEKTON_GROUP,
+  TEKTON_VERSION,
+  VERSION,
+} from "../api/constants.js";
+import { selectorsOverlap } from "../api/selector.js";
+import type { AffinityPolicy, AffinityPolicySpec, PipelineRun } from "../api/types.js";
+import { apiMessage, isNotFound, type KubeClients, loadKubeConfig, makeClients } from "../kube/clients.js";
 import { EventRecorder } from "../kube/events.js";
 import { type Caches, makeCaches, startCaches, stopCaches } from "../kube/informers.js";
 import { TektonFlags } from "../kube/tekton-flags.js";
@@ -17,14 +28,53 @@ import { WorkQueue } from "../queue/work-queue.js";
 import { AffinityPolicyReconciler } from "../reconcilers/affinitypolicy.js";
 import { effectiveSpec } from "../reconcilers/effective-spec.js";
 import { NodeTracker } from "../reconcilers/node-tracker.js";
-import { CLEANED_UP_ANNOTATION, PipelineRunReconciler } from "../reconcilers/pipelinerun.js";
+import { CLEANED_UP_ANNOTATION, isDone, PipelineRunReconciler } from "../reconcilers/pipelinerun.js";
 import { CertificateManager, caBundle } from "../webhooks/certificate-manager.js";
 import { webhookConfigurations } from "../webhooks/configurations.js";
-import { gatePipelineRun } from "../webhooks/gate.js";
+import { CLUSTER_DEFAULT_POLICY, gatePipelineRun } from "../webhooks/gate.js";
 import { mutateTaskPod } from "../webhooks/pods.js";
 import { validateAffinityPolicy } from "../webhooks/policies.js";
 import { createApp, listen } from "../webhooks/server.js";
 import { type ControllerOptions, clusterDefaultSpec, redisConnection } from "./options.js";
+
+/** One API read of a run; undefined when it does not exist. */
+async function readRun(
+  clients: KubeClients,
+  namespace: string,
+  name: string,
+): Promise<PipelineRun | undefined> {
+  try {
+    return (await clients.custom.getNamespacedCustomObject({
+      group: TEKTON_GROUP,
+      version: TEKTON_VERSION,
+      plural: "pipelineruns",
+      namespace,
+      name,
+    })) as PipelineRun;
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
+
+async function readPolicy(
+  clients: KubeClients,
+  namespace: string,
+  name: string,
+): Promise<AffinityPolicy | undefined> {
+  try {
+    return (await clients.custom.getNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: PLURAL,
+      namespace,
+      name,
+    })) as AffinityPolicy;
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
 
 /** "host" or "host:port" (a balancer in front of several replicas): the host alone. */
 function urlHostName(hostAndPort: string): string {
@@ -62,6 +112,8 @@ export class Controller {
   private certificates?: CertificateManager;
   private timers: NodeJS.Timeout[] = [];
   private synced = false;
+  /** Set on SIGTERM: /readyz fails so endpoints drop this replica, while it still answers admissions. */
+  private draining = false;
 
   constructor(private readonly o: ControllerOptions) {
     this.logger = pino({ level: o.logLevel, base: { replica: o.replicaId } });
@@ -89,27 +141,11 @@ export class Controller {
     const bundle = await this.certificates.ensure();
     const app = createApp(
       {
-        pipelineRun: (run) =>
-          gatePipelineRun(
-            run,
-            caches.policies.list(run.metadata.namespace) as AffinityPolicy[],
-            clusterDefault,
-            tektonFlags.conflict(),
-          ),
-        pod: (pod, namespace) => {
-          const runName = pod.metadata?.labels?.[TEKTON_PIPELINERUN_LABEL];
-          const run = runName ? caches.runs.get(runName, namespace) : undefined;
-          return mutateTaskPod(pod, {
-            run,
-            spec: run
-              ? effectiveSpec(run, (ns, n) => caches.policies.get(n, ns), clusterDefault, o.tenancy)
-              : undefined,
-            placeholderNode: (ns, placeholder) =>
-              caches.placeholderPods.get(`${placeholder}-0`, ns)?.spec?.nodeName,
-          });
-        },
+        pipelineRun: (run) => this.gate(run, clients, caches, clusterDefault, tektonFlags),
+        pod: (pod, namespace) => this.admitTaskPod(pod, namespace, clients, caches, clusterDefault),
         policy: (policy) => validateAffinityPolicy(policy, o.tenancy),
-        ready: () => this.synced,
+        ready: () => this.synced && !this.draining,
+        notReadyReason: () => (this.draining ? "shutting down" : "informer caches not synced"),
         readyWarning: () => tektonFlags.conflict(),
       },
       this.metrics,
@@ -118,6 +154,8 @@ export class Controller {
     this.server = await listen(app, bundle, o.webhookPort);
     this.certificates.onChange(async (next) => {
       this.server?.setSecureContext({ cert: next.certPem, key: next.keyPem });
+      // --no-manage-webhook-configurations: whoever manages them injects the new caBundle.
+      if (!o.manageWebhookConfigurations) return;
       await this.applyWebhookConfigurations(kc, caBundle(next)).catch((err) =>
         this.logger.error({ err: String(err) }, "could not update webhook caBundle"),
       );
@@ -198,6 +236,86 @@ export class Controller {
     );
   }
 
+  /**
+   * The gate. It answers from the policies cache; until that cache has listed (this replica is not
+   * ready, so the apiserver should not be calling it) it lists the namespace's policies once instead of
+   * gating nothing. If that fails too it admits the run ungated with a warning, as the gate's
+   * failurePolicy (Ignore) would: refusing would stop the CI of every namespace, managed or not.
+   */
+  private async gate(
+    run: PipelineRun,
+    clients: KubeClients,
+    caches: Caches,
+    clusterDefault: AffinityPolicySpec | undefined,
+    tektonFlags: TektonFlags,
+  ) {
+    const ns = run.metadata.namespace;
+    let policies = caches.policies.list(ns) as AffinityPolicy[];
+    if (!caches.policies.synced) {
+      this.metrics.webhookCacheMisses.inc({ kind: "AffinityPolicyList" });
+      try {
+        const list = (await clients.custom.listNamespacedCustomObject({
+          group: GROUP,
+          version: VERSION,
+          plural: PLURAL,
+          namespace: ns,
+        })) as { items: AffinityPolicy[] };
+        policies = list.items;
+      } catch (err) {
+        return {
+          allowed: true,
+          warnings: [
+            `tekton-affinity: not gated: this controller replica has not loaded the AffinityPolicies yet and reading them failed (${apiMessage(err)})`,
+          ],
+        };
+      }
+    }
+    return gatePipelineRun(run, policies, clusterDefault, tektonFlags.conflict());
+  }
+
+  /**
+   * The pods webhook. It answers from the caches. On a miss (the pod's run, or its policy, is not in
+   * this replica's cache: its caches are still listing, or lag behind) it reads the API once rather
+   * than admit a managed pod without its affinity; if that read fails, it refuses the pod with a
+   * message saying why. Refusing costs the TaskRun (Tekton does not retry a refused pod), but admitting
+   * it without affinity could put it on a node its volume cannot reach, which fails later and silently.
+   */
+  private async admitTaskPod(
+    pod: k8s.V1Pod,
+    namespace: string,
+    clients: KubeClients,
+    caches: Caches,
+    clusterDefault: AffinityPolicySpec | undefined,
+  ) {
+    const runName = pod.metadata?.labels?.[TEKTON_PIPELINERUN_LABEL];
+    let run: PipelineRun | undefined = runName ? caches.runs.get(runName, namespace) : undefined;
+    const policies = new Map<string, AffinityPolicy | undefined>();
+    try {
+      if (runName && !run) {
+        this.metrics.webhookCacheMisses.inc({ kind: "PipelineRun" });
+        run = await readRun(clients, namespace, runName);
+      }
+      const policyName = run?.metadata.annotations?.[POLICY_ANNOTATION];
+      if (run && policyName && policyName !== CLUSTER_DEFAULT_POLICY && !caches.policies.synced) {
+        this.metrics.webhookCacheMisses.inc({ kind: "AffinityPolicy" });
+        policies.set(policyName, await readPolicy(clients, namespace, policyName));
+      }
+    } catch (err) {
+      return {
+        allowed: false,
+        message: `tekton-affinity: this pod's PipelineRun ${namespace}/${runName} is not in this replica's cache yet and reading it failed (${apiMessage(err)}); refusing to create the pod without its co-scheduling affinity. Re-run the PipelineRun once the tekton-affinity controller is ready`,
+      };
+    }
+    const findPolicy = (ns: string, n: string) =>
+      policies.has(n) ? policies.get(n) : (caches.policies.get(n, ns) as AffinityPolicy | undefined);
+    return mutateTaskPod(pod, {
+      run,
+      spec: run ? effectiveSpec(run, findPolicy, clusterDefault, this.o.tenancy) : undefined,
+      placeholderNode: (ns, placeholder) =>
+        caches.placeholderPods.get(`${placeholder}-0`, ns)?.spec?.nodeName,
+    });
+  }
+
   /** Logs once per change whether Tekton's own assistant is on (also in /readyz and on runs). */
   private lastFlagReport?: string;
   private async checkTektonFlags(flags: TektonFlags): Promise<void> {
@@ -236,17 +354,46 @@ export class Controller {
     this.queue?.enqueue(item).catch((err) => this.logger.debug({ err: String(err), item }, "enqueue failed"));
   }
 
-  private enqueueRun(run: PipelineRun): void {
+  /** A managed run, and (when `withPolicy`) its policy, whose activeRuns count may have changed. */
+  private enqueueRun(run: PipelineRun, withPolicy = true): void {
     if (run.metadata.labels?.[MANAGED_LABEL] !== "true") return;
     this.enqueue({ kind: "run", namespace: run.metadata.namespace, name: run.metadata.name });
     const policy = run.metadata.annotations?.[POLICY_ANNOTATION];
-    if (policy) this.enqueue({ kind: "policy", namespace: run.metadata.namespace, name: policy });
+    if (policy && withPolicy)
+      this.enqueue({ kind: "policy", namespace: run.metadata.namespace, name: policy });
+  }
+
+  /**
+   * Policies whose Overlapping condition may change with `policy`: those whose selector overlaps its
+   * selector now or before. One pass, O(P); the others' status cannot change.
+   */
+  private enqueueOverlappingSiblings(policy: AffinityPolicy, before: AffinityPolicy | undefined): void {
+    const ns = policy.metadata.namespace;
+    for (const p of this.caches?.policies.list(ns) ?? []) {
+      if (p.metadata.name === policy.metadata.name) continue;
+      const selector = p.spec.pipelineRunSelector;
+      if (
+        selectorsOverlap(selector, policy.spec.pipelineRunSelector) ||
+        (before && selectorsOverlap(selector, before.spec.pipelineRunSelector))
+      )
+        this.enqueue({ kind: "policy", namespace: ns, name: p.metadata.name });
+    }
   }
 
   /** Every informer event becomes work for the object it concerns. */
   private watch(caches: Caches): void {
-    caches.runs.onChange((run) => this.enqueueRun(run));
+    // A run's policy counts its active runs: it needs a look only when a run appears, finishes or goes,
+    // not on each of Tekton's status writes.
+    const runDone = new Map<string, boolean>();
+    caches.runs.onChange((run) => {
+      const key = `${run.metadata.namespace}/${run.metadata.name}`;
+      const done = isDone(run);
+      const changed = runDone.get(key) !== done;
+      runDone.set(key, done);
+      this.enqueueRun(run, changed);
+    });
     caches.runs.onDelete((run) => {
+      runDone.delete(`${run.metadata.namespace}/${run.metadata.name}`);
       const policy = run.metadata.annotations?.[POLICY_ANNOTATION];
       if (policy) this.enqueue({ kind: "policy", namespace: run.metadata.namespace, name: policy });
     });
@@ -279,14 +426,22 @@ export class Controller {
       if (known || this.synced) this.enqueueWaitingRuns();
     });
     caches.nodes.onDelete((node) => nodeShapes.delete(node.metadata?.name ?? ""));
-    const policyAndSiblings = (policy: AffinityPolicy) => {
-      for (const p of caches.policies.list(policy.metadata.namespace))
-        this.enqueue({ kind: "policy", namespace: p.metadata.namespace, name: p.metadata.name });
-      // Runs waiting under it follow its new settings.
+    // A policy's spec change concerns itself, the policies it overlaps (before or after) and the runs
+    // waiting under it. Our own status writes do not change its generation: they are not new work.
+    const policiesSeen = new Map<string, AffinityPolicy>();
+    caches.policies.onChange((policy) => {
+      const key = `${policy.metadata.namespace}/${policy.metadata.name}`;
+      const before = policiesSeen.get(key);
+      policiesSeen.set(key, policy);
+      if (before && before.metadata.generation === policy.metadata.generation) return;
+      this.enqueue({ kind: "policy", namespace: policy.metadata.namespace, name: policy.metadata.name });
+      this.enqueueOverlappingSiblings(policy, before);
       this.enqueueWaitingRuns(policy.metadata.namespace, policy.metadata.name);
-    };
-    caches.policies.onChange(policyAndSiblings);
-    caches.policies.onDelete(policyAndSiblings);
+    });
+    caches.policies.onDelete((policy) => {
+      policiesSeen.delete(`${policy.metadata.namespace}/${policy.metadata.name}`);
+      this.enqueueOverlappingSiblings(policy, undefined);
+    });
   }
 
   /** Runs still held at the gate (optionally only those of one policy). */
@@ -324,12 +479,33 @@ export class Controller {
     }
   }
 
+  /**
+   * Graceful shutdown (SIGTERM), so a rolling update fails no admission and loses no job:
+   * 1. fail /readyz, and keep answering admissions for `drainMs` while the apiserver and Services stop
+   *    sending requests here (a terminating pod leaves the Service's ready endpoints at once; an
+   *    admission already on its way still gets its answer);
+   * 2. stop taking jobs and let the active ones finish (BullMQ's worker close waits for them; one cut
+   *    short by the grace period is handed back by BullMQ's stalled-job check);
+   * 3. close the server once its in-flight requests are answered.
+   */
+  async shutdown(drainMs: number): Promise<void> {
+    this.draining = true;
+    this.logger.info({ drainMs }, "draining: readiness failed, still answering admissions");
+    await new Promise((resolve) => setTimeout(resolve, drainMs));
+    await this.stop();
+  }
+
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.certificates?.stop();
     await this.queue?.close();
     if (this.caches) await stopCaches(this.caches);
     this.adminServer?.close();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await new Promise<void>((resolve) => {
+      if (!this.server) return resolve();
+      this.server.close(() => resolve());
+      // Idle kept-alive connections would hold close() open for the apiserver's idle timeout.
+      this.server.closeIdleConnections();
+    });
   }
 }

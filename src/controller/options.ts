@@ -53,6 +53,7 @@ export const DEFAULTS = {
   resyncSeconds: 300,
   adminPort: 0,
   adminHost: "127.0.0.1",
+  shutdownDrainSeconds: 10,
 } as const;
 
 /** "a,b, c" -> ["a", "b", "c"]; "" -> []. */

@@ -16,11 +16,28 @@ import type { AffinityPolicy, PipelineRun } from "../api/types.js";
 
 export type Handler<T> = (obj: T, old?: T) => void;
 
-/** One watched resource: a cache plus add/update/delete fan-out, restarted after watch errors. */
+/** The longest pause between two attempts to list or watch again. */
+const MAX_RETRY_MS = 30_000;
+
+/**
+ * One watched resource: a cache plus add/update/delete fan-out, restarted after watch errors.
+ *
+ * `start()` resolves only once a list has succeeded: client-node's informer resolves its start even
+ * when the list fails (an apiserver 429 or 5xx, missing RBAC), and a replica that then reported Ready
+ * would answer admissions from an empty cache. A failed list or watch is retried with capped
+ * exponential backoff (1 s doubling to 30 s), and `synced` stays false until a list succeeds.
+ */
 export class WatchedCache<T extends k8s.KubernetesObject> {
   private readonly informer: k8s.Informer<T> & k8s.ObjectCache<T>;
   private readonly handlers: { change: Handler<T>[]; delete: Handler<T>[] } = { change: [], delete: [] };
   private stopped = false;
+  private failures = 0;
+  private markSynced!: () => void;
+  private readonly firstSync = new Promise<void>((resolve) => {
+    this.markSynced = resolve;
+  });
+  /** True once a list has succeeded: from then on the cache holds the cluster's objects. */
+  synced = false;
 
   constructor(
     readonly kind: string,
@@ -31,14 +48,31 @@ export class WatchedCache<T extends k8s.KubernetesObject> {
     labelSelector?: string,
     fieldSelector?: string,
   ) {
-    this.informer = new k8s.ListWatch(path, new k8s.Watch(kc), list, false, labelSelector, fieldSelector);
+    const listed = async () => {
+      const result = await list();
+      this.failures = 0;
+      if (!this.synced) {
+        this.synced = true;
+        // After the informer has put the listed objects in its cache (it does so once we return).
+        setImmediate(this.markSynced);
+      }
+      return result;
+    };
+    this.informer = new k8s.ListWatch(path, new k8s.Watch(kc), listed, false, labelSelector, fieldSelector);
     this.informer.on("add", (o) => this.emit("change", o));
     this.informer.on("update", (o) => this.emit("change", o));
     this.informer.on("delete", (o) => this.emit("delete", o));
     this.informer.on("error", (err) => {
       if (this.stopped) return;
-      this.logger.warn({ kind, err: String(err) }, "watch failed; restarting in 1s");
-      setTimeout(() => this.start().catch(() => undefined), 1000).unref();
+      this.failures++;
+      const retryMs = Math.min(MAX_RETRY_MS, 1000 * 2 ** (this.failures - 1));
+      this.logger.warn(
+        { kind, err: String(err), synced: this.synced, attempt: this.failures, retryMs },
+        this.synced
+          ? "watch failed; restarting"
+          : "initial list failed; this replica stays unready, retrying",
+      );
+      setTimeout(() => void this.restart(), retryMs).unref();
     });
   }
 
@@ -59,10 +93,16 @@ export class WatchedCache<T extends k8s.KubernetesObject> {
     }
   }
 
-  /** Resolves once the initial list is in the cache. */
+  /** Resolves once a list has succeeded and its objects are in the cache (retrying until then). */
   async start(): Promise<void> {
     this.stopped = false;
     await this.informer.start();
+    await this.firstSync;
+  }
+
+  private async restart(): Promise<void> {
+    if (this.stopped) return;
+    await this.informer.start().catch(() => undefined);
   }
 
   async stop(): Promise<void> {
@@ -150,6 +190,10 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
 
 export async function startCaches(caches: Caches): Promise<void> {
   await Promise.all(Object.values(caches).map((c: WatchedCache<k8s.KubernetesObject>) => c.start()));
+}
+
+export function cachesSynced(caches: Caches): boolean {
+  return Object.values(caches).every((c: WatchedCache<k8s.KubernetesObject>) => c.synced);
 }
 
 export async function stopCaches(caches: Caches): Promise<void> {

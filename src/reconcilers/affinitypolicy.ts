@@ -6,7 +6,7 @@
 import type { CoreV1Api } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { GROUP, PLURAL, POLICY_ANNOTATION, VERSION } from "../api/constants.js";
-import { findOverlaps } from "../api/resolve.js";
+import { overlapReport } from "../api/resolve.js";
 import { DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicy, AffinityPolicyStatus, Condition } from "../api/types.js";
 import { isNotFound, type KubeClients, mergePatch } from "../kube/clients.js";
@@ -120,9 +120,7 @@ export class AffinityPolicyReconciler {
         generation,
       );
     }
-    const report = findOverlaps(this.o.caches.policies.list(ns) as AffinityPolicy[]).find(
-      (r) => r.policy.metadata.name === policy.metadata.name,
-    );
+    const report = overlapReport(policy, this.o.caches.policies.list(ns) as AffinityPolicy[]);
     const overlapping = report?.overlaps.length
       ? condition("Overlapping", "True", "SelectorsOverlap", report.message, generation)
       : condition(

@@ -1,5 +1,6 @@
 // HTTPS server for the admission webhooks plus /healthz, /readyz and /metrics.
-// Every admission handler is synchronous over in-memory caches: no API call, no Redis call.
+// Every admission handler answers from in-memory caches: no Redis call, and no API call, except the
+// webhooks' one read on a cache miss (see Controller), which a synced replica almost never has.
 
 import { createServer, type Server } from "node:https";
 import type { V1Pod } from "@kubernetes/client-node";
@@ -16,11 +17,14 @@ export const PATHS = {
 } as const;
 
 export interface WebhookHandlers {
-  pipelineRun: (run: PipelineRun) => AdmissionDecision;
-  pod: (pod: V1Pod, namespace: string) => AdmissionDecision;
+  pipelineRun: (run: PipelineRun) => AdmissionDecision | Promise<AdmissionDecision>;
+  pod: (pod: V1Pod, namespace: string) => AdmissionDecision | Promise<AdmissionDecision>;
   policy: (policy: AffinityPolicy) => AdmissionDecision;
-  /** True once the informer caches have synced: before that the webhooks would answer from nothing. */
+  /** True once the informer caches have synced (before that the webhooks would answer from nothing),
+   * and until shutdown begins. */
   ready: () => boolean;
+  /** Why ready() is false, for /readyz. */
+  notReadyReason?: () => string;
   /** A problem to report in /readyz without failing it (the webhooks must keep serving). */
   readyWarning?: () => string | undefined;
 }
@@ -36,8 +40,11 @@ export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: L
   app.use(express.json({ limit: "10mb" }));
 
   const admit =
-    <T>(name: string, decide: (obj: T, review: AdmissionReview<T>) => AdmissionDecision) =>
-    (req: Request, res: Response) => {
+    <T>(
+      name: string,
+      decide: (obj: T, review: AdmissionReview<T>) => AdmissionDecision | Promise<AdmissionDecision>,
+    ) =>
+    async (req: Request, res: Response) => {
       const started = process.hrtime.bigint();
       const review = req.body as AdmissionReview<T>;
       const request = review?.request;
@@ -47,7 +54,7 @@ export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: L
       }
       let decision: AdmissionDecision;
       try {
-        decision = decide(request.object as T, review);
+        decision = await decide(request.object as T, review);
       } catch (err) {
         // A bug here must not block the request: answer allowed, loudly.
         logger.error(
@@ -85,7 +92,7 @@ export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: L
   app.get("/readyz", (_req, res) => {
     const warning = handlers.readyWarning?.();
     if (handlers.ready()) res.send(warning ? `ok, but: ${warning}` : "ok");
-    else res.status(503).send("informer caches not synced");
+    else res.status(503).send(handlers.notReadyReason?.() ?? "informer caches not synced");
   });
   app.get("/metrics", async (_req, res) => {
     res.set("Content-Type", metrics.registry.contentType);

@@ -483,23 +483,33 @@ export class LocalCluster {
     await this.patchNode(name, {
       metadata: { annotations: { [CUSTOM_STATUS_ANNOTATION]: ready ? null : "custom" } },
     });
-    const node = await this.clients.core.readNode({ name });
-    const now = new Date();
-    const conditions = (node.status?.conditions ?? []).map((c) =>
-      c.type === "Ready"
-        ? {
-            ...c,
-            status: ready ? "True" : "Unknown",
-            reason: ready ? "KubeletReady" : "NodeStatusUnknown",
-            message: ready
-              ? "kubelet is posting ready status"
-              : "Kubelet stopped posting node status (harness).",
-            lastTransitionTime: now,
-            lastHeartbeatTime: now,
-          }
-        : c,
-    );
-    await this.clients.core.patchNodeStatus({ name, body: { status: { conditions } } }, mergePatch());
+    const want = ready ? "True" : "Unknown";
+    // KWOK may write a heartbeat between our annotation and our status patch, undoing the latter: patch
+    // until the condition we wrote is the one that stays.
+    for (let attempt = 0; ; attempt++) {
+      const node = await this.clients.core.readNode({ name });
+      const now = new Date();
+      const conditions = (node.status?.conditions ?? []).map((c) =>
+        c.type === "Ready"
+          ? {
+              ...c,
+              status: want,
+              reason: ready ? "KubeletReady" : "NodeStatusUnknown",
+              message: ready
+                ? "kubelet is posting ready status"
+                : "Kubelet stopped posting node status (harness).",
+              lastTransitionTime: now,
+              lastHeartbeatTime: now,
+            }
+          : c,
+      );
+      await this.clients.core.patchNodeStatus({ name, body: { status: { conditions } } }, mergePatch());
+      await sleep(1000);
+      const after = await this.clients.core.readNode({ name });
+      const status = after.status?.conditions?.find((c) => c.type === "Ready")?.status;
+      if (status === want) return;
+      if (attempt >= 5) throw new Error(`node ${name} did not keep Ready=${want} (it says ${status})`);
+    }
   }
 
   private async patchNode(name: string, body: object): Promise<void> {

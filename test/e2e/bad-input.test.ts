@@ -67,7 +67,9 @@ describe("bad input and its visible consequences", function () {
       type: "Warning",
       timeoutMs: 60_000,
     });
-    expect(waiting.message).to.contain("has not created its pod");
+    // The StatefulSet controller's own reason (its FailedCreate event), at once.
+    expect(waiting.message).to.contain("cannot be created");
+    expect(waiting.message).to.contain('"builder" not found');
     await cluster.clients.core.createNamespacedServiceAccount({
       namespace: ns,
       body: { metadata: { name: "builder" } },

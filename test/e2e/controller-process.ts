@@ -22,6 +22,8 @@ export interface ControllerProcessOptions {
   port?: number;
   /** host:port the apiserver should call (a balancer in front of several replicas). */
   webhookUrlHost?: string;
+  /** Wait for /readyz in start() (default); false: only for the server to listen. */
+  waitReady?: boolean;
 }
 
 export class ControllerProcess {
@@ -59,6 +61,15 @@ export class ControllerProcess {
     this.forgetExitHandler();
     this.onExit = () => killAllSync([pid]);
     process.once("exit", this.onExit);
+    if (this.o.waitReady === false) {
+      await waitFor(`controller ${this.o.replicaId ?? ""} listening (log: ${this.log})`, () =>
+        this.get("/healthz").then(
+          () => true,
+          () => false,
+        ),
+      );
+      return;
+    }
     await waitFor(`controller ${this.o.replicaId ?? ""} /readyz (log: ${this.log})`, () => this.ready(), {
       timeoutMs: 60_000,
     });

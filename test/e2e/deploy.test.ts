@@ -101,6 +101,7 @@ const ALLOWED = [
   "cluster tekton.dev pipelineruns watch",
   "cluster tekton.dev pipelineruns patch",
   "cluster tekton.dev pipelineruns/finalizers update",
+  "cluster tekton.dev pipelineruns/status patch",
   "cluster affinity.tekton.dev affinitypolicies get",
   "cluster affinity.tekton.dev affinitypolicies list",
   "cluster affinity.tekton.dev affinitypolicies watch",
@@ -124,8 +125,12 @@ const ALLOWED = [
   "cluster core nodes get",
   "cluster core nodes list",
   "cluster core nodes watch",
+  "cluster core namespaces list",
+  "cluster core namespaces watch",
   "cluster core events create",
   "cluster core events get",
+  "cluster core events list",
+  "cluster core events watch",
   "cluster core events patch",
   "cluster admissionregistration.k8s.io mutatingwebhookconfigurations create",
   "cluster admissionregistration.k8s.io validatingwebhookconfigurations create",
@@ -190,6 +195,10 @@ describe("deploy/ (kustomize install)", function () {
     expect(env.POD_NAMESPACE?.valueFrom?.fieldRef?.fieldPath).to.equal("metadata.namespace");
     expect(env.POD_NAME?.valueFrom?.fieldRef?.fieldPath).to.equal("metadata.name");
     expect(env.REDIS_URL?.value).to.match(/^redis:\/\/tekton-affinity-redis\./);
+    // Rollouts never drop capacity, and the grace period outlasts the drain.
+    expect(deployment.spec?.strategy?.rollingUpdate?.maxUnavailable).to.equal(0);
+    const drain = Number(env.TEKTON_AFFINITY_SHUTDOWN_DRAIN_SECONDS?.value);
+    expect(deployment.spec?.template.spec?.terminationGracePeriodSeconds).to.be.above(drain + 30);
     const service = find("Service", "tekton-affinity-webhook") as unknown as V1Service;
     expect(service.spec?.ports?.[0]).to.include({ port: 443, targetPort: "https" });
     expect(

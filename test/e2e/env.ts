@@ -23,6 +23,8 @@ export const TEST_CONTROLLER_ARGS = [
   "--settle-seconds=5",
   "--not-ready-grace-seconds=3",
   "--resync-seconds=20",
+  // The harness's balancer and test stops need no endpoint propagation time.
+  "--shutdown-drain-seconds=1",
 ];
 
 let env: Promise<E2E> | undefined;

@@ -112,4 +112,15 @@ describe("Dockerfile", () => {
     expect(user).to.not.match(/^(root|0)(:|$)/);
     expect(user).to.not.equal("");
   });
+
+  it("builds and runs on one supported Node.js LTS (an even major, 22 or later: 20 ended in April 2026)", () => {
+    const froms = readFileSync(join(REPO, "Dockerfile"), "utf8")
+      .split(/\r?\n/)
+      .filter((l) => /^FROM\s/i.test(l));
+    const majors = froms.map((l) => Number(/node(?:js)?:?(\d+)/.exec(l)?.[1]));
+    expect(majors).to.have.length(2);
+    expect(majors[0]).to.equal(majors[1]);
+    expect(majors[0]! % 2).to.equal(0);
+    expect(majors[0]).to.be.at.least(22);
+  });
 });
