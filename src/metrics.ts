@@ -50,6 +50,17 @@ export function createMetrics() {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
       registers: [registry],
     }),
+    resyncs: new Counter({
+      name: "tekton_affinity_resyncs_total",
+      help: "Times this replica enqueued every unfinished run and every policy again, by why.",
+      labelNames: ["reason"],
+      registers: [registry],
+    }),
+    enqueuesDropped: new Counter({
+      name: "tekton_affinity_enqueues_dropped_total",
+      help: "Work items not enqueued because too many were already waiting for Redis; the resync when Redis is back covers them.",
+      registers: [registry],
+    }),
     webhookCacheMisses: new Counter({
       name: "tekton_affinity_webhook_cache_misses_total",
       help: "Admissions that found their PipelineRun or policies missing from this replica's cache, so they read the API once.",

@@ -68,6 +68,12 @@ export function registerControllerCommand(program: Command): Command {
         .default(false),
     )
     .addOption(
+      new Option(
+        "--redis-ca-file <path>",
+        "PEM file of the CA that signed Redis' TLS certificate (default: the system's CAs)",
+      ).env(env("REDIS_CA_FILE")),
+    )
+    .addOption(
       new Option("--redis-sentinels <list>", "host:port,... of Redis Sentinels").env(env("REDIS_SENTINELS")),
     )
     .addOption(
@@ -244,6 +250,7 @@ export function registerControllerCommand(program: Command): Command {
         redisUrl: opts.redisUrl as string,
         redisPassword: opts.redisPassword as string | undefined,
         redisTls: Boolean(opts.redisTls),
+        redisCaFile: opts.redisCaFile as string | undefined,
         redisSentinels: opts.redisSentinels as string | undefined,
         redisSentinelName: opts.redisSentinelName as string | undefined,
         queuePrefix: opts.queuePrefix as string,

@@ -98,6 +98,10 @@ function schedulingShape(node: k8s.V1Node): string {
 }
 
 const TEKTON_FLAGS_POLL_MS = 10_000;
+/** How often a replica checks that Redis still holds the queue's keys. */
+const REDIS_KEYS_CHECK_MS = 5_000;
+/** Enqueues that may wait for Redis at once (each is a small command in ioredis' offline queue). */
+const MAX_PENDING_ENQUEUES = 10_000;
 
 /** Tekton labels every TaskRun pod with its PipelineRun's name. */
 const TEKTON_PIPELINERUN_LABEL = "tekton.dev/pipelineRun";
@@ -223,15 +227,16 @@ export class Controller {
       this.logger.info({ url: `http://${o.adminHost}:${o.adminPort}/queues` }, "queue UI listening");
     }
     this.watch(caches);
-    this.resync();
-    this.timers.push(setInterval(() => this.resync(), o.resyncSeconds * 1000));
+    this.resync("start");
+    this.timers.push(setInterval(() => this.resync("periodic"), o.resyncSeconds * 1000));
     this.timers.push(setInterval(() => void this.sampleQueueDepth(), 5000));
+    this.timers.push(setInterval(() => void this.resyncIfRedisLostItsKeys(), REDIS_KEYS_CHECK_MS));
     // Redis came back (possibly empty): the cluster still knows every run; enqueue them again.
     void queue.queue.client.then((redis) =>
       redis.on("ready", () => {
         queue.redisReady();
         this.logger.info("redis connection ready; resyncing work from the cluster");
-        this.resync();
+        this.resync("redis-reconnect");
       }),
     );
   }
@@ -350,8 +355,22 @@ export class Controller {
     }
   }
 
+  /** Enqueues waiting for Redis: bounded, so an outage cannot grow memory without end. */
+  private pendingEnqueues = 0;
+
   private enqueue(item: WorkItem): void {
-    this.queue?.enqueue(item).catch((err) => this.logger.debug({ err: String(err), item }, "enqueue failed"));
+    if (!this.queue) return;
+    // While Redis is away, ioredis holds commands in its offline queue. Past the bound, drop: when
+    // Redis is back, the resync enqueues every unfinished run again from the caches.
+    if (this.pendingEnqueues >= MAX_PENDING_ENQUEUES) {
+      this.metrics.enqueuesDropped.inc();
+      return;
+    }
+    this.pendingEnqueues++;
+    this.queue
+      .enqueue(item)
+      .catch((err) => this.logger.debug({ err: String(err), item }, "enqueue failed"))
+      .finally(() => this.pendingEnqueues--);
   }
 
   /** A managed run, and (when `withPolicy`) its policy, whose activeRuns count may have changed. */
@@ -454,10 +473,27 @@ export class Controller {
     }
   }
 
+  /** Redis emptied without a reconnect (FLUSHALL, failover to an empty replica): its jobs are gone. */
+  private async resyncIfRedisLostItsKeys(): Promise<void> {
+    try {
+      if (!(await this.queue?.lostItsKeys())) return;
+    } catch {
+      return; // Redis down: the reconnect resyncs
+    }
+    if (!this.markerSeen) {
+      this.markerSeen = true; // the first check only sets the marker; start() resynced already
+      return;
+    }
+    this.logger.info("redis lost its keys; resyncing work from the cluster");
+    this.resync("redis-empty");
+  }
+  private markerSeen = false;
+
   /** Level-triggered safety net: enqueue everything that may still need work. */
-  resync(): void {
+  resync(reason: "start" | "periodic" | "redis-reconnect" | "redis-empty"): void {
     const caches = this.caches;
     if (!caches) return;
+    this.metrics.resyncs.inc({ reason });
     let runs = 0;
     for (const run of caches.runs.list()) {
       if (run.metadata.annotations?.[CLEANED_UP_ANNOTATION] === "true") continue;

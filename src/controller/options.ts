@@ -1,6 +1,7 @@
 // Controller configuration. Every option is a flag with an environment variable and a default,
 // shown by `tekton-affinity controller --help`.
 
+import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import type { TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, Mode } from "../api/types.js";
@@ -11,6 +12,8 @@ export interface ControllerOptions {
   redisUrl: string;
   redisPassword?: string;
   redisTls: boolean;
+  /** PEM file of the CA that signed Redis' certificate (else the system's CAs). */
+  redisCaFile?: string;
   /** "host:port,host:port" of Redis Sentinels; with sentinelName, replaces redisUrl's host. */
   redisSentinels?: string;
   redisSentinelName?: string;
@@ -84,6 +87,15 @@ export function clusterDefaultSpec(o: ControllerOptions): AffinityPolicySpec | u
   return o.defaultMode ? { mode: o.defaultMode } : undefined;
 }
 
+function tlsOptions(caFile: string | undefined): { ca?: string } {
+  if (!caFile) return {};
+  try {
+    return { ca: readFileSync(caFile, "utf8") };
+  } catch (err) {
+    throw new Error(`--redis-ca-file ${caFile} cannot be read: ${(err as Error).message}`);
+  }
+}
+
 /** Redis connection options for ioredis from the URL, password, TLS and Sentinel settings. */
 export function redisConnection(o: ControllerOptions) {
   const url = new URL(o.redisUrl);
@@ -92,7 +104,7 @@ export function redisConnection(o: ControllerOptions) {
   }
   if (!url.hostname) throw new Error(`--redis-url has no host: "${o.redisUrl}"; use redis://HOST:PORT`);
   const password = o.redisPassword ?? (url.password ? decodeURIComponent(url.password) : undefined);
-  const tls = o.redisTls || url.protocol === "rediss:" ? {} : undefined;
+  const tls = o.redisTls || url.protocol === "rediss:" ? tlsOptions(o.redisCaFile) : undefined;
   const dbPath = url.pathname.slice(1);
   if (dbPath && !/^\d+$/.test(dbPath)) {
     throw new Error(`--redis-url path must be a database number such as /0, got "/${dbPath}"`);

@@ -63,6 +63,18 @@ export interface WorkQueueOptions {
   onLockBusy?: (item: WorkItem) => void;
 }
 
+/** Which setting a Redis error points at, in words an operator can act on. */
+export function redisSettingToCheck(err: Error): string {
+  const m = `${err.message} ${(err as { code?: string }).code ?? ""}`;
+  if (/WRONGPASS|NOAUTH|invalid password|invalid username-password/i.test(m))
+    return "the password: --redis-password (REDIS_PASSWORD) or the one in --redis-url";
+  if (/certificate|self[- ]signed|SSL|TLS|UNABLE_TO_VERIFY|ERR_TLS|EPROTO|CERT_/i.test(m))
+    return "TLS: --redis-ca-file must hold the CA that signed Redis' certificate, and rediss:// or --redis-tls must match Redis' TLS port";
+  if (/sentinel/i.test(m))
+    return "--redis-sentinels (host:port of reachable Sentinels) and --redis-sentinel-name (the master group)";
+  return "--redis-url (host and port of a reachable Redis)";
+}
+
 function outcomeOf(result: ReconcileResult): "requeued" | "ok" {
   return result.requeueAfterMs !== undefined ? "requeued" : "ok";
 }
@@ -109,7 +121,7 @@ export class WorkQueue {
     this.redisDown = true;
     const { host, port } = this.opts.connection;
     this.opts.logger.error(
-      { err: err.message, redis: `${host ?? "sentinel"}:${port ?? ""}` },
+      { err: err.message, redis: `${host ?? "sentinel"}:${port ?? ""}`, check: redisSettingToCheck(err) },
       "redis unavailable: retrying; webhooks keep serving and queued work resumes when it is back",
     );
   }
@@ -229,6 +241,17 @@ export class WorkQueue {
       this.opts.onJobDone?.(item, "error", seconds(), attempt);
       throw err;
     }
+  }
+
+  /**
+   * True when Redis has lost its keys since the last call (FLUSHALL, a restart without persistence, a
+   * failover to an empty replica), so the caller can resync at once instead of at the next periodic
+   * resync. A marker key is set if absent: "set now" means it was gone. The first call is true too.
+   */
+  async lostItsKeys(): Promise<boolean> {
+    if (!this.lockRedis) return false;
+    const set = await this.lockRedis.set(`${this.opts.prefix}:marker`, "1", "NX");
+    return set === "OK";
   }
 
   async depth(): Promise<Record<string, number>> {

@@ -19,7 +19,9 @@ function withoutConversionWebhook(obj: KubernetesObject): KubernetesObject {
 /** ConfigMap overrides: Tekton's own affinity assistant off, and no metrics listener (its fixed port
  * would collide between clusters on one machine). */
 const CONFIG_OVERRIDES: Record<string, Record<string, string>> = {
-  "feature-flags": { coschedule: "disabled" },
+  // set-security-context: Tekton's own containers meet Pod Security `restricted`, so runs can execute in
+  // namespaces that enforce it (a test checks our placeholders do too).
+  "feature-flags": { coschedule: "disabled", "set-security-context": "true" },
   "config-observability": { "metrics-protocol": "none", "tracing-protocol": "none" },
 };
 

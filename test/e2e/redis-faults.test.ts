@@ -47,6 +47,23 @@ describe("Redis trouble", function () {
     await waitRunSucceeded(cluster, ns, name);
   });
 
+  it("notices at once when Redis loses its keys without a reconnect (FLUSHALL) and resyncs", async () => {
+    const { cluster, controller } = await e2e();
+    const metric = 'tekton_affinity_resyncs_total{reason="redis-empty"}';
+    const before = metricValue(await controller.metrics(), metric);
+    const flushedAt = Date.now();
+    await cluster.flushRedis();
+    // Well before the next periodic resync (20 s in tests, 300 s by default).
+    await waitFor(
+      "a redis-empty resync",
+      async () => metricValue(await controller.metrics(), metric) > before,
+      {
+        timeoutMs: 12_000,
+      },
+    );
+    console.log(`      resynced ${((Date.now() - flushedAt) / 1000).toFixed(1)} s after FLUSHALL`);
+  });
+
   it("drops and counts a malformed job without crashing a worker", async () => {
     const { cluster, controller } = await e2e();
     const before = metricValue(await controller.metrics(), "tekton_affinity_malformed_jobs_total");

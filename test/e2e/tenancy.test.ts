@@ -299,6 +299,36 @@ describe("bounded, visible waiting", function () {
     await waitRunSucceeded(cluster, ns, run.metadata.name);
   });
 
+  it("in a namespace enforcing Pod Security restricted, a run that sets only fsGroup succeeds", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "restricted");
+    await cluster.kubectlRun("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted");
+    await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+    const run = pipelineRun(ns, {
+      tasks: [{ name: "a" }, { name: "b", runAfter: ["a"] }],
+      taskRunTemplate: { podTemplate: { securityContext: { fsGroup: 1000 } } },
+    });
+    // The run's own steps meet `restricted`; Tekton's containers do with set-security-context.
+    const tasks = (run.spec.pipelineSpec as { tasks: { taskSpec: { steps: Record<string, unknown>[] } }[] })
+      .tasks;
+    for (const t of tasks)
+      for (const step of t.taskSpec.steps)
+        step.securityContext = {
+          allowPrivilegeEscalation: false,
+          capabilities: { drop: ["ALL"] },
+          runAsNonRoot: true,
+          runAsUser: 1000,
+          seccompProfile: { type: "RuntimeDefault" },
+        };
+    const created = await createRun(cluster, run);
+    await waitRunSucceeded(cluster, ns, created.metadata.name);
+    // Its placeholder passed admission with the run's fsGroup merged over the restricted defaults.
+    const placed = await waitForEvent(cluster, ns, created.metadata.name, "Placed");
+    expect(placed.type).to.equal("Normal");
+    const events = await runEvents(cluster, ns, created.metadata.name);
+    expect(events.filter((e) => e.reason === "Waiting")).to.deep.equal([]);
+  });
+
   it("a nodeSelector typo in a policy, then fixed: the runs that were waiting start", async () => {
     const { cluster } = await e2e();
     const ns = await createNamespace(cluster, "typo");

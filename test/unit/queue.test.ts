@@ -2,6 +2,7 @@ import { expect } from "chai";
 import { DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
 import { type ControllerOptions, DEFAULTS, redisConnection } from "../../src/controller/options.js";
 import { parseWorkItem, type WorkItem, workKey } from "../../src/queue/work-item.js";
+import { redisSettingToCheck } from "../../src/queue/work-queue.js";
 
 describe("work items", () => {
   describe("workKey", () => {
@@ -192,5 +193,24 @@ describe("redisConnection", () => {
         redisConnection(options({ redisUrl: "http://x", redisSentinels: "s1", redisSentinelName: "m" })),
       ).to.throw(/redis:\/\//);
     });
+  });
+});
+
+describe("redisSettingToCheck", () => {
+  it("names the setting behind each kind of Redis failure", () => {
+    const e = (message: string, code?: string) => Object.assign(new Error(message), { code });
+    expect(
+      redisSettingToCheck(e("WRONGPASS invalid username-password pair or user is disabled.")),
+    ).to.contain("--redis-password");
+    expect(redisSettingToCheck(e("NOAUTH Authentication required."))).to.contain("--redis-password");
+    expect(
+      redisSettingToCheck(e("self-signed certificate in certificate chain", "SELF_SIGNED_CERT_IN_CHAIN")),
+    ).to.contain("--redis-ca-file");
+    expect(
+      redisSettingToCheck(e("All sentinels are unreachable. Retrying from scratch after 10ms.")),
+    ).to.contain("--redis-sentinels");
+    expect(redisSettingToCheck(e("connect ECONNREFUSED 127.0.0.1:6390", "ECONNREFUSED"))).to.contain(
+      "--redis-url",
+    );
   });
 });
