@@ -24,6 +24,9 @@ export interface ControllerProcessOptions {
   webhookUrlHost?: string;
   /** Wait for /readyz in start() (default); false: only for the server to listen. */
   waitReady?: boolean;
+  /** How to start `tekton-affinity`: node's arguments before `controller` (default: tsx on
+   * src/cli/main.ts), and the directory to run in (default: the repository). */
+  entry?: { args: string[]; cwd: string };
 }
 
 export class ControllerProcess {
@@ -39,9 +42,12 @@ export class ControllerProcess {
 
   async start(): Promise<void> {
     this.port ||= this.o.port ?? (await freePort());
+    const entry = this.o.entry ?? {
+      args: [join(REPO, "node_modules", "tsx", "dist", "cli.mjs"), join(REPO, "src", "cli", "main.ts")],
+      cwd: REPO,
+    };
     const args = [
-      join(REPO, "node_modules", "tsx", "dist", "cli.mjs"),
-      join(REPO, "src", "cli", "main.ts"),
+      ...entry.args,
       "controller",
       `--kubeconfig=${this.o.kubeconfig}`,
       `--redis-url=${this.o.redisUrl}`,
@@ -53,7 +59,11 @@ export class ControllerProcess {
       ...(this.o.args ?? []),
     ];
     const fd = openSync(this.log, "a");
-    const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", fd, fd], cwd: REPO });
+    const child = spawn(process.execPath, args, {
+      detached: true,
+      stdio: ["ignore", fd, fd],
+      cwd: entry.cwd,
+    });
     child.unref();
     this.pid = child.pid ?? 0;
     const pid = this.pid;
