@@ -32,6 +32,8 @@ export interface ControllerProcessOptions {
 export class ControllerProcess {
   pid = 0;
   port = 0;
+  /** Told to stop (SIGTERM) and not started since: a Service would no longer send it connections. */
+  terminating = false;
   readonly log: string;
   /** Kills this process if the test process exits first; dropped once the process is stopped. */
   private onExit?: () => void;
@@ -41,9 +43,13 @@ export class ControllerProcess {
   }
 
   async start(): Promise<void> {
+    this.terminating = false;
     this.port ||= this.o.port ?? (await freePort());
+    // tsx as a loader inside the one node process, not its CLI: the CLI is a parent process that relays
+    // signals and SIGKILLs a child that does not acknowledge a SIGTERM within 30 ms, which on a loaded
+    // machine turns a graceful stop into a crash.
     const entry = this.o.entry ?? {
-      args: [join(REPO, "node_modules", "tsx", "dist", "cli.mjs"), join(REPO, "src", "cli", "main.ts")],
+      args: ["--import", "tsx", join(REPO, "src", "cli", "main.ts")],
       cwd: REPO,
     };
     const args = [
@@ -121,8 +127,10 @@ export class ControllerProcess {
     return this.pid > 0 && isAlive(this.pid);
   }
 
-  async stop(): Promise<void> {
-    if (this.alive) await stopProcess(this.pid, 5000);
+  /** As a pod deletion: it leaves the Service's endpoints at once, then gets SIGTERM and drains. */
+  async stop(graceMs = 5000): Promise<void> {
+    this.terminating = true;
+    if (this.alive) await stopProcess(this.pid, graceMs);
     this.forgetExitHandler();
   }
 

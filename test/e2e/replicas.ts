@@ -1,4 +1,5 @@
-// Several controller replicas behind one webhook address, as in a real Deployment + Service.
+// Several controller replicas behind one webhook address, as in a real Deployment + Service: the
+// balancer's endpoints follow each replica's /readyz, and a refused connection is an error.
 // Used by the replicas test and the placement benchmark.
 
 import { readFileSync } from "node:fs";
@@ -21,7 +22,8 @@ export class ReplicaSet {
   readonly replicas: ControllerProcess[] = [];
   /** Logs append across runs against a long-lived cluster; records before this belong to an earlier one. */
   private startedAt = 0;
-  private readonly balancer = new TcpBalancer(() => this.replicas.filter((r) => r.alive).map((r) => r.port));
+  /** The Service in front of the replicas: endpoints follow each replica's readiness. */
+  readonly balancer = new TcpBalancer(() => this.replicas);
 
   constructor(
     private readonly cluster: LocalCluster,
