@@ -71,7 +71,9 @@ export function formatDuration(ms: number): string {
 /** The run's bound on waiting at the gate: the policy's maxWait within the operator's ceiling. */
 export function effectiveMaxWaitMs(spec: AffinityPolicySpec, limits: TenancyLimits): number {
   const asked = spec.maxWait ? parseDuration(spec.maxWait) : undefined;
-  return Math.min(asked ?? limits.defaultMaxWaitMs, limits.maxWaitCeilingMs);
+  // "0s" passes the CRD's pattern; only the webhook rejects it. Treat it as unset, not "fail at once".
+  const wanted = asked !== undefined && asked > 0 ? asked : limits.defaultMaxWaitMs;
+  return Math.min(wanted, limits.maxWaitCeilingMs);
 }
 
 export function imageAllowed(image: string, registries: readonly string[]): boolean {

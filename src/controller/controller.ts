@@ -37,6 +37,21 @@ import { validateAffinityPolicy } from "../webhooks/policies.js";
 import { createApp, listen } from "../webhooks/server.js";
 import { type ControllerOptions, clusterDefaultSpec, redisConnection } from "./options.js";
 
+/** The webhooks' fallback reads must answer well inside the apiserver's 5 s webhook timeout, so that
+ * the webhook's own decision (with its explanation) reaches the user, not a bare timeout. */
+const FALLBACK_READ_TIMEOUT_MS = 2_000;
+
+function withTimeout<T>(read: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`reading ${what} took longer than ${FALLBACK_READ_TIMEOUT_MS} ms`)),
+      FALLBACK_READ_TIMEOUT_MS,
+    );
+  });
+  return Promise.race([read, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** One API read of a run; undefined when it does not exist. */
 async function readRun(
   clients: KubeClients,
@@ -259,12 +274,15 @@ export class Controller {
     if (!caches.policies.synced) {
       this.metrics.webhookCacheMisses.inc({ kind: "AffinityPolicyList" });
       try {
-        const list = (await clients.custom.listNamespacedCustomObject({
-          group: GROUP,
-          version: VERSION,
-          plural: PLURAL,
-          namespace: ns,
-        })) as { items: AffinityPolicy[] };
+        const list = (await withTimeout(
+          clients.custom.listNamespacedCustomObject({
+            group: GROUP,
+            version: VERSION,
+            plural: PLURAL,
+            namespace: ns,
+          }),
+          `the AffinityPolicies of ${ns}`,
+        )) as { items: AffinityPolicy[] };
         policies = list.items;
       } catch (err) {
         return {
@@ -298,12 +316,18 @@ export class Controller {
     try {
       if (runName && !run) {
         this.metrics.webhookCacheMisses.inc({ kind: "PipelineRun" });
-        run = await readRun(clients, namespace, runName);
+        run = await withTimeout(readRun(clients, namespace, runName), `PipelineRun ${namespace}/${runName}`);
       }
       const policyName = run?.metadata.annotations?.[POLICY_ANNOTATION];
       if (run && policyName && policyName !== CLUSTER_DEFAULT_POLICY && !caches.policies.synced) {
         this.metrics.webhookCacheMisses.inc({ kind: "AffinityPolicy" });
-        policies.set(policyName, await readPolicy(clients, namespace, policyName));
+        policies.set(
+          policyName,
+          await withTimeout(
+            readPolicy(clients, namespace, policyName),
+            `AffinityPolicy ${namespace}/${policyName}`,
+          ),
+        );
       }
     } catch (err) {
       return {
@@ -358,11 +382,12 @@ export class Controller {
   /** Enqueues waiting for Redis: bounded, so an outage cannot grow memory without end. */
   private pendingEnqueues = 0;
 
-  private enqueue(item: WorkItem): void {
+  private enqueue(item: WorkItem, { resync = false } = {}): void {
     if (!this.queue) return;
     // While Redis is away, ioredis holds commands in its offline queue. Past the bound, drop: when
-    // Redis is back, the resync enqueues every unfinished run again from the caches.
-    if (this.pendingEnqueues >= MAX_PENDING_ENQUEUES) {
+    // Redis is back, the resync enqueues every unfinished run again from the caches. The resync itself
+    // is never dropped (the caches bound it), or the work it restores would wait for the next one.
+    if (!resync && this.pendingEnqueues >= MAX_PENDING_ENQUEUES) {
       this.metrics.enqueuesDropped.inc();
       return;
     }
@@ -374,12 +399,12 @@ export class Controller {
   }
 
   /** A managed run, and (when `withPolicy`) its policy, whose activeRuns count may have changed. */
-  private enqueueRun(run: PipelineRun, withPolicy = true): void {
+  private enqueueRun(run: PipelineRun, withPolicy = true, resync = false): void {
     if (run.metadata.labels?.[MANAGED_LABEL] !== "true") return;
-    this.enqueue({ kind: "run", namespace: run.metadata.namespace, name: run.metadata.name });
+    this.enqueue({ kind: "run", namespace: run.metadata.namespace, name: run.metadata.name }, { resync });
     const policy = run.metadata.annotations?.[POLICY_ANNOTATION];
     if (policy && withPolicy)
-      this.enqueue({ kind: "policy", namespace: run.metadata.namespace, name: policy });
+      this.enqueue({ kind: "policy", namespace: run.metadata.namespace, name: policy }, { resync });
   }
 
   /**
@@ -457,6 +482,12 @@ export class Controller {
       this.enqueueOverlappingSiblings(policy, before);
       this.enqueueWaitingRuns(policy.metadata.namespace, policy.metadata.name);
     });
+    // A namespace's isolation-group label (set by cluster admins) shows in its isolate policies' status.
+    caches.namespaces.onChange((namespace) => {
+      const ns = namespace.metadata?.name ?? "";
+      for (const p of caches.policies.list(ns))
+        this.enqueue({ kind: "policy", namespace: ns, name: p.metadata.name });
+    });
     caches.policies.onDelete((policy) => {
       policiesSeen.delete(`${policy.metadata.namespace}/${policy.metadata.name}`);
       this.enqueueOverlappingSiblings(policy, undefined);
@@ -475,15 +506,16 @@ export class Controller {
 
   /** Redis emptied without a reconnect (FLUSHALL, failover to an empty replica): its jobs are gone. */
   private async resyncIfRedisLostItsKeys(): Promise<void> {
+    let lost: boolean | undefined;
     try {
-      if (!(await this.queue?.lostItsKeys())) return;
+      lost = await this.queue?.lostItsKeys();
     } catch {
       return; // Redis down: the reconnect resyncs
     }
-    if (!this.markerSeen) {
-      this.markerSeen = true; // the first check only sets the marker; start() resynced already
-      return;
-    }
+    // The first check only learns (or sets) the marker: start() resynced already.
+    const first = !this.markerSeen;
+    this.markerSeen = true;
+    if (!lost || first) return;
     this.logger.info("redis lost its keys; resyncing work from the cluster");
     this.resync("redis-empty");
   }
@@ -498,11 +530,14 @@ export class Controller {
     for (const run of caches.runs.list()) {
       if (run.metadata.annotations?.[CLEANED_UP_ANNOTATION] === "true") continue;
       if (run.metadata.labels?.[MANAGED_LABEL] !== "true") continue;
-      this.enqueueRun(run);
+      this.enqueueRun(run, true, true);
       runs++;
     }
     for (const p of caches.policies.list())
-      this.enqueue({ kind: "policy", namespace: p.metadata.namespace, name: p.metadata.name });
+      this.enqueue(
+        { kind: "policy", namespace: p.metadata.namespace, name: p.metadata.name },
+        { resync: true },
+      );
     this.logger.debug({ runs }, "resync enqueued work");
   }
 

@@ -59,6 +59,7 @@ export class WatchedCache<T extends k8s.KubernetesObject> {
       return result;
     };
     this.informer = new k8s.ListWatch(path, new k8s.Watch(kc), listed, false, labelSelector, fieldSelector);
+    // Any event proves the watch works again: the next failure starts the backoff from 1 s.
     this.informer.on("add", (o) => this.emit("change", o));
     this.informer.on("update", (o) => this.emit("change", o));
     this.informer.on("delete", (o) => this.emit("delete", o));
@@ -84,6 +85,7 @@ export class WatchedCache<T extends k8s.KubernetesObject> {
   }
 
   private emit(event: "change" | "delete", obj: T): void {
+    this.failures = 0;
     for (const h of this.handlers[event]) {
       try {
         h(obj);

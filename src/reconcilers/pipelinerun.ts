@@ -150,7 +150,8 @@ export class PipelineRunReconciler {
     for (const [i, plan] of plans.entries()) {
       // Only a placeholder that holds nothing yet may be replaced when its policy changed.
       const replaceable = gated && !pods[i]?.spec?.nodeName;
-      refused ??= await this.ensurePlaceholder(run, spec, plan, ctx, replaceable, log);
+      const refusal = await this.ensurePlaceholder(run, spec, plan, ctx, replaceable, log);
+      refused ??= refusal;
     }
 
     const migration = await this.migrate(run, spec, plans, pods, log);
@@ -186,7 +187,15 @@ export class PipelineRunReconciler {
         await this.o.clients.core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: claim });
       } catch (err) {
         if (!isRefusal(err)) ignoreAlreadyExists(err);
-        else {
+        // A quota is checked before "already exists": a full quota refuses a claim we made earlier.
+        else if (
+          !(await this.exists(() =>
+            this.o.clients.core.readNamespacedPersistentVolumeClaim({
+              name: claim.metadata!.name!,
+              namespace: ns,
+            }),
+          ))
+        ) {
           this.o.metrics.placeholderRefused.inc({ kind: "PersistentVolumeClaim" });
           return `placeholder ${plan.name} cannot be created: PersistentVolumeClaim ${claim.metadata?.name} was refused: ${apiMessage(err)}`;
         }
@@ -223,6 +232,13 @@ export class PipelineRunReconciler {
         ignoreAlreadyExists(err);
         return undefined;
       }
+      // Our cache may lag behind a set we created, and a full quota answers 403 before "exists".
+      if (
+        await this.exists(() =>
+          this.o.clients.apps.readNamespacedStatefulSet({ name: plan.name, namespace: ns }),
+        )
+      )
+        return undefined;
       this.o.metrics.placeholderRefused.inc({ kind: "StatefulSet" });
       return `placeholder ${plan.name} cannot be created: StatefulSet was refused: ${apiMessage(err)}`;
     }
@@ -230,8 +246,24 @@ export class PipelineRunReconciler {
   }
 
   private placeholderPod(run: PipelineRun, plan: PlaceholderPlan): V1Pod | undefined {
-    // StatefulSet pods are named <set>-0.
-    return this.o.caches.placeholderPods.get(`${plan.name}-0`, run.metadata.namespace);
+    // StatefulSet pods are named <set>-0. Only the current set's: a set replaced after its policy
+    // changed leaves its old pod behind for a moment, on a node the new settings may not allow.
+    const ns = run.metadata.namespace;
+    const pod = this.o.caches.placeholderPods.get(`${plan.name}-0`, ns);
+    const set = this.o.caches.placeholderSets.get(plan.name, ns);
+    const owner = pod?.metadata?.ownerReferences?.find((o) => o.controller)?.uid;
+    return pod && set && owner === set.metadata?.uid ? pod : undefined;
+  }
+
+  /** Whether a read finds the object (404: no; other errors are thrown, for a retry). */
+  private async exists(read: () => Promise<unknown>): Promise<boolean> {
+    try {
+      await read();
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
   }
 
   private async releaseGateWhenPlaced(

@@ -81,6 +81,10 @@ describe("tenancy bounds", () => {
     expect(effectiveMaxWaitMs({ mode: "pipelineruns", maxWait: "100h" }, DEFAULT_TENANCY_LIMITS)).to.equal(
       24 * 3_600_000,
     );
+    // "0s" passes the CRD pattern; should the webhook not have been there, it means the default.
+    expect(effectiveMaxWaitMs({ mode: "pipelineruns", maxWait: "0s" }, DEFAULT_TENANCY_LIMITS)).to.equal(
+      30 * 60_000,
+    );
     const [e] = errorsOf({ maxWait: "100h" });
     expect(e!.field).to.equal("spec.maxWait");
     expect(e!.message).to.contain("ceiling of 24h");
