@@ -165,6 +165,7 @@ export class Controller {
         policy: (policy) => validateAffinityPolicy(policy, o.tenancy),
         ready: () => this.synced && !this.draining,
         notReadyReason: () => (this.draining ? "shutting down" : "informer caches not synced"),
+        draining: () => this.draining,
         readyWarning: () => tektonFlags.conflict(),
       },
       this.metrics,

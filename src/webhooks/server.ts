@@ -25,6 +25,8 @@ export interface WebhookHandlers {
   ready: () => boolean;
   /** Why ready() is false, for /readyz. */
   notReadyReason?: () => string;
+  /** True while shutting down: every answer then closes its connection. */
+  draining?: () => boolean;
   /** A problem to report in /readyz without failing it (the webhooks must keep serving). */
   readyWarning?: () => string | undefined;
 }
@@ -38,6 +40,13 @@ export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: L
   const app = express();
   app.disable("x-powered-by");
   app.use(express.json({ limit: "10mb" }));
+  // While draining, answer and close: the apiserver then opens its next connection to another
+  // replica, instead of keeping an idle one to this replica that would be cut when it exits (a request
+  // written on it at that instant gets EOF, and is not retried).
+  app.use((_req, res, next) => {
+    if (handlers.draining?.()) res.setHeader("Connection", "close");
+    next();
+  });
 
   const admit =
     <T>(
