@@ -480,36 +480,48 @@ export class LocalCluster {
   /** Marks a node NotReady (as a dead kubelet would look) or Ready again. KWOK stops writing the status
    * of a node carrying the custom-status annotation, so ours sticks. */
   async setNodeReady(name: string, ready: boolean): Promise<void> {
+    clearInterval(this.notReadyKeepers.get(name));
+    this.notReadyKeepers.delete(name);
     await this.patchNode(name, {
       metadata: { annotations: { [CUSTOM_STATUS_ANNOTATION]: ready ? null : "custom" } },
     });
-    const want = ready ? "True" : "Unknown";
-    // KWOK may write a heartbeat between our annotation and our status patch, undoing the latter: patch
-    // until the condition we wrote is the one that stays.
-    for (let attempt = 0; ; attempt++) {
-      const node = await this.clients.core.readNode({ name });
-      const now = new Date();
-      const conditions = (node.status?.conditions ?? []).map((c) =>
-        c.type === "Ready"
-          ? {
-              ...c,
-              status: want,
-              reason: ready ? "KubeletReady" : "NodeStatusUnknown",
-              message: ready
-                ? "kubelet is posting ready status"
-                : "Kubelet stopped posting node status (harness).",
-              lastTransitionTime: now,
-              lastHeartbeatTime: now,
-            }
-          : c,
+    const since = new Date();
+    await this.writeReady(name, ready, since);
+    // KWOK sometimes writes a heartbeat after the annotation, undoing ours: keep ours until undone.
+    if (!ready) {
+      const keeper = setInterval(
+        () => void this.writeReady(name, false, since, true).catch(() => undefined),
+        1000,
       );
-      await this.clients.core.patchNodeStatus({ name, body: { status: { conditions } } }, mergePatch());
-      await sleep(1000);
-      const after = await this.clients.core.readNode({ name });
-      const status = after.status?.conditions?.find((c) => c.type === "Ready")?.status;
-      if (status === want) return;
-      if (attempt >= 5) throw new Error(`node ${name} did not keep Ready=${want} (it says ${status})`);
+      keeper.unref();
+      this.notReadyKeepers.set(name, keeper);
     }
+  }
+
+  private readonly notReadyKeepers = new Map<string, NodeJS.Timeout>();
+
+  /** Writes the node's Ready condition (onlyIfChanged: only when someone else changed it). */
+  private async writeReady(name: string, ready: boolean, since: Date, onlyIfChanged = false): Promise<void> {
+    const want = ready ? "True" : "Unknown";
+    const node = await this.clients.core.readNode({ name });
+    const current = node.status?.conditions?.find((c) => c.type === "Ready");
+    if (onlyIfChanged && current?.status === want) return;
+    const now = new Date();
+    const conditions = (node.status?.conditions ?? []).map((c) =>
+      c.type === "Ready"
+        ? {
+            ...c,
+            status: want,
+            reason: ready ? "KubeletReady" : "NodeStatusUnknown",
+            message: ready
+              ? "kubelet is posting ready status"
+              : "Kubelet stopped posting node status (harness).",
+            lastTransitionTime: since,
+            lastHeartbeatTime: now,
+          }
+        : c,
+    );
+    await this.clients.core.patchNodeStatus({ name, body: { status: { conditions } } }, mergePatch());
   }
 
   private async patchNode(name: string, body: object): Promise<void> {
@@ -573,6 +585,7 @@ export class LocalCluster {
 
   /** Stops every component, newest first (so clients go before the apiserver and etcd). */
   async stop(): Promise<void> {
+    for (const keeper of this.notReadyKeepers.values()) clearInterval(keeper);
     for (const c of [...this.state.components].reverse()) await stopProcess(c.pid, 3000);
     if (this.exitHandler) process.removeListener("exit", this.exitHandler);
   }
