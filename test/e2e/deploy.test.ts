@@ -1,9 +1,17 @@
 // deploy/ against the real apiserver: it applies (server dry-run), its RBAC is enough to run a replica
-// through acceptance scenario 2 without a single 403, and it grants exactly what the code calls.
+// through acceptance scenario 2 without a single 403, and it grants exactly what the code calls. The
+// bundled Redis requires the password from a Secret the operator creates, and its PDB never blocks a drain.
 
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import type { V1Deployment, V1PodDisruptionBudget, V1Service } from "@kubernetes/client-node";
+import type {
+  V1Container,
+  V1Deployment,
+  V1EnvVar,
+  V1PodDisruptionBudget,
+  V1Service,
+  V1StatefulSet,
+} from "@kubernetes/client-node";
 import { expect } from "chai";
 import { parseAllDocuments, stringify } from "yaml";
 import type { LocalCluster } from "../cluster/cluster.js";
@@ -45,6 +53,28 @@ interface Rule {
 interface Binding extends Obj {
   roleRef: { kind: string; name: string };
   subjects?: { kind: string; name: string; namespace?: string }[];
+}
+
+/** The Secret the operator creates before installing (never in git), and its key. */
+const REDIS_SECRET = { name: "tekton-affinity-redis", key: "password" };
+
+function envOf(container: V1Container | undefined): Record<string, V1EnvVar> {
+  const env = container?.env ?? [];
+  const names = env.map((e) => e.name);
+  expect(names, `${container?.name}: env names are unique`).to.deep.equal([...new Set(names)]);
+  return Object.fromEntries(env.map((e) => [e.name, e]));
+}
+
+/** The PodDisruptionBudgets whose selector matches these pod labels. */
+function budgetsFor(objects: Obj[], labels: Record<string, string>): V1PodDisruptionBudget[] {
+  return (
+    objects.filter((o) => o.kind === "PodDisruptionBudget") as unknown as V1PodDisruptionBudget[]
+  ).filter((pdb) => {
+    const selector = pdb.spec?.selector;
+    expect(selector?.matchExpressions, `${pdb.metadata?.name}: matchLabels only`).to.equal(undefined);
+    const match = Object.entries(selector?.matchLabels ?? {});
+    return match.length > 0 && match.every(([k, v]) => labels[k] === v);
+  });
 }
 
 async function render(cluster: LocalCluster, dir: string): Promise<Obj[]> {
@@ -141,6 +171,11 @@ const ALLOWED = [
   `${NAMESPACE} core secrets create`,
   `${NAMESPACE} core secrets get [tekton-affinity-webhook-tls]`,
   `${NAMESPACE} core secrets update [tekton-affinity-webhook-tls]`,
+  `${NAMESPACE} coordination.k8s.io leases create`,
+  `${NAMESPACE} coordination.k8s.io leases delete`,
+  `${NAMESPACE} coordination.k8s.io leases get`,
+  `${NAMESPACE} coordination.k8s.io leases list`,
+  `${NAMESPACE} coordination.k8s.io leases update`,
   "tekton-pipelines core configmaps get [feature-flags]",
 ].sort();
 
@@ -169,8 +204,21 @@ describe("deploy/ (kustomize install)", function () {
       "deployment.apps/tekton-affinity",
       "service/tekton-affinity-webhook",
       "statefulset.apps/tekton-affinity-redis",
+      "poddisruptionbudget.policy/tekton-affinity-redis",
     ])
       expect(out).to.include(kind);
+  });
+
+  it("`kubectl apply -k deploy/overlays/external-redis --dry-run=server` is accepted by the apiserver", async () => {
+    const { cluster } = await e2e();
+    const out = await cluster.kubectlRun(
+      "apply",
+      "-k",
+      join(REPO, "deploy/overlays/external-redis"),
+      "--dry-run=server",
+    );
+    expect(out).to.include("deployment.apps/tekton-affinity");
+    expect(out).to.not.include("tekton-affinity-redis");
   });
 
   it("has the pieces an operator expects", () => {
@@ -191,10 +239,15 @@ describe("deploy/ (kustomize install)", function () {
     });
     expect(container.resources?.requests).to.have.keys("cpu", "memory");
     expect(container.resources?.limits).to.have.property("memory");
-    const env = Object.fromEntries((container.env ?? []).map((e) => [e.name, e]));
+    const env = envOf(container);
     expect(env.POD_NAMESPACE?.valueFrom?.fieldRef?.fieldPath).to.equal("metadata.namespace");
     expect(env.POD_NAME?.valueFrom?.fieldRef?.fieldPath).to.equal("metadata.name");
     expect(env.REDIS_URL?.value).to.match(/^redis:\/\/tekton-affinity-redis\./);
+    // The bundled Redis' password, required (not optional): the controller cannot work its queue without it.
+    expect(env.REDIS_PASSWORD).to.deep.equal({
+      name: "REDIS_PASSWORD",
+      valueFrom: { secretKeyRef: REDIS_SECRET },
+    });
     // Rollouts never drop capacity, and the grace period outlasts the drain.
     expect(deployment.spec?.strategy?.rollingUpdate?.maxUnavailable).to.equal(0);
     const drain = Number(env.TEKTON_AFFINITY_SHUTDOWN_DRAIN_SECONDS?.value);
@@ -216,21 +269,59 @@ describe("deploy/ (kustomize install)", function () {
       ).to.equal(true);
   });
 
+  it("the bundled Redis requires the password from the operator's Secret, and its PDB never blocks a drain", () => {
+    const redis = base.find(
+      (o) => o.kind === "StatefulSet" && o.metadata.name === "tekton-affinity-redis",
+    ) as unknown as V1StatefulSet;
+    expect(redis.spec?.replicas).to.equal(1);
+    const container = redis.spec!.template.spec!.containers.find((c) => c.name === "redis");
+    const env = envOf(container);
+    // Kubernetes expands $(REDIS_PASSWORD) in args from the container's env.
+    const args = container?.args ?? [];
+    expect(args[args.indexOf("--requirepass") + 1]).to.equal("$(REDIS_PASSWORD)");
+    expect(args[args.indexOf("--maxmemory-policy") + 1], "BullMQ needs noeviction").to.equal("noeviction");
+    for (const name of ["REDIS_PASSWORD", "REDISCLI_AUTH"])
+      expect(env[name], name).to.deep.equal({ name, valueFrom: { secretKeyRef: REDIS_SECRET } });
+    // The readiness probe authenticates (REDISCLI_AUTH) and checks the answer: redis-cli exits 0 on NOAUTH.
+    const probe = (container?.readinessProbe?.exec?.command ?? []).join(" ");
+    expect(probe).to.include("redis-cli ping").and.to.include("PONG");
+    // No password in git: deploy/ ships no Secret.
+    expect(base.filter((o) => o.kind === "Secret")).to.deep.equal([]);
+
+    const podLabels = redis.spec!.template.metadata!.labels!;
+    const pdbs = budgetsFor(base, podLabels);
+    expect(pdbs.map((p) => p.metadata?.name)).to.deep.equal(["tekton-affinity-redis"]);
+    // One replica: minAvailable 1 or maxUnavailable 0 would refuse every eviction forever.
+    const spec = pdbs[0]!.spec!;
+    expect(spec.minAvailable).to.equal(undefined);
+    expect(spec.maxUnavailable).to.equal(redis.spec?.replicas);
+    expect(spec.unhealthyPodEvictionPolicy).to.equal("AlwaysAllow");
+    // The controller's PDB does not select Redis, nor Redis' the controller.
+    const deployment = base.find((o) => o.kind === "Deployment") as unknown as V1Deployment;
+    expect(
+      budgetsFor(base, deployment.spec!.template.metadata!.labels!).map((p) => p.metadata?.name),
+    ).to.deep.equal(["tekton-affinity"]);
+  });
+
   it("overlays/external-redis drops the bundled Redis and reads REDIS_URL/REDIS_PASSWORD from a Secret", async () => {
     const { cluster } = await e2e();
     const objects = await render(cluster, "deploy/overlays/external-redis");
     expect(objects.filter((o) => o.metadata.name === "tekton-affinity-redis")).to.deep.equal([]);
-    const deployment = objects.find((o) => o.kind === "Deployment") as unknown as V1Deployment;
-    const env = Object.fromEntries(
-      (deployment.spec?.template.spec?.containers[0]?.env ?? []).map((e) => [e.name, e]),
+    expect(objects.filter((o) => o.kind === "StatefulSet" || o.kind === "Secret")).to.deep.equal([]);
+    expect(objects.filter((o) => o.kind === "PodDisruptionBudget").map((o) => o.metadata.name)).to.deep.equal(
+      ["tekton-affinity"],
     );
+    const deployment = objects.find((o) => o.kind === "Deployment") as unknown as V1Deployment;
+    // envOf checks that the overlay's entries replaced the base's instead of adding a second one.
+    const env = envOf(deployment.spec?.template.spec?.containers[0]);
     expect(env.REDIS_URL).to.deep.equal({
       name: "REDIS_URL",
       valueFrom: { secretKeyRef: { name: "tekton-affinity-redis", key: "url" } },
     });
-    expect(env.REDIS_PASSWORD?.valueFrom?.secretKeyRef).to.include({
-      name: "tekton-affinity-redis",
-      key: "password",
+    // Optional here: an external Redis may need no password.
+    expect(env.REDIS_PASSWORD).to.deep.equal({
+      name: "REDIS_PASSWORD",
+      valueFrom: { secretKeyRef: { ...REDIS_SECRET, optional: true } },
     });
     expect(grants(objects)).to.deep.equal(grants(base));
   });
