@@ -82,6 +82,12 @@ export function registerControllerCommand(program: Command): Command {
       ),
     )
     .addOption(
+      new Option(
+        "--redis-sentinel-password <password>",
+        "password of the Sentinels themselves, if they require one (TLS settings apply to them too)",
+      ).env(env("REDIS_SENTINEL_PASSWORD")),
+    )
+    .addOption(
       new Option("--queue-prefix <prefix>", "Redis key prefix, one per installation")
         .env(env("QUEUE_PREFIX"))
         .default(DEFAULTS.queuePrefix),
@@ -181,6 +187,15 @@ export function registerControllerCommand(program: Command): Command {
     )
     .addOption(
       new Option(
+        "--certificate-check-interval <duration>",
+        "how often each replica re-reads the webhook certificate Secret and reports what it serves; also the least time between two CA rotation steps",
+      )
+        .env(env("CERTIFICATE_CHECK_INTERVAL"))
+        .default(DEFAULTS.certificateCheckIntervalMs, formatDuration(DEFAULTS.certificateCheckIntervalMs))
+        .argParser(duration("--certificate-check-interval")),
+    )
+    .addOption(
+      new Option(
         "--shutdown-drain-seconds <s>",
         "on SIGTERM, fail readiness and keep answering admissions this long before stopping (keep terminationGracePeriodSeconds above it plus the longest job)",
       )
@@ -253,6 +268,7 @@ export function registerControllerCommand(program: Command): Command {
         redisCaFile: opts.redisCaFile as string | undefined,
         redisSentinels: opts.redisSentinels as string | undefined,
         redisSentinelName: opts.redisSentinelName as string | undefined,
+        redisSentinelPassword: opts.redisSentinelPassword as string | undefined,
         queuePrefix: opts.queuePrefix as string,
         webhookPort: Number(opts.webhookPort),
         webhookUrlHost: opts.webhookUrlHost as string | undefined,
@@ -267,6 +283,7 @@ export function registerControllerCommand(program: Command): Command {
         settleSeconds: Number(opts.settleSeconds),
         resyncSeconds: Number(opts.resyncSeconds),
         manageWebhookConfigurations: opts.manageWebhookConfigurations !== false,
+        certificateCheckIntervalMs: Number(opts.certificateCheckInterval),
         adminPort: Number(opts.adminPort),
         adminHost: opts.adminHost as string,
         tenancy: {

@@ -151,6 +151,9 @@ export class Controller {
     // Webhooks first: they need only the caches (not Redis), and report ready once those synced.
     this.certificates = new CertificateManager({
       core: clients.core,
+      coordination: kc.makeApiClient(k8s.CoordinationV1Api),
+      replicaId: o.replicaId,
+      checkIntervalMs: o.certificateCheckIntervalMs,
       namespace: o.namespace,
       hosts: o.webhookUrlHost
         ? [urlHostName(o.webhookUrlHost)]
@@ -569,7 +572,7 @@ export class Controller {
 
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
-    this.certificates?.stop();
+    await this.certificates?.stop(true);
     await this.queue?.close();
     if (this.caches) await stopCaches(this.caches);
     this.adminServer?.close();

@@ -17,6 +17,8 @@ export interface ControllerOptions {
   /** "host:port,host:port" of Redis Sentinels; with sentinelName, replaces redisUrl's host. */
   redisSentinels?: string;
   redisSentinelName?: string;
+  /** Password of the Sentinels themselves (Sentinel's requirepass), when they have one. */
+  redisSentinelPassword?: string;
   queuePrefix: string;
   webhookPort: number;
   /** The apiserver reaches the webhooks at https://<host>:<webhookPort> instead of the Service. */
@@ -38,6 +40,9 @@ export interface ControllerOptions {
   adminHost: string;
   /** Keep the webhook configurations in the cluster in sync (caBundle, URL). */
   manageWebhookConfigurations: boolean;
+  /** How often each replica checks the webhook certificate Secret and renews its Lease; also the least
+   * time between two steps of a CA rotation. */
+  certificateCheckIntervalMs: number;
   /** The operator's bounds on what namespace owners may ask (docs/security.md). */
   tenancy: TenancyLimits;
 }
@@ -57,6 +62,7 @@ export const DEFAULTS = {
   adminPort: 0,
   adminHost: "127.0.0.1",
   shutdownDrainSeconds: 10,
+  certificateCheckIntervalMs: 60_000,
 } as const;
 
 /** "a,b, c" -> ["a", "b", "c"]; "" -> []. */
@@ -118,7 +124,11 @@ export function redisConnection(o: ControllerOptions) {
       if (!m) throw new Error(`--redis-sentinels entry "${entry}" is not HOST or HOST:PORT`);
       return { host: m[1]!, port: m[2] ? Number(m[2]) : 26379 };
     });
-    return { sentinels, name: o.redisSentinelName, password, tls, db };
+    // ioredis applies `tls` to the master only with enableTLSForSentinelMode, and to the Sentinels only
+    // as sentinelTLS: without both, --redis-tls would silently be plain TCP in Sentinel mode.
+    const secure = tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : { tls };
+    const sentinelAuth = o.redisSentinelPassword ? { sentinelPassword: o.redisSentinelPassword } : {};
+    return { sentinels, name: o.redisSentinelName, password, db, ...secure, ...sentinelAuth };
   }
   return {
     host: url.hostname.replace(/^\[(.*)\]$/, "$1"), // IPv6 literals come bracketed

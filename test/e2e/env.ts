@@ -25,6 +25,8 @@ export const TEST_CONTROLLER_ARGS = [
   "--resync-seconds=20",
   // The harness's balancer and test stops need no endpoint propagation time.
   "--shutdown-drain-seconds=1",
+  // Each replica re-reads the webhook Secret and renews its Lease this often (a CA rotation steps as fast).
+  "--certificate-check-interval=5s",
 ];
 
 let env: Promise<E2E> | undefined;

@@ -76,6 +76,7 @@ describe("redisConnection", () => {
       concurrency: DEFAULTS.concurrency,
       replicaId: "test",
       logLevel: DEFAULTS.logLevel,
+      certificateCheckIntervalMs: DEFAULTS.certificateCheckIntervalMs,
       notReadyGraceSeconds: DEFAULTS.notReadyGraceSeconds,
       settleSeconds: DEFAULTS.settleSeconds,
       resyncSeconds: DEFAULTS.resyncSeconds,
@@ -177,6 +178,20 @@ describe("redisConnection", () => {
       );
       expect(c).to.deep.include({ password: "flag", tls: {}, name: "m" });
       expect(c).to.deep.include({ sentinels: [{ host: "s1", port: 26379 }] });
+    });
+
+    it("applies TLS to the master and the Sentinels, and passes the Sentinels' own password", () => {
+      const c = redisConnection(
+        options({
+          redisUrl: "redis://x",
+          redisTls: true,
+          redisSentinels: "s1",
+          redisSentinelName: "m",
+          redisSentinelPassword: "sentinel-secret",
+        }),
+      );
+      expect(c).to.deep.include({ enableTLSForSentinelMode: true, sentinelTLS: {}, tls: {} });
+      expect(c).to.deep.include({ sentinelPassword: "sentinel-secret" });
     });
 
     it("requires a sentinel name", () => {
