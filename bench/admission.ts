@@ -12,17 +12,9 @@ import { writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
-import type { V1Pod } from "@kubernetes/client-node";
-import { pino } from "pino";
-import { MANAGED_LABEL, MODE_ANNOTATION, POLICY_ANNOTATION } from "../src/api/constants.js";
 import { findOverlaps, overlapReport } from "../src/api/resolve.js";
-import type { AffinityPolicy, PipelineRun } from "../src/api/types.js";
-import { createMetrics } from "../src/metrics.js";
-import { effectiveSpec } from "../src/reconcilers/effective-spec.js";
-import { gatePipelineRun } from "../src/webhooks/gate.js";
-import { mutateTaskPod } from "../src/webhooks/pods.js";
-import { validateAffinityPolicy } from "../src/webhooks/policies.js";
-import { createApp, PATHS } from "../src/webhooks/server.js";
+import { PATHS } from "../src/webhooks/server.js";
+import { cachedNamespace, policy, stats, taskPod, webhookApp } from "./fixtures.js";
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -33,53 +25,6 @@ const RUNS = arg("runs", 5000);
 const REQUESTS = arg("requests", 2000);
 const NS = "crowded";
 const RESULTS = resolve(import.meta.dirname, "results", "admission.json");
-
-function policy(i: number): AffinityPolicy {
-  return {
-    apiVersion: "affinity.tekton.dev/v1alpha1",
-    kind: "AffinityPolicy",
-    metadata: {
-      name: `p-${i}`,
-      namespace: NS,
-      creationTimestamp: new Date(Date.UTC(2024, 0, 1, 0, 0, i)).toISOString(),
-    },
-    spec: {
-      mode: (["workspaces", "pipelineruns", "isolate-pipelinerun"] as const)[i % 3]!,
-      // A mix that makes selectors overlap: a team label for all, an app label for each.
-      pipelineRunSelector:
-        i % 10 === 0
-          ? { matchLabels: { team: `t-${i % 7}` } }
-          : { matchLabels: { team: `t-${i % 7}`, app: `app-${i}` } },
-    },
-  };
-}
-
-function run(i: number): PipelineRun {
-  return {
-    metadata: {
-      name: `run-${i}`,
-      namespace: NS,
-      uid: `00000000-0000-0000-0000-${String(i).padStart(12, "0")}`,
-      labels: { team: `t-${i % 7}`, app: `app-${i % POLICIES}`, [MANAGED_LABEL]: "true" },
-      annotations: { [MODE_ANNOTATION]: "pipelineruns", [POLICY_ANNOTATION]: `p-${i % POLICIES}` },
-    },
-    spec: { workspaces: [{ name: "src", persistentVolumeClaim: { claimName: `claim-${i}` } }] },
-  };
-}
-
-function taskPod(i: number): V1Pod {
-  return {
-    metadata: {
-      name: `run-${i}-build-pod`,
-      namespace: NS,
-      labels: { "tekton.dev/pipelineRun": `run-${i}`, [MANAGED_LABEL]: "true" },
-    },
-    spec: {
-      containers: [{ name: "step-build", image: "busybox" }],
-      volumes: [{ name: "ws", persistentVolumeClaim: { claimName: `claim-${i}` } }],
-    },
-  };
-}
 
 const review = (object: unknown, i: number) => ({
   apiVersion: "admission.k8s.io/v1",
@@ -93,44 +38,15 @@ const review = (object: unknown, i: number) => ({
   },
 });
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
-
-function stats(ms: number[]) {
-  const s = [...ms].sort((a, b) => a - b);
-  const round = (x: number) => Math.round(x * 1000) / 1000;
-  return { n: s.length, p50: round(percentile(s, 50)), p99: round(percentile(s, 99)), max: round(s.at(-1)!) };
-}
-
 function time(fn: () => unknown): number {
   const start = process.hrtime.bigint();
   fn();
   return Number(process.hrtime.bigint() - start) / 1e6;
 }
 
-const policies = Array.from({ length: POLICIES }, (_, i) => policy(i));
-const runs = new Map(Array.from({ length: RUNS }, (_, i) => [`run-${i}`, run(i)]));
-const policyByName = new Map(policies.map((p) => [p.metadata.name, p]));
-
-const app = createApp(
-  {
-    pipelineRun: (r) => gatePipelineRun(r, policies),
-    pod: (pod) => {
-      const r = runs.get(pod.metadata?.labels?.["tekton.dev/pipelineRun"] ?? "");
-      return mutateTaskPod(pod, {
-        run: r,
-        spec: r ? effectiveSpec(r, (_ns, n) => policyByName.get(n)) : undefined,
-        placeholderNode: () => "node-1",
-      });
-    },
-    policy: (p) => validateAffinityPolicy(p),
-    ready: () => true,
-  },
-  createMetrics(),
-  pino({ level: "silent" }),
-);
-const server = createServer(app);
+const crowded = cachedNamespace(NS, POLICIES, RUNS);
+const policies = crowded.policies;
+const server = createServer(webhookApp([crowded]));
 await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
 const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
@@ -151,11 +67,12 @@ async function roundTrips(path: string, body: (i: number) => unknown): Promise<n
   return ms.slice(Math.floor(REQUESTS / 10)); // the first tenth warms up the JIT and the connection
 }
 
+const cachedRun = (i: number) => crowded.runs.get(`run-${i % RUNS}`)!;
 const gate = await roundTrips(PATHS.pipelineRuns, (i) =>
-  review({ ...run(i % RUNS), metadata: { ...run(i % RUNS).metadata, uid: undefined } }, i),
+  review({ ...cachedRun(i), metadata: { ...cachedRun(i).metadata, uid: undefined } }, i),
 );
-const pods = await roundTrips(PATHS.pods, (i) => review(taskPod(i % RUNS), i));
-const validate = await roundTrips(PATHS.policies, (i) => review(policy(i % POLICIES), i));
+const pods = await roundTrips(PATHS.pods, (i) => review(taskPod(NS, i % RUNS), i));
+const validate = await roundTrips(PATHS.policies, (i) => review(policy(NS, i % POLICIES), i));
 server.close();
 
 // Policy status work per policy event: one policy's overlaps now; every policy's before.
