@@ -42,6 +42,7 @@ bench: deps
 	npx tsx bench/placement.ts
 	npx tsx bench/migration.ts
 	npx tsx bench/admission.ts
+	npx tsx bench/webhooks.ts
 
 clean:
 	rm -rf dist .cluster
