@@ -610,8 +610,8 @@ function fakeNode(name: string, zone: string): V1Node {
       },
     },
     status: {
-      allocatable: { cpu: "32", memory: "256Gi", pods: "110" },
-      capacity: { cpu: "32", memory: "256Gi", pods: "110" },
+      allocatable: { cpu: "32", memory: "256Gi", pods: "250" },
+      capacity: { cpu: "32", memory: "256Gi", pods: "250" },
     },
   };
 }

@@ -26,6 +26,11 @@ export class TcpBalancer {
   port = 0;
   /** Connections that reached no replica (refused, reset before connecting, or no endpoint). */
   refused = 0;
+  /**
+   * Requests cut off: connections the replica closed while the client's last bytes were still
+   * unanswered (HTTP/1.1 has one request in flight per connection). Each is an admission that failed.
+   */
+  readonly cut: { port: number; at: number }[] = [];
 
   constructor(
     private readonly backends: () => Backend[],
@@ -74,6 +79,16 @@ export class TcpBalancer {
     upstream.once("connect", () => {
       this.sockets.add(client).add(upstream);
       client.pipe(upstream).pipe(client);
+      let awaitingAnswer = false;
+      client.on("data", () => {
+        awaitingAnswer = true;
+      });
+      upstream.on("data", () => {
+        awaitingAnswer = false;
+      });
+      upstream.once("close", () => {
+        if (awaitingAnswer && !client.destroyed) this.cut.push({ port, at: Date.now() });
+      });
       const close = () => {
         client.destroy();
         upstream.destroy();
