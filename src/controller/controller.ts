@@ -35,6 +35,15 @@ import { CLUSTER_DEFAULT_POLICY, gatePipelineRun } from "../webhooks/gate.js";
 import { mutateTaskPod } from "../webhooks/pods.js";
 import { validateAffinityPolicy } from "../webhooks/policies.js";
 import { createApp, listen } from "../webhooks/server.js";
+import {
+  ChangeFilter,
+  nodeSchedulingFingerprint,
+  placeholderPodFingerprint,
+  placeholderPodIsNoNews,
+  placeholderSetFingerprint,
+  placeholderSetIsNoNews,
+  runFingerprint,
+} from "./change-filter.js";
 import { type ControllerOptions, clusterDefaultSpec, redisConnection } from "./options.js";
 
 /** The webhooks' fallback reads must answer well inside the apiserver's 5 s webhook timeout, so that
@@ -101,20 +110,12 @@ function webhookBaseUrl(hostAndPort: string, webhookPort: number): string {
 }
 
 /** What about a node decides whether a waiting placeholder may fit it (not its heartbeats). */
-function schedulingShape(node: k8s.V1Node): string {
-  const ready = node.status?.conditions?.find((c) => c.type === "Ready")?.status;
-  return JSON.stringify([
-    node.spec?.unschedulable ?? false,
-    node.spec?.taints ?? [],
-    ready,
-    node.metadata?.labels ?? {},
-    node.status?.allocatable ?? {},
-  ]);
-}
 
 const TEKTON_FLAGS_POLL_MS = 10_000;
 /** How often a replica checks that Redis still holds the queue's keys. */
 const REDIS_KEYS_CHECK_MS = 5_000;
+/** At most one policy status update per this long for its runs' starts and ends. */
+const POLICY_COUNT_THROTTLE_MS = 2_000;
 /** Enqueues that may wait for Redis at once (each is a small command in ioredis' offline queue). */
 const MAX_PENDING_ENQUEUES = 10_000;
 
@@ -133,6 +134,8 @@ export class Controller {
   private synced = false;
   /** Set on SIGTERM: /readyz fails so endpoints drop this replica, while it still answers admissions. */
   private draining = false;
+  /** Which run events are new work; told of our own writes so they do not come back as work. */
+  private readonly runChanges = new ChangeFilter(runFingerprint);
 
   constructor(private readonly o: ControllerOptions) {
     this.logger = pino({ level: o.logLevel, base: { replica: o.replicaId } });
@@ -212,6 +215,7 @@ export class Controller {
       notReadyGraceMs: o.notReadyGraceSeconds * 1000,
       settlePeriodMs: o.settleSeconds * 1000,
       tenancy: o.tenancy,
+      onRunWritten: (run) => this.runChanges.observe(`${run.metadata.namespace}/${run.metadata.name}`, run),
     });
     const policies = new AffinityPolicyReconciler({
       events,
@@ -247,7 +251,9 @@ export class Controller {
     }
     this.watch(caches);
     this.resync("start");
-    this.timers.push(setInterval(() => this.resync("periodic"), o.resyncSeconds * 1000));
+    this.timers.push(
+      setInterval(() => void this.periodicResync(o.resyncSeconds * 1000), o.resyncSeconds * 1000),
+    );
     this.timers.push(setInterval(() => void this.sampleQueueDepth(), 5000));
     this.timers.push(setInterval(() => void this.resyncIfRedisLostItsKeys(), REDIS_KEYS_CHECK_MS));
     // Redis came back (possibly empty): the cluster still knows every run; enqueue them again.
@@ -386,7 +392,7 @@ export class Controller {
   /** Enqueues waiting for Redis: bounded, so an outage cannot grow memory without end. */
   private pendingEnqueues = 0;
 
-  private enqueue(item: WorkItem, { resync = false } = {}): void {
+  private enqueue(item: WorkItem, { resync = false, throttleMs = 0 } = {}): void {
     if (!this.queue) return;
     // While Redis is away, ioredis holds commands in its offline queue. Past the bound, drop: when
     // Redis is back, the resync enqueues every unfinished run again from the caches. The resync itself
@@ -397,7 +403,7 @@ export class Controller {
     }
     this.pendingEnqueues++;
     this.queue
-      .enqueue(item)
+      .enqueue(item, throttleMs, { throttle: throttleMs > 0 })
       .catch((err) => this.logger.debug({ err: String(err), item }, "enqueue failed"))
       .finally(() => this.pendingEnqueues--);
   }
@@ -407,8 +413,15 @@ export class Controller {
     if (run.metadata.labels?.[MANAGED_LABEL] !== "true") return;
     this.enqueue({ kind: "run", namespace: run.metadata.namespace, name: run.metadata.name }, { resync });
     const policy = run.metadata.annotations?.[POLICY_ANNOTATION];
-    if (policy && withPolicy)
-      this.enqueue({ kind: "policy", namespace: run.metadata.namespace, name: policy }, { resync });
+    if (policy && withPolicy) this.enqueuePolicyCount(run.metadata.namespace, policy, resync);
+  }
+
+  /**
+   * A policy whose count of active runs may have changed. Runs start and finish in bursts: one status
+   * update per POLICY_COUNT_THROTTLE_MS covers them all (a spec change still enqueues it at once).
+   */
+  private enqueuePolicyCount(namespace: string, name: string, resync = false): void {
+    this.enqueue({ kind: "policy", namespace, name }, { resync, throttleMs: POLICY_COUNT_THROTTLE_MS });
   }
 
   /**
@@ -428,31 +441,58 @@ export class Controller {
     }
   }
 
-  /** Every informer event becomes work for the object it concerns. */
+  /**
+   * Informer events become work for the objects they concern, when they change something the
+   * reconciler reads (change-filter.ts): Tekton's status writes, node heartbeats and StatefulSet
+   * counters are not work. A run that waits is looked at again by its own requeue-after.
+   */
   private watch(caches: Caches): void {
     // A run's policy counts its active runs: it needs a look only when a run appears, finishes or goes,
     // not on each of Tekton's status writes.
     const runDone = new Map<string, boolean>();
+    const runs = this.runChanges;
     caches.runs.onChange((run) => {
       const key = `${run.metadata.namespace}/${run.metadata.name}`;
+      if (!runs.changed(key, run)) return;
       const done = isDone(run);
       const changed = runDone.get(key) !== done;
       runDone.set(key, done);
       this.enqueueRun(run, changed);
     });
     caches.runs.onDelete((run) => {
-      runDone.delete(`${run.metadata.namespace}/${run.metadata.name}`);
+      const key = `${run.metadata.namespace}/${run.metadata.name}`;
+      runDone.delete(key);
+      runs.forget(key);
       const policy = run.metadata.annotations?.[POLICY_ANNOTATION];
-      if (policy) this.enqueue({ kind: "policy", namespace: run.metadata.namespace, name: policy });
+      if (policy) this.enqueuePolicyCount(run.metadata.namespace, policy);
     });
     const byRunLabel = (obj: k8s.KubernetesObject) => {
       const name = obj.metadata?.labels?.[RUN_LABEL];
       if (name) this.enqueue({ kind: "run", namespace: obj.metadata?.namespace ?? "", name });
     };
-    caches.placeholderPods.onChange(byRunLabel);
-    caches.placeholderPods.onDelete(byRunLabel);
-    caches.placeholderSets.onChange(byRunLabel);
-    caches.placeholderSets.onDelete(byRunLabel);
+    // A placeholder event concerns its run while the run runs; once the run is done or gone, the
+    // placeholder going away is the cleanup we started, not news.
+    const filtered = <T extends k8s.KubernetesObject>(filter: ChangeFilter<T>) => {
+      const forLiveRun = (obj: T) => {
+        const run = caches.runs.get(obj.metadata?.labels?.[RUN_LABEL] ?? "", obj.metadata?.namespace ?? "");
+        if (run && !isDone(run)) byRunLabel(obj);
+      };
+      return {
+        onChange: (obj: T) => {
+          if (filter.changed(`${obj.metadata?.namespace}/${obj.metadata?.name}`, obj)) forLiveRun(obj);
+        },
+        onDelete: (obj: T) => {
+          filter.forget(`${obj.metadata?.namespace}/${obj.metadata?.name}`);
+          forLiveRun(obj);
+        },
+      };
+    };
+    const pods = filtered(new ChangeFilter(placeholderPodFingerprint, placeholderPodIsNoNews));
+    caches.placeholderPods.onChange(pods.onChange);
+    caches.placeholderPods.onDelete(pods.onDelete);
+    const sets = filtered(new ChangeFilter(placeholderSetFingerprint, placeholderSetIsNoNews));
+    caches.placeholderSets.onChange(sets.onChange);
+    caches.placeholderSets.onDelete(sets.onDelete);
     // A placeholder pod the StatefulSet controller could not create (quota, Pod Security): tell its run.
     caches.failedCreates.onChange((event) => {
       const set = caches.placeholderSets.get(
@@ -461,19 +501,24 @@ export class Controller {
       );
       if (set) byRunLabel(set);
     });
-    // A node change concerns the runs whose placeholders sit on it (cordon, taint, NotReady); a node that
-    // is new or newly usable may fit the runs that wait.
-    const nodeShapes = new Map<string, string>();
+    // A node whose schedulability changed (cordon, taint, NotReady) concerns the runs whose placeholders
+    // sit on it; a node that is new or newly usable may fit the runs that wait. Heartbeats are not work.
+    const nodes = new ChangeFilter(nodeSchedulingFingerprint);
+    const nodesSeen = new Set<string>();
     caches.nodes.onChange((node) => {
       const name = node.metadata?.name ?? "";
+      if (!nodes.changed(name, node)) return;
       for (const pod of caches.placeholderPods.list()) if (pod.spec?.nodeName === name) byRunLabel(pod);
-      const shape = schedulingShape(node);
-      if (nodeShapes.get(name) === shape) return;
-      const known = nodeShapes.has(name);
-      nodeShapes.set(name, shape);
+      const known = nodesSeen.has(name);
+      nodesSeen.add(name);
       if (known || this.synced) this.enqueueWaitingRuns();
     });
-    caches.nodes.onDelete((node) => nodeShapes.delete(node.metadata?.name ?? ""));
+    caches.nodes.onDelete((node) => {
+      const name = node.metadata?.name ?? "";
+      nodes.forget(name);
+      nodesSeen.delete(name);
+      for (const pod of caches.placeholderPods.list()) if (pod.spec?.nodeName === name) byRunLabel(pod);
+    });
     // A policy's spec change concerns itself, the policies it overlaps (before or after) and the runs
     // waiting under it. Our own status writes do not change its generation: they are not new work.
     const policiesSeen = new Map<string, AffinityPolicy>();
@@ -526,6 +571,21 @@ export class Controller {
   private markerSeen = false;
 
   /** Level-triggered safety net: enqueue everything that may still need work. */
+  /**
+   * The periodic safety net needs one replica per period, not all: the queue collapses only jobs not yet
+   * run, so every replica enqueueing every run would cost each run one job per replica per period.
+   * The claim expires a little before the next period, so timer drift never skips one.
+   */
+  private async periodicResync(periodMs: number): Promise<void> {
+    let mine = true;
+    try {
+      mine = (await this.queue?.claim("periodic-resync", Math.floor(periodMs * 0.9))) ?? true;
+    } catch {
+      // Redis unreachable: resync anyway; the enqueues wait for Redis like any other.
+    }
+    if (mine) this.resync("periodic");
+  }
+
   resync(reason: "start" | "periodic" | "redis-reconnect" | "redis-empty"): void {
     const caches = this.caches;
     if (!caches) return;

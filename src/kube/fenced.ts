@@ -11,8 +11,8 @@ export async function patchRunFenced(
   custom: CustomObjectsApi,
   run: PipelineRun,
   body: { metadata?: object; spec?: object },
-): Promise<void> {
-  await custom.patchNamespacedCustomObject(
+): Promise<PipelineRun> {
+  return (await custom.patchNamespacedCustomObject(
     {
       group: TEKTON_GROUP,
       version: TEKTON_VERSION,
@@ -25,7 +25,7 @@ export async function patchRunFenced(
       },
     },
     mergePatch(),
-  );
+  )) as PipelineRun;
 }
 
 /** Merges `status` into a run's status subresource, fenced like patchRunFenced. */

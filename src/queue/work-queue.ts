@@ -133,11 +133,14 @@ export class WorkQueue {
     this.opts.logger.info("redis connection restored");
   }
 
-  /** Adds work for an object. Duplicates collapse; a newer request replaces a delayed one. */
-  async enqueue(item: WorkItem, delayMs = 0): Promise<void> {
+  /**
+   * Adds work for an object. Duplicates collapse; a newer request replaces a delayed one, unless
+   * `throttle`: then a delayed job already there stands, so a burst of requests costs one job per delay.
+   */
+  async enqueue(item: WorkItem, delayMs = 0, { throttle = false } = {}): Promise<void> {
     await this.queue.add(item.kind, item, {
       delay: delayMs,
-      deduplication: { id: workKey(item), keepLastIfActive: true, replace: true },
+      deduplication: { id: workKey(item), keepLastIfActive: true, replace: !throttle },
       attempts: this.opts.attempts,
       backoff: { type: "exponential", delay: this.opts.backoffMs, jitter: 0.5 },
       removeOnComplete: true,
@@ -251,6 +254,22 @@ export class WorkQueue {
   async lostItsKeys(): Promise<boolean> {
     if (!this.lockRedis) return false;
     const set = await this.lockRedis.set(`${this.opts.prefix}:marker`, "1", "NX");
+    return set === "OK";
+  }
+
+  /**
+   * True for the one caller per `ttlMs` that claims `name` across all replicas (SET NX PX). Losing the
+   * key (Redis flushed) only means a second claimant: use it for work that is harmless twice.
+   */
+  async claim(name: string, ttlMs: number): Promise<boolean> {
+    if (!this.lockRedis) return true;
+    const set = await this.lockRedis.set(
+      `${this.opts.prefix}:claim:${name}`,
+      this.opts.replica,
+      "PX",
+      ttlMs,
+      "NX",
+    );
     return set === "OK";
   }
 

@@ -78,6 +78,8 @@ export interface RunReconcilerOptions {
   tektonFlags: TektonFlags;
   /** The operator's bounds (topologyKey, priority, image, resources, maxWait, isolation groups). */
   tenancy?: TenancyLimits;
+  /** Told the run as our own write left it, so its watch event does not come back as new work. */
+  onRunWritten?: (run: PipelineRun) => void;
 }
 
 export function isDone(run: PipelineRun): boolean {
@@ -640,7 +642,7 @@ export class PipelineRunReconciler {
 
   /** Fenced by the resourceVersion we read: a 409 means our view was stale; the job retries. */
   private async patchRun(run: PipelineRun, body: { metadata?: object; spec?: object }): Promise<void> {
-    await patchRunFenced(this.o.clients.custom, run, body);
+    this.o.onRunWritten?.(await patchRunFenced(this.o.clients.custom, run, body));
   }
 }
 

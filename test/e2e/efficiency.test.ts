@@ -1,0 +1,108 @@
+// Efficient at scale (issue 14): a run costs a bounded number of reconcile jobs, read from the
+// controller's own metrics (tekton_affinity_job_duration_seconds counts every job it processed). Tekton's
+// status writes, node heartbeats and StatefulSet counters are not work (src/controller/change-filter.ts).
+
+import { expect } from "chai";
+import type { PipelineRun } from "../../src/api/types.js";
+import type { LocalCluster } from "../cluster/cluster.js";
+import { StopWaiting, waitFor } from "../cluster/kube.js";
+import { ControllerProcess } from "./controller-process.js";
+import { e2e, TEST_CONTROLLER_ARGS, waitForGate } from "./env.js";
+import { applyPolicy, createNamespace, createRun, pipelineRun, RWO_TEMPLATE, succeeded } from "./helpers.js";
+
+const RUNS = 20;
+/** Jobs (runs' and policies') per run, from creation to cleanup: the issue's budget. */
+const JOBS_PER_RUN_BUDGET = 8;
+
+/** Sum of a Prometheus counter or histogram count over all its label sets. */
+function metricSum(metrics: string, name: string): number {
+  return metrics
+    .split("\n")
+    .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
+    .reduce((sum, l) => sum + Number(l.split(" ").pop()), 0);
+}
+
+describe("efficiency", function () {
+  this.timeout(600_000);
+
+  it(`a run costs at most ${JOBS_PER_RUN_BUDGET} reconcile jobs, from creation to cleanup`, async () => {
+    // A replica with the default resync period takes the shared one's place (same port, so the webhook
+    // configuration stays valid): the tests' 20 s safety-net resync would add jobs an operator's 300 s
+    // default does not, and the budget is about what a run costs, not the safety net.
+    const env = await e2e();
+    const { cluster } = env;
+    await env.controller.stop();
+    const controller = new ControllerProcess({
+      kubeconfig: cluster.kubeconfig,
+      redisUrl: cluster.redisUrl,
+      logDir: env.logDir,
+      replicaId: "efficiency",
+      port: env.controller.port,
+      args: TEST_CONTROLLER_ARGS.filter((a) => !a.startsWith("--resync-seconds")),
+    });
+    try {
+      await controller.start();
+      await waitForGate(cluster);
+      await measure(cluster, controller);
+    } finally {
+      await controller.stop();
+      await env.controller.start();
+      await waitForGate(cluster);
+    }
+  });
+});
+
+async function measure(cluster: LocalCluster, controller: ControllerProcess): Promise<void> {
+  const ns = await createNamespace(cluster, "jobs");
+  await applyPolicy(cluster, ns, { mode: "workspaces" });
+  const jobs = async () =>
+    metricSum(await controller.metrics(), "tekton_affinity_job_duration_seconds_count");
+  // Earlier tests' cleanup (namespaces deleted) and the policy's own first jobs are not the runs'.
+  const idle = async () => {
+    let last = -1;
+    await waitFor(
+      "the controller to go idle",
+      async () => {
+        const now = await jobs();
+        const still = now === last;
+        last = now;
+        return still;
+      },
+      { timeoutMs: 120_000, intervalMs: 3000 },
+    );
+    return last;
+  };
+  const before = await idle();
+
+  for (let i = 0; i < RUNS; i++)
+    await createRun(
+      cluster,
+      pipelineRun(ns, {
+        workspaces: { src: RWO_TEMPLATE },
+        tasks: [
+          { name: "a", workspaces: ["src"] },
+          { name: "b", workspaces: ["src"], runAfter: ["a"] },
+        ],
+      }),
+    );
+  await waitFor(
+    `${RUNS} runs to succeed`,
+    async () => {
+      const list = (await cluster.clients.custom.listNamespacedCustomObject({
+        group: "tekton.dev",
+        version: "v1",
+        plural: "pipelineruns",
+        namespace: ns,
+      })) as { items: PipelineRun[] };
+      const failed = list.items.find((r) => succeeded(r) === "False");
+      if (failed) throw new StopWaiting(`run ${failed.metadata.name} failed`);
+      return list.items.filter((r) => succeeded(r) === "True").length === RUNS;
+    },
+    { timeoutMs: 300_000, intervalMs: 1000 },
+  );
+  const after = await idle(); // cleanup is work too
+  const perRun = (after - before) / RUNS;
+  console.log(`      ${after - before} jobs for ${RUNS} runs: ${perRun.toFixed(1)} per run`);
+  expect(perRun).to.be.at.most(JOBS_PER_RUN_BUDGET);
+  await cluster.clients.core.deleteNamespace({ name: ns }).catch(() => undefined);
+}
