@@ -164,18 +164,6 @@ export class WorkQueue {
       maxStalledCount: 5,
     });
     this.worker.on("error", (err) => this.reportRedisError(err));
-    // Requeue-after, not polling: once the job has *finished* (so BullMQ has released its deduplication
-    // key, or turned a request that came in meanwhile into the next job), add a delayed job. An event
-    // for the object replaces that delayed job with immediate work. (Moving the active job itself to
-    // the delayed set instead would hold back requests that arrived while it ran until the delay ends.)
-    this.worker.on("completed", (job, result: ReconcileResult | undefined) => {
-      const item = parseWorkItem(job.data);
-      if (item && result?.requeueAfterMs !== undefined) {
-        this.enqueue(item, result.requeueAfterMs).catch((err) =>
-          this.opts.logger.debug({ err: String(err), item }, "requeue failed; the next resync covers it"),
-        );
-      }
-    });
     this.worker.on("failed", (job, err) => {
       // 409: our cached view was older than the object (Tekton writes runs often). Expected; retried.
       const conflict = (err as { code?: number }).code === 409;
@@ -213,6 +201,7 @@ export class WorkQueue {
     try {
       const result = await this.runHandler(job, item, handler);
       outcome = outcomeOf(result);
+      if (result.requeueAfterMs !== undefined) await this.requeueAfter(item, result.requeueAfterMs);
       return result;
     } finally {
       const endedAt = Date.now();
@@ -228,6 +217,24 @@ export class WorkQueue {
           "object lock lapsed while the job ran (Redis lost it or the job outlived it); writes were fenced by resourceVersion",
         );
       }
+    }
+  }
+
+  /**
+   * Requeue-after that outlives this replica. It is added while the job is still active, so BullMQ keeps
+   * it as the object's next job (keepLastIfActive) and creates it, delayed, in the same Redis script
+   * that finishes this job: no moment exists where the job is done and its requeue only in our memory.
+   * A replica that dies first leaves the job stalled, and whoever runs it again requeues again.
+   * A request that came in while the handler ran is already the next job and runs at once when this one
+   * finishes; a requeue would replace it and postpone it, so none is added then (that job decides anew).
+   * An event after the requeue replaces the delayed job with immediate work (`replace`).
+   */
+  private async requeueAfter(item: WorkItem, delayMs: number): Promise<void> {
+    try {
+      if (await this.lockRedis!.exists(this.queue.toKey(`dn:${workKey(item)}`))) return;
+      await this.enqueue(item, delayMs);
+    } catch (err) {
+      this.opts.logger.debug({ err: String(err), item }, "requeue failed; the next resync covers it");
     }
   }
 

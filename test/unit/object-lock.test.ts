@@ -159,5 +159,66 @@ describe("object locks (real redis-server)", function () {
       expect(b!.start, JSON.stringify(intervals)).to.be.at.least(a!.end);
       expect(busy, "the second job stepped aside at least once").to.be.at.least(1);
     });
+
+    /** A replica of the queue whose handler is `handler`. */
+    const replica = (
+      name: string,
+      prefix: string,
+      handler: (item: WorkItem) => Promise<{ requeueAfterMs?: number }>,
+    ) => {
+      const q = new WorkQueue({
+        connection: { host: "127.0.0.1", port: redis.port },
+        prefix,
+        replica: name,
+        logger: pino({ level: "silent" }),
+      });
+      queues.push(q);
+      q.start(handler);
+      return q;
+    };
+    const until = async (what: string, ok: () => boolean, ms = 10_000) => {
+      const deadline = Date.now() + ms;
+      while (!ok()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await sleep(20);
+      }
+    };
+
+    it("a requeue-after outlives the replica that asked for it", async () => {
+      const item: WorkItem = { kind: "run", namespace: "ns", name: "waiting" };
+      const runs: { replica: string; at: number }[] = [];
+      const a = replica("a", "requeue1", async () => {
+        runs.push({ replica: "a", at: Date.now() });
+        return { requeueAfterMs: 1000 };
+      });
+      await a.enqueue(item);
+      await until("the first job", () => runs.length === 1);
+      await sleep(100); // the job has finished: its requeue is in Redis, not in replica a
+      await a.close();
+      queues.splice(queues.indexOf(a), 1);
+      replica("b", "requeue1", async () => {
+        runs.push({ replica: "b", at: Date.now() });
+        return {};
+      });
+      await until("the requeued job on replica b", () => runs.length === 2);
+      expect(runs[1]!.replica).to.equal("b");
+      expect(runs[1]!.at - runs[0]!.at, "not before its delay").to.be.at.least(900);
+    });
+
+    it("an event that comes in while the job runs is not postponed by the job's requeue-after", async () => {
+      const item: WorkItem = { kind: "run", namespace: "ns", name: "event" };
+      const runs: number[] = [];
+      const q = replica("a", "requeue2", async () => {
+        runs.push(Date.now());
+        if (runs.length === 1) {
+          await q.enqueue(item); // e.g. the placeholder got scheduled while we looked
+          await sleep(200);
+        }
+        return { requeueAfterMs: 10_000 };
+      });
+      await q.enqueue(item);
+      await until("the event's job", () => runs.length === 2, 5000);
+      expect(runs[1]! - runs[0]!, "at once, not after 10 s").to.be.below(2000);
+    });
   });
 });
