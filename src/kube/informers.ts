@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import {
   COMPONENT_LABEL,
   GROUP,
+  MANAGED_LABEL,
   PLACEHOLDER_COMPONENT,
   PLURAL,
   TEKTON_GROUP,
@@ -140,6 +141,8 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
   const apps = kc.makeApiClient(k8s.AppsV1Api);
   const core = kc.makeApiClient(k8s.CoreV1Api);
   const placeholders = `${COMPONENT_LABEL}=${PLACEHOLDER_COMPONENT}`;
+  // Only the runs the gate marked as ours: a cluster's other runs (often most of them) cost no memory.
+  const managed = `${MANAGED_LABEL}=true`;
   return {
     runs: new WatchedCache(
       "PipelineRun",
@@ -150,8 +153,10 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
           group: TEKTON_GROUP,
           version: TEKTON_VERSION,
           plural: "pipelineruns",
+          labelSelector: managed,
         }),
       logger,
+      managed,
     ),
     policies: new WatchedCache(
       "AffinityPolicy",

@@ -387,6 +387,9 @@ export class PipelineRunReconciler {
     message: string,
     log: Logger,
   ): Promise<ReconcileResult> {
+    // Placeholders first: once the managed label is gone the run leaves our cache (it is watched by that
+    // label), and a retry would no longer see it. Deleting them twice, if the patch fails, is harmless.
+    await this.deletePlaceholders(run);
     await this.patchRun(run, {
       metadata: {
         labels: { [MANAGED_LABEL]: null },
@@ -398,7 +401,6 @@ export class PipelineRunReconciler {
       },
       spec: { status: null },
     });
-    await this.deletePlaceholders(run);
     this.o.metrics.maxWaitExceeded.inc({ action: "release" });
     log.info({ message }, "run waited longer than maxWait; released without co-scheduling");
     this.recordEvent(run, "Warning", "ReleasedWithoutCoscheduling", message);
