@@ -43,6 +43,7 @@ bench: deps
 	npx tsx bench/migration.ts
 	npx tsx bench/admission.ts
 	npx tsx bench/webhooks.ts
+	npx tsx bench/vs-tekton.ts
 
 clean:
 	rm -rf dist .cluster

@@ -7,19 +7,28 @@
 //
 // Two measures per replica count: latency of runs created at a steady pace, and the release rate of a
 // burst of runs that all become placeable at once (a node label appears), which does not depend on how
-// fast this script can create runs.
+// fast this script can create runs. Per phase also: reconcile jobs per run and the replicas' CPU per
+// run, counted over the runs' whole life (until every run has succeeded and the replicas are idle).
 
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join, resolve } from "node:path";
 import * as k8s from "@kubernetes/client-node";
 import { PLACEHOLDER_LABEL } from "../src/api/constants.js";
+import type { PipelineRun } from "../src/api/types.js";
 import { PLACED_ON_ANNOTATION } from "../src/reconcilers/pipelinerun.js";
 import { LocalCluster } from "../test/cluster/cluster.js";
 import { waitFor } from "../test/cluster/kube.js";
 import { sleep } from "../test/cluster/processes.js";
 import { installCrd } from "../test/e2e/env.js";
-import { applyPolicy, createNamespace, createRun, pipelineRun } from "../test/e2e/helpers.js";
+import {
+  applyPolicy,
+  createNamespace,
+  createRun,
+  metricSum,
+  pipelineRun,
+  succeeded,
+} from "../test/e2e/helpers.js";
 import { ReplicaSet } from "../test/e2e/replicas.js";
 
 const RESULTS = resolve(import.meta.dirname, "results", "placement.json");
@@ -93,6 +102,15 @@ async function phase(cluster: LocalCluster, replicaCount: number) {
     ...cluster.status().map((c) => ({ name: c.name, pid: c.pid })),
     ...replicas.replicas.map((r, i) => ({ name: `replica-${i}`, pid: r.pid })),
   ];
+  // Jobs and controller CPU per run, over the runs' whole life (creation to cleanup).
+  const jobs = async () =>
+    (await Promise.all(replicas.replicas.map((r) => r.metrics()))).reduce(
+      (sum, m) => sum + metricSum(m, "tekton_affinity_job_duration_seconds_count"),
+      0,
+    );
+  const controllerCpu = () => replicas.replicas.reduce((sum, r) => sum + cpuSeconds(r.pid), 0);
+  const jobsAtStart = await jobs();
+  const cpuAtStart = controllerCpu();
 
   // Latency: runs created at a steady pace; create -> released.
   const latencyNs = await createNamespace(cluster, `bench-latency-${replicaCount}`);
@@ -154,6 +172,36 @@ async function phase(cluster: LocalCluster, replicaCount: number) {
     components.map((c) => [c.name, +(cpuSeconds(c.pid) - cpuBefore.get(c.name)!).toFixed(2)]),
   );
   await burst.stop();
+  await waitFor(
+    "every run of the phase to succeed and be cleaned up",
+    async () => {
+      for (const namespace of [latencyNs, burstNs]) {
+        const list = (await cluster.clients.custom.listNamespacedCustomObject({
+          group: "tekton.dev",
+          version: "v1",
+          plural: "pipelineruns",
+          namespace,
+        })) as { items: PipelineRun[] };
+        if (list.items.some((r) => succeeded(r) !== "True")) return false;
+      }
+      return true;
+    },
+    { timeoutMs: 600_000, intervalMs: 1000 },
+  );
+  let jobsAtEnd = -1;
+  await waitFor(
+    "the replicas to go idle",
+    async () => {
+      const now = await jobs();
+      const idle = now === jobsAtEnd;
+      jobsAtEnd = now;
+      return idle;
+    },
+    { timeoutMs: 120_000, intervalMs: 3000 },
+  );
+  const runsInPhase = LATENCY_RUNS + RUNS;
+  const jobsPerRun = +((jobsAtEnd - jobsAtStart) / runsInPhase).toFixed(2);
+  const controllerCpuMsPerRun = +(((controllerCpu() - cpuAtStart) * 1000) / runsInPhase).toFixed(2);
   await replicas.stop();
   await cluster.clients.core.deleteNamespace({ name: latencyNs });
   await cluster.clients.core.deleteNamespace({ name: burstNs });
@@ -175,6 +223,8 @@ async function phase(cluster: LocalCluster, replicaCount: number) {
       releasedPerSecond: +(RUNS / wallSeconds).toFixed(2),
     },
     cpuSecondsDuringBurst: cpu,
+    jobsPerRun,
+    controllerCpuMsPerRun,
   };
 }
 
@@ -199,7 +249,9 @@ async function main() {
     console.log(
       `\nplacement: latency of runs created at ${PACE_PER_SECOND}/s (create -> released), and release rate of ${RUNS} waiting runs`,
     );
-    console.log("replicas  p50 ms  p99 ms  max ms  released/s  busiest during the burst (CPU s)");
+    console.log(
+      "replicas  p50 ms  p99 ms  max ms  released/s  jobs/run  ctrl CPU ms/run  busiest during the burst (CPU s)",
+    );
     for (const p of phases) {
       const busiest = Object.entries(p.cpuSecondsDuringBurst)
         .sort((a, b) => b[1] - a[1])
@@ -208,7 +260,8 @@ async function main() {
         .join(", ");
       const l = p.latency.ms;
       const cols = [p.replicas, l.p50, l.p99, l.max].map((v) => String(v).padEnd(6)).join("  ");
-      console.log(`${cols}  ${String(p.throughput.releasedPerSecond).padEnd(10)}  ${busiest}`);
+      const perRun = `${String(p.jobsPerRun).padEnd(8)}  ${String(p.controllerCpuMsPerRun).padEnd(15)}`;
+      console.log(`${cols}  ${String(p.throughput.releasedPerSecond).padEnd(10)}  ${perRun}  ${busiest}`);
     }
     const [one, , three] = phases;
     const ratio = three!.throughput.releasedPerSecond / one!.throughput.releasedPerSecond;

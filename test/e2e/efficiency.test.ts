@@ -8,19 +8,19 @@ import type { LocalCluster } from "../cluster/cluster.js";
 import { StopWaiting, waitFor } from "../cluster/kube.js";
 import { ControllerProcess } from "./controller-process.js";
 import { e2e, TEST_CONTROLLER_ARGS, waitForGate } from "./env.js";
-import { applyPolicy, createNamespace, createRun, pipelineRun, RWO_TEMPLATE, succeeded } from "./helpers.js";
+import {
+  applyPolicy,
+  createNamespace,
+  createRun,
+  metricSum,
+  pipelineRun,
+  RWO_TEMPLATE,
+  succeeded,
+} from "./helpers.js";
 
 const RUNS = 20;
 /** Jobs (runs' and policies') per run, from creation to cleanup: the issue's budget. */
 const JOBS_PER_RUN_BUDGET = 8;
-
-/** Sum of a Prometheus counter or histogram count over all its label sets. */
-function metricSum(metrics: string, name: string): number {
-  return metrics
-    .split("\n")
-    .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
-    .reduce((sum, l) => sum + Number(l.split(" ").pop()), 0);
-}
 
 describe("efficiency", function () {
   this.timeout(600_000);

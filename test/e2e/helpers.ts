@@ -215,3 +215,11 @@ export async function waitForEvent(
     { timeoutMs },
   );
 }
+
+/** Sum of a Prometheus metric over every label set containing `labels` (all of them by default). */
+export function metricSum(metrics: string, name: string, labels = ""): number {
+  return metrics
+    .split("\n")
+    .filter((l) => (l.startsWith(`${name}{`) || l.startsWith(`${name} `)) && l.includes(labels))
+    .reduce((sum, l) => sum + Number(l.split(" ").at(-1)), 0);
+}

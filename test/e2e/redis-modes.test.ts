@@ -17,20 +17,13 @@ import {
   applyPolicy,
   createNamespace,
   createRun,
+  metricSum,
   pipelineRun,
   uniqueName,
   waitRunSucceeded,
 } from "./helpers.js";
 
 const run = promisify(execFile);
-
-/** Sum of a metric's samples whose labels include `labels` (e.g. 'kind="run"'). */
-function metricSum(metrics: string, name: string, labels: string): number {
-  return metrics
-    .split("\n")
-    .filter((l) => l.startsWith(`${name}{`) && l.includes(labels))
-    .reduce((sum, l) => sum + Number(l.split(" ").at(-1)), 0);
-}
 
 function errorLines(log: string): string[] {
   return readFileSync(log, "utf8")

@@ -50,6 +50,9 @@ export class ReplicaSet {
     }
     // One after another: each registers the same webhook configuration (same URL, same CA).
     for (const r of this.replicas) await r.start();
+    // The balancer probes every 500 ms: without a fresh probe, an admission right now could find no
+    // endpoint yet and be reset, as a Service would before its endpoints catch up.
+    await this.balancer.probe();
     await waitForGate(this.cluster);
   }
 
