@@ -15,7 +15,6 @@ import { cpus } from "node:os";
 import { join, resolve } from "node:path";
 import * as k8s from "@kubernetes/client-node";
 import { PLACEHOLDER_LABEL } from "../src/api/constants.js";
-import type { PipelineRun } from "../src/api/types.js";
 import { PLACED_ON_ANNOTATION } from "../src/reconcilers/pipelinerun.js";
 import { LocalCluster } from "../test/cluster/cluster.js";
 import { waitFor } from "../test/cluster/kube.js";
@@ -25,9 +24,11 @@ import {
   applyPolicy,
   createNamespace,
   createRun,
+  listRuns,
   metricSum,
   pipelineRun,
   succeeded,
+  waitUntilSteady,
 } from "../test/e2e/helpers.js";
 import { ReplicaSet } from "../test/e2e/replicas.js";
 
@@ -175,30 +176,13 @@ async function phase(cluster: LocalCluster, replicaCount: number) {
   await waitFor(
     "every run of the phase to succeed and be cleaned up",
     async () => {
-      for (const namespace of [latencyNs, burstNs]) {
-        const list = (await cluster.clients.custom.listNamespacedCustomObject({
-          group: "tekton.dev",
-          version: "v1",
-          plural: "pipelineruns",
-          namespace,
-        })) as { items: PipelineRun[] };
-        if (list.items.some((r) => succeeded(r) !== "True")) return false;
-      }
+      for (const namespace of [latencyNs, burstNs])
+        if ((await listRuns(cluster, namespace)).some((r) => succeeded(r) !== "True")) return false;
       return true;
     },
     { timeoutMs: 600_000, intervalMs: 1000 },
   );
-  let jobsAtEnd = -1;
-  await waitFor(
-    "the replicas to go idle",
-    async () => {
-      const now = await jobs();
-      const idle = now === jobsAtEnd;
-      jobsAtEnd = now;
-      return idle;
-    },
-    { timeoutMs: 120_000, intervalMs: 3000 },
-  );
+  const jobsAtEnd = await waitUntilSteady("the replicas to go idle", jobs);
   const runsInPhase = LATENCY_RUNS + RUNS;
   const jobsPerRun = +((jobsAtEnd - jobsAtStart) / runsInPhase).toFixed(2);
   const controllerCpuMsPerRun = +(((controllerCpu() - cpuAtStart) * 1000) / runsInPhase).toFixed(2);

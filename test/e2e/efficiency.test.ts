@@ -3,7 +3,6 @@
 // status writes, node heartbeats and StatefulSet counters are not work (src/controller/change-filter.ts).
 
 import { expect } from "chai";
-import type { PipelineRun } from "../../src/api/types.js";
 import type { LocalCluster } from "../cluster/cluster.js";
 import { StopWaiting, waitFor } from "../cluster/kube.js";
 import { ControllerProcess } from "./controller-process.js";
@@ -12,10 +11,12 @@ import {
   applyPolicy,
   createNamespace,
   createRun,
+  listRuns,
   metricSum,
   pipelineRun,
   RWO_TEMPLATE,
   succeeded,
+  waitUntilSteady,
 } from "./helpers.js";
 
 const RUNS = 20;
@@ -58,20 +59,7 @@ async function measure(cluster: LocalCluster, controller: ControllerProcess): Pr
   const jobs = async () =>
     metricSum(await controller.metrics(), "tekton_affinity_job_duration_seconds_count");
   // Earlier tests' cleanup (namespaces deleted) and the policy's own first jobs are not the runs'.
-  const idle = async () => {
-    let last = -1;
-    await waitFor(
-      "the controller to go idle",
-      async () => {
-        const now = await jobs();
-        const still = now === last;
-        last = now;
-        return still;
-      },
-      { timeoutMs: 120_000, intervalMs: 3000 },
-    );
-    return last;
-  };
+  const idle = () => waitUntilSteady("the controller to go idle", jobs);
   const before = await idle();
 
   for (let i = 0; i < RUNS; i++)
@@ -88,15 +76,10 @@ async function measure(cluster: LocalCluster, controller: ControllerProcess): Pr
   await waitFor(
     `${RUNS} runs to succeed`,
     async () => {
-      const list = (await cluster.clients.custom.listNamespacedCustomObject({
-        group: "tekton.dev",
-        version: "v1",
-        plural: "pipelineruns",
-        namespace: ns,
-      })) as { items: PipelineRun[] };
-      const failed = list.items.find((r) => succeeded(r) === "False");
+      const runs = await listRuns(cluster, ns);
+      const failed = runs.find((r) => succeeded(r) === "False");
       if (failed) throw new StopWaiting(`run ${failed.metadata.name} failed`);
-      return list.items.filter((r) => succeeded(r) === "True").length === RUNS;
+      return runs.filter((r) => succeeded(r) === "True").length === RUNS;
     },
     { timeoutMs: 300_000, intervalMs: 1000 },
   );

@@ -223,3 +223,34 @@ export function metricSum(metrics: string, name: string, labels = ""): number {
     .filter((l) => (l.startsWith(`${name}{`) || l.startsWith(`${name} `)) && l.includes(labels))
     .reduce((sum, l) => sum + Number(l.split(" ").at(-1)), 0);
 }
+
+/** The namespace's PipelineRuns, read from the API (not a cache). */
+export async function listRuns(cluster: LocalCluster, namespace: string): Promise<PipelineRun[]> {
+  const list = (await cluster.clients.custom.listNamespacedCustomObject({
+    group: "tekton.dev",
+    version: "v1",
+    plural: "pipelineruns",
+    namespace,
+  })) as { items: PipelineRun[] };
+  return list.items;
+}
+
+/** Waits until `read` returns the same number twice, `intervalMs` apart (e.g. a job counter gone idle). */
+export async function waitUntilSteady(
+  what: string,
+  read: () => Promise<number>,
+  intervalMs = 3000,
+): Promise<number> {
+  let last = -1;
+  await waitFor(
+    what,
+    async () => {
+      const now = await read();
+      const steady = now === last;
+      last = now;
+      return steady;
+    },
+    { timeoutMs: 120_000, intervalMs },
+  );
+  return last;
+}

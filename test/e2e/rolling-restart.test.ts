@@ -10,12 +10,11 @@
 
 import { expect } from "chai";
 import { MANAGED_LABEL, MODE_ANNOTATION } from "../../src/api/constants.js";
-import type { PipelineRun } from "../../src/api/types.js";
 import { PLACED_ON_ANNOTATION } from "../../src/reconcilers/pipelinerun.js";
 import { StopWaiting, waitFor } from "../cluster/kube.js";
 import { sleep } from "../cluster/processes.js";
 import { e2e, TEST_CONTROLLER_ARGS, waitForGate } from "./env.js";
-import { applyPolicy, createNamespace, createRun, pipelineRun, succeeded } from "./helpers.js";
+import { applyPolicy, createNamespace, createRun, listRuns, pipelineRun, succeeded } from "./helpers.js";
 import { ReplicaSet } from "./replicas.js";
 
 const RATE_PER_SECOND = 5;
@@ -73,21 +72,16 @@ describe("a rolling restart", function () {
       const runs = await waitFor(
         `${names.length} runs to succeed`,
         async () => {
-          const list = (await cluster.clients.custom.listNamespacedCustomObject({
-            group: "tekton.dev",
-            version: "v1",
-            plural: "pipelineruns",
-            namespace: ns,
-          })) as { items: PipelineRun[] };
-          const failed = list.items.filter((r) => succeeded(r) === "False");
+          const items = await listRuns(cluster, ns);
+          const failed = items.filter((r) => succeeded(r) === "False");
           if (failed.length) {
             const c = failed[0]!.status?.conditions?.[0];
             throw new StopWaiting(
               `${failed.length} run(s) failed, e.g. ${failed[0]!.metadata.name}: ${c?.reason}: ${c?.message}`,
             );
           }
-          const done = list.items.filter((r) => succeeded(r) === "True");
-          return done.length === names.length ? list.items : undefined;
+          const done = items.filter((r) => succeeded(r) === "True");
+          return done.length === names.length ? items : undefined;
         },
         { timeoutMs: 600_000, intervalMs: 2000 },
       );
