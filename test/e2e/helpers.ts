@@ -27,8 +27,9 @@ export async function applyPolicy(
   spec: AffinityPolicySpec,
   name = "default",
   labels?: Record<string, string>,
+  { waitObserved = true }: { waitObserved?: boolean } = {},
 ): Promise<AffinityPolicy> {
-  return (await cluster.clients.custom.createNamespacedCustomObject({
+  const created = (await cluster.clients.custom.createNamespacedCustomObject({
     group: GROUP,
     version: VERSION,
     plural: PLURAL,
@@ -40,6 +41,19 @@ export async function applyPolicy(
       spec,
     },
   })) as AffinityPolicy;
+  if (!waitObserved) return created;
+  // A policy applies to runs created after the controller has seen it (docs: namespace owner's
+  // guide). A run created in the same breath races the informer, so wait as a careful user would:
+  // for observedGeneration, which the controller writes once it has read the policy.
+  const generation = created.metadata?.generation ?? 1;
+  return waitFor(
+    `AffinityPolicy ${namespace}/${name} to be observed by the controller`,
+    async () => {
+      const p = await getPolicy(cluster, namespace, name);
+      return (p.status?.observedGeneration ?? 0) >= generation ? p : undefined;
+    },
+    { intervalMs: 50 },
+  );
 }
 
 export async function getPolicy(
