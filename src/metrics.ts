@@ -85,8 +85,23 @@ export function createMetrics() {
       labelNames: ["reason"],
       registers: [registry],
     }),
+    cachedObjects: new Gauge({
+      name: "tekton_affinity_cached_objects",
+      help: "Objects held in this replica's informer caches, by kind (read at scrape time).",
+      labelNames: ["kind"],
+      registers: [registry],
+    }),
   };
   return m;
+}
+
+/** Reports each cache's size at scrape time: memory follows these counts, so operators can see what a
+ * replica holds (managed runs only, every node trimmed) without a heap dump. */
+export function reportCacheSizes(metrics: Metrics, sizes: () => Record<string, number>): void {
+  const gauge = metrics.cachedObjects as Gauge<string> & { collect?: () => void };
+  gauge.collect = () => {
+    for (const [kind, count] of Object.entries(sizes())) gauge.set({ kind }, count);
+  };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

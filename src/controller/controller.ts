@@ -19,9 +19,9 @@ import { selectorsOverlap } from "../api/selector.js";
 import type { AffinityPolicy, AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import { apiMessage, isNotFound, type KubeClients, loadKubeConfig, makeClients } from "../kube/clients.js";
 import { EventRecorder } from "../kube/events.js";
-import { type Caches, makeCaches, startCaches, stopCaches } from "../kube/informers.js";
+import { type Caches, makeCaches, startCaches, stopCaches, type WatchedCache } from "../kube/informers.js";
 import { TektonFlags } from "../kube/tekton-flags.js";
-import { createMetrics, type Metrics } from "../metrics.js";
+import { createMetrics, type Metrics, reportCacheSizes } from "../metrics.js";
 import { startAdminUi } from "../queue/admin-ui.js";
 import type { WorkItem } from "../queue/work-item.js";
 import { WorkQueue } from "../queue/work-queue.js";
@@ -148,6 +148,11 @@ export class Controller {
     const clients = makeClients(kc);
     const caches = makeCaches(kc, this.logger);
     this.caches = caches;
+    reportCacheSizes(this.metrics, () =>
+      Object.fromEntries(
+        Object.values(caches).map((c: WatchedCache<k8s.KubernetesObject>) => [c.kind, c.list().length]),
+      ),
+    );
     const clusterDefault = clusterDefaultSpec(o);
     const tektonFlags = new TektonFlags(clients.core, o.tektonNamespace);
 

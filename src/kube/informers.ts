@@ -14,6 +14,7 @@ import {
   VERSION,
 } from "../api/constants.js";
 import type { AffinityPolicy, PipelineRun } from "../api/types.js";
+import { type Trim, TrimmingWatch, trimList, trimNamespace, trimNode, withoutManagedFields } from "./trim.js";
 
 export type Handler<T> = (obj: T, old?: T) => void;
 
@@ -27,6 +28,8 @@ const MAX_RETRY_MS = 30_000;
  * when the list fails (an apiserver 429 or 5xx, missing RBAC), and a replica that then reported Ready
  * would answer admissions from an empty cache. A failed list or watch is retried with capped
  * exponential backoff (1 s doubling to 30 s), and `synced` stays false until a list succeeds.
+ *
+ * Every object is trimmed before it is cached (`trim`, default: without managedFields; see trim.ts).
  */
 export class WatchedCache<T extends k8s.KubernetesObject> {
   private readonly informer: k8s.Informer<T> & k8s.ObjectCache<T>;
@@ -48,9 +51,10 @@ export class WatchedCache<T extends k8s.KubernetesObject> {
     private readonly logger: Logger,
     labelSelector?: string,
     fieldSelector?: string,
+    trim: Trim<T> = withoutManagedFields,
   ) {
     const listed = async () => {
-      const result = await list();
+      const result = trimList(await list(), trim);
       this.failures = 0;
       if (!this.synced) {
         this.synced = true;
@@ -59,7 +63,14 @@ export class WatchedCache<T extends k8s.KubernetesObject> {
       }
       return result;
     };
-    this.informer = new k8s.ListWatch(path, new k8s.Watch(kc), listed, false, labelSelector, fieldSelector);
+    this.informer = new k8s.ListWatch(
+      path,
+      new TrimmingWatch(kc, trim),
+      listed,
+      false,
+      labelSelector,
+      fieldSelector,
+    );
     // Any event proves the watch works again: the next failure starts the backoff from 1 s.
     this.informer.on("add", (o) => this.emit("change", o));
     this.informer.on("update", (o) => this.emit("change", o));
@@ -181,8 +192,27 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
       logger,
       placeholders,
     ),
-    nodes: new WatchedCache("Node", kc, "/api/v1/nodes", () => core.listNode(), logger),
-    namespaces: new WatchedCache("Namespace", kc, "/api/v1/namespaces", () => core.listNamespace(), logger),
+    // Every node of the cluster, so only the fields placement and migration read (trim.ts).
+    nodes: new WatchedCache(
+      "Node",
+      kc,
+      "/api/v1/nodes",
+      () => core.listNode(),
+      logger,
+      undefined,
+      undefined,
+      trimNode,
+    ),
+    namespaces: new WatchedCache(
+      "Namespace",
+      kc,
+      "/api/v1/namespaces",
+      () => core.listNamespace(),
+      logger,
+      undefined,
+      undefined,
+      trimNamespace,
+    ),
     failedCreates: new WatchedCache(
       "Event",
       kc,

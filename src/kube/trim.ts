@@ -1,0 +1,117 @@
+// What the informer caches keep of each object: only the fields a reconciler or webhook reads.
+//
+// A cluster of thousands of nodes is where the controller must stay small. A Node object is mostly
+// what we never read (the images it holds, addresses, node info, every condition's heartbeat), and
+// every object carries managedFields; a replica that cached them whole would grow with the cluster's
+// size and churn rather than with its own work. Trimming happens before an object enters the cache,
+// so a watch event never holds the full object longer than its parse.
+
+import * as k8s from "@kubernetes/client-node";
+
+export type Trim<T> = (obj: T) => T;
+
+/** The metadata every cache keeps: identity, the resourceVersion that fences writes and resumes
+ * watches, labels, annotations, owners and deletion. managedFields is dropped. */
+function trimMeta(meta: k8s.V1ObjectMeta | undefined): k8s.V1ObjectMeta | undefined {
+  if (!meta) return meta;
+  const { managedFields: _dropped, ...kept } = meta;
+  return kept;
+}
+
+/** Any object, without managedFields. */
+export function withoutManagedFields<T extends k8s.KubernetesObject>(obj: T): T {
+  if (!obj.metadata?.managedFields) return obj;
+  return { ...obj, metadata: trimMeta(obj.metadata) };
+}
+
+/**
+ * A Node as the controller reads it: its name and labels (topology), cordon and taints, the Ready
+ * condition (NotReady migration, with its transition time for the grace period) and allocatable
+ * (whether a node newly fits a waiting run). Annotations are dropped too: nothing of ours reads them,
+ * and on real clusters they carry large CSI and CNI payloads.
+ */
+export function trimNode(node: k8s.V1Node): k8s.V1Node {
+  const meta = node.metadata;
+  const ready = node.status?.conditions?.find((c) => c.type === "Ready");
+  return {
+    apiVersion: node.apiVersion,
+    kind: node.kind,
+    metadata: meta && {
+      name: meta.name,
+      uid: meta.uid,
+      resourceVersion: meta.resourceVersion,
+      creationTimestamp: meta.creationTimestamp,
+      deletionTimestamp: meta.deletionTimestamp,
+      labels: meta.labels,
+    },
+    spec: node.spec && { unschedulable: node.spec.unschedulable, taints: node.spec.taints },
+    status: node.status && {
+      allocatable: node.status.allocatable,
+      conditions: ready
+        ? [
+            {
+              type: ready.type,
+              status: ready.status,
+              reason: ready.reason,
+              message: ready.message,
+              lastTransitionTime: ready.lastTransitionTime,
+            },
+          ]
+        : [],
+    },
+  };
+}
+
+/** A Namespace as the controller reads it: its name and labels (the isolation group). */
+export function trimNamespace(ns: k8s.V1Namespace): k8s.V1Namespace {
+  const meta = ns.metadata;
+  return {
+    apiVersion: ns.apiVersion,
+    kind: ns.kind,
+    metadata: meta && {
+      name: meta.name,
+      uid: meta.uid,
+      resourceVersion: meta.resourceVersion,
+      labels: meta.labels,
+    },
+  };
+}
+
+/** Applies `trim` to a list's items. */
+export function trimList<T extends k8s.KubernetesObject>(
+  list: k8s.KubernetesListObject<T>,
+  trim: Trim<T>,
+): k8s.KubernetesListObject<T> {
+  return { ...list, items: list.items.map(trim) };
+}
+
+/**
+ * A Watch that trims each object of a watch event before the informer caches it. ERROR events carry a
+ * Status, not an object of the kind, and BOOKMARKs only a resourceVersion: both pass as they are.
+ */
+export class TrimmingWatch<T extends k8s.KubernetesObject> extends k8s.Watch {
+  constructor(
+    config: k8s.KubeConfig,
+    private readonly trim: Trim<T>,
+  ) {
+    super(config);
+  }
+
+  override watch(
+    path: string,
+    queryParams: Record<string, string | number | boolean | undefined>,
+    callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
+    done: (err: unknown) => void,
+  ): Promise<AbortController> {
+    return super.watch(
+      path,
+      queryParams,
+      (phase, obj, watchObj) => {
+        const object =
+          phase === "ADDED" || phase === "MODIFIED" || phase === "DELETED" ? this.trim(obj as T) : obj;
+        callback(phase, object, watchObj);
+      },
+      done,
+    );
+  }
+}

@@ -1,0 +1,114 @@
+import type { V1Node } from "@kubernetes/client-node";
+import { expect } from "chai";
+import { nodeSchedulingFingerprint } from "../../src/controller/change-filter.js";
+import { trimNamespace, trimNode, withoutManagedFields } from "../../src/kube/trim.js";
+import { nodeProblem } from "../../src/reconcilers/node-health.js";
+import { NodeTracker } from "../../src/reconcilers/node-tracker.js";
+
+const NOW = Date.parse("2026-03-01T12:00:00Z");
+
+/** A node as a kubelet reports it: most of it is what the controller never reads. */
+function kubeletNode(over: { unschedulable?: boolean; ready?: string; taint?: boolean } = {}): V1Node {
+  return {
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: {
+      name: "node-7",
+      uid: "u-7",
+      resourceVersion: "4711",
+      labels: { "kubernetes.io/hostname": "node-7", "topology.kubernetes.io/zone": "zone-b" },
+      annotations: { "csi.volume.kubernetes.io/nodeid": "x".repeat(2000) },
+      managedFields: [{ manager: "kubelet", operation: "Update", fieldsV1: { big: "y".repeat(5000) } }],
+    },
+    spec: {
+      unschedulable: over.unschedulable,
+      podCIDR: "10.0.7.0/24",
+      taints: over.taint ? [{ key: "team", value: "a", effect: "NoSchedule" }] : undefined,
+    },
+    status: {
+      allocatable: { cpu: "8", memory: "32Gi", pods: "110" },
+      capacity: { cpu: "8", memory: "32Gi", pods: "110" },
+      images: Array.from({ length: 50 }, (_, i) => ({ names: [`registry/image-${i}:latest`], sizeBytes: i })),
+      nodeInfo: {
+        architecture: "amd64",
+        bootID: "b",
+        containerRuntimeVersion: "c",
+        kernelVersion: "k",
+        kubeProxyVersion: "",
+        kubeletVersion: "v1.35.0",
+        machineID: "m",
+        operatingSystem: "linux",
+        osImage: "o",
+        systemUUID: "s",
+      },
+      addresses: [{ type: "InternalIP", address: "10.1.0.7" }],
+      conditions: [
+        { type: "MemoryPressure", status: "False", lastHeartbeatTime: new Date(NOW) },
+        {
+          type: "Ready",
+          status: over.ready ?? "True",
+          reason: "KubeletReady",
+          message: "kubelet is posting ready status",
+          lastHeartbeatTime: new Date(NOW),
+          lastTransitionTime: new Date(NOW - 60_000),
+        },
+      ],
+    },
+  };
+}
+
+describe("cache trimming", () => {
+  it("keeps every node field that placement and migration decide on", () => {
+    for (const over of [{}, { unschedulable: true }, { ready: "False" }, { taint: true }]) {
+      const full = kubeletNode(over);
+      const trimmed = trimNode(full);
+      expect(nodeProblem(trimmed, [], NOW, 30_000)).to.deep.equal(nodeProblem(full, [], NOW, 30_000));
+      expect(nodeSchedulingFingerprint(trimmed)).to.equal(nodeSchedulingFingerprint(full));
+      const a = new NodeTracker();
+      const b = new NodeTracker();
+      a.observe(full, NOW);
+      b.observe(trimmed, NOW);
+      expect(b.troubleSince("node-7", NOW + 1)).to.equal(a.troubleSince("node-7", NOW + 1));
+    }
+  });
+
+  it("keeps identity and the resourceVersion watches resume from", () => {
+    const trimmed = trimNode(kubeletNode());
+    expect(trimmed.metadata).to.include({ name: "node-7", uid: "u-7", resourceVersion: "4711" });
+    expect(trimmed.metadata?.labels).to.have.property("topology.kubernetes.io/zone", "zone-b");
+  });
+
+  it("drops what a kubelet writes and the controller never reads, and does not touch the original", () => {
+    const full = kubeletNode();
+    const trimmed = trimNode(full);
+    expect(trimmed.status?.images).to.equal(undefined);
+    expect(trimmed.status?.nodeInfo).to.equal(undefined);
+    expect(trimmed.metadata?.managedFields).to.equal(undefined);
+    expect(trimmed.metadata?.annotations).to.equal(undefined);
+    expect(trimmed.status?.conditions?.map((c) => c.type)).to.deep.equal(["Ready"]);
+    expect(JSON.stringify(trimmed).length).to.be.below(JSON.stringify(full).length / 10);
+    expect(full.status?.images).to.have.length(50);
+  });
+
+  it("keeps a namespace's labels and drops managedFields from any object", () => {
+    const ns = trimNamespace({
+      metadata: {
+        name: "team-a",
+        labels: { "affinity.tekton.dev/isolation-group": "g" },
+        managedFields: [{ manager: "kubectl" }],
+      },
+      spec: { finalizers: ["kubernetes"] },
+    });
+    expect(ns.metadata).to.deep.include({
+      name: "team-a",
+      labels: { "affinity.tekton.dev/isolation-group": "g" },
+    });
+    expect(ns.metadata?.managedFields).to.equal(undefined);
+    const pod = withoutManagedFields({
+      metadata: { name: "p", managedFields: [{ manager: "x" }] },
+      spec: {},
+    });
+    expect(pod.metadata).to.deep.equal({ name: "p" });
+    expect(pod).to.have.property("spec");
+  });
+});
