@@ -85,6 +85,12 @@ export function createMetrics() {
       labelNames: ["reason"],
       registers: [registry],
     }),
+    cacheCatchUp: new Counter({
+      name: "tekton_affinity_job_cache_catch_up_total",
+      help: "Jobs that found this replica's cache behind the event that caused them, by outcome (waited, timeout).",
+      labelNames: ["outcome"],
+      registers: [registry],
+    }),
     cachedObjects: new Gauge({
       name: "tekton_affinity_cached_objects",
       help: "Objects held in this replica's informer caches, by kind (read at scrape time).",

@@ -23,8 +23,8 @@ import { type Caches, makeCaches, startCaches, stopCaches, type WatchedCache } f
 import { TektonFlags } from "../kube/tekton-flags.js";
 import { createMetrics, type Metrics, reportCacheSizes } from "../metrics.js";
 import { startAdminUi } from "../queue/admin-ui.js";
-import type { WorkItem } from "../queue/work-item.js";
-import { WorkQueue } from "../queue/work-queue.js";
+import { type CauseKind, cacheHasSeen, type WorkCause, type WorkItem } from "../queue/work-item.js";
+import { type ReconcileResult, WorkQueue } from "../queue/work-queue.js";
 import { AffinityPolicyReconciler } from "../reconcilers/affinitypolicy.js";
 import { effectiveSpec } from "../reconcilers/effective-spec.js";
 import { NodeTracker } from "../reconcilers/node-tracker.js";
@@ -118,6 +118,28 @@ const REDIS_KEYS_CHECK_MS = 5_000;
 const POLICY_COUNT_THROTTLE_MS = 2_000;
 /** Enqueues that may wait for Redis at once (each is a small command in ioredis' offline queue). */
 const MAX_PENDING_ENQUEUES = 10_000;
+/** What naming an event needs of an object, whichever its kind. */
+interface Versioned {
+  metadata?: { name?: string; namespace?: string; resourceVersion?: string };
+}
+
+/** How long a job waits for this replica's cache to see the event that caused it (see catchUpWith). */
+const CACHE_CATCH_UP_MS = 2_000;
+/** When a job ran without its event in the cache: how soon it looks again. */
+const CATCH_UP_RETRY_MS = 1_000;
+
+/** The watch event an object's add, update or delete is, to name the work it causes. */
+function causeOf(kind: CauseKind, obj: Versioned, deleted = false): WorkCause | undefined {
+  const resourceVersion = obj.metadata?.resourceVersion;
+  if (!resourceVersion) return undefined;
+  return {
+    kind,
+    namespace: obj.metadata?.namespace ?? "",
+    name: obj.metadata?.name ?? "",
+    resourceVersion,
+    ...(deleted ? { deleted } : {}),
+  };
+}
 
 /** Tekton labels every TaskRun pod with its PipelineRun's name. */
 const TEKTON_PIPELINERUN_LABEL = "tekton.dev/pipelineRun";
@@ -245,10 +267,19 @@ export class Controller {
       onLockBusy: (item) => this.metrics.objectLockBusy.inc({ kind: item.kind }),
     });
     this.queue = queue;
-    queue.start(async (item) => {
+    const reconcile = (item: WorkItem): Promise<ReconcileResult> => {
       if (item.kind === "run") return runs.reconcile(item.namespace, item.name);
       if (item.kind === "policy") return policies.reconcile(item.namespace, item.name);
-      return {};
+      return Promise.resolve({});
+    };
+    queue.start(async (item) => {
+      const caughtUp = !item.cause || (await this.catchUpWith(item.cause));
+      const result = await reconcile(item);
+      // Decided without the event: look again soon, since the other replicas' copies of the event were
+      // this same job and will not come back as work.
+      if (!caughtUp)
+        return { requeueAfterMs: Math.min(result.requeueAfterMs ?? CATCH_UP_RETRY_MS, CATCH_UP_RETRY_MS) };
+      return result;
     });
     if (o.adminPort) {
       this.adminServer = await startAdminUi(queue.queue, o.adminPort, o.adminHost);
@@ -416,24 +447,35 @@ export class Controller {
   /** A managed run, and (when `withPolicy`) its policy, whose activeRuns count may have changed. */
   private enqueueRun(run: PipelineRun, withPolicy = true, resync = false): void {
     if (run.metadata.labels?.[MANAGED_LABEL] !== "true") return;
-    this.enqueue({ kind: "run", namespace: run.metadata.namespace, name: run.metadata.name }, { resync });
+    const cause = resync ? undefined : causeOf("PipelineRun", run);
+    this.enqueue(
+      { kind: "run", namespace: run.metadata.namespace, name: run.metadata.name, cause },
+      { resync },
+    );
     const policy = run.metadata.annotations?.[POLICY_ANNOTATION];
-    if (policy && withPolicy) this.enqueuePolicyCount(run.metadata.namespace, policy, resync);
+    if (policy && withPolicy) this.enqueuePolicyCount(run.metadata.namespace, policy, resync, cause);
   }
 
   /**
    * A policy whose count of active runs may have changed. Runs start and finish in bursts: one status
    * update per POLICY_COUNT_THROTTLE_MS covers them all (a spec change still enqueues it at once).
    */
-  private enqueuePolicyCount(namespace: string, name: string, resync = false): void {
-    this.enqueue({ kind: "policy", namespace, name }, { resync, throttleMs: POLICY_COUNT_THROTTLE_MS });
+  private enqueuePolicyCount(namespace: string, name: string, resync = false, cause?: WorkCause): void {
+    this.enqueue(
+      { kind: "policy", namespace, name, cause },
+      { resync, throttleMs: POLICY_COUNT_THROTTLE_MS },
+    );
   }
 
   /**
    * Policies whose Overlapping condition may change with `policy`: those whose selector overlaps its
    * selector now or before. One pass, O(P); the others' status cannot change.
    */
-  private enqueueOverlappingSiblings(policy: AffinityPolicy, before: AffinityPolicy | undefined): void {
+  private enqueueOverlappingSiblings(
+    policy: AffinityPolicy,
+    before: AffinityPolicy | undefined,
+    cause?: WorkCause,
+  ): void {
     const ns = policy.metadata.namespace;
     for (const p of this.caches?.policies.list(ns) ?? []) {
       if (p.metadata.name === policy.metadata.name) continue;
@@ -442,7 +484,7 @@ export class Controller {
         selectorsOverlap(selector, policy.spec.pipelineRunSelector) ||
         (before && selectorsOverlap(selector, before.spec.pipelineRunSelector))
       )
-        this.enqueue({ kind: "policy", namespace: ns, name: p.metadata.name });
+        this.enqueue({ kind: "policy", namespace: ns, name: p.metadata.name, cause });
     }
   }
 
@@ -469,33 +511,34 @@ export class Controller {
       runDone.delete(key);
       runs.forget(key);
       const policy = run.metadata.annotations?.[POLICY_ANNOTATION];
-      if (policy) this.enqueuePolicyCount(run.metadata.namespace, policy);
+      const cause = causeOf("PipelineRun", run, true);
+      if (policy) this.enqueuePolicyCount(run.metadata.namespace, policy, false, cause);
     });
-    const byRunLabel = (obj: k8s.KubernetesObject) => {
+    const byRunLabel = (obj: k8s.KubernetesObject, cause: WorkCause | undefined) => {
       const name = obj.metadata?.labels?.[RUN_LABEL];
-      if (name) this.enqueue({ kind: "run", namespace: obj.metadata?.namespace ?? "", name });
+      if (name) this.enqueue({ kind: "run", namespace: obj.metadata?.namespace ?? "", name, cause });
     };
     // A placeholder event concerns its run while the run runs; once the run is done or gone, the
     // placeholder going away is the cleanup we started, not news.
-    const filtered = <T extends k8s.KubernetesObject>(filter: ChangeFilter<T>) => {
-      const forLiveRun = (obj: T) => {
+    const filtered = <T extends k8s.KubernetesObject>(kind: CauseKind, filter: ChangeFilter<T>) => {
+      const forLiveRun = (obj: T, deleted: boolean) => {
         const run = caches.runs.get(obj.metadata?.labels?.[RUN_LABEL] ?? "", obj.metadata?.namespace ?? "");
-        if (run && !isDone(run)) byRunLabel(obj);
+        if (run && !isDone(run)) byRunLabel(obj, causeOf(kind, obj, deleted));
       };
       return {
         onChange: (obj: T) => {
-          if (filter.changed(`${obj.metadata?.namespace}/${obj.metadata?.name}`, obj)) forLiveRun(obj);
+          if (filter.changed(`${obj.metadata?.namespace}/${obj.metadata?.name}`, obj)) forLiveRun(obj, false);
         },
         onDelete: (obj: T) => {
           filter.forget(`${obj.metadata?.namespace}/${obj.metadata?.name}`);
-          forLiveRun(obj);
+          forLiveRun(obj, true);
         },
       };
     };
-    const pods = filtered(new ChangeFilter(placeholderPodFingerprint, placeholderPodIsNoNews));
+    const pods = filtered("Pod", new ChangeFilter(placeholderPodFingerprint, placeholderPodIsNoNews));
     caches.placeholderPods.onChange(pods.onChange);
     caches.placeholderPods.onDelete(pods.onDelete);
-    const sets = filtered(new ChangeFilter(placeholderSetFingerprint, placeholderSetIsNoNews));
+    const sets = filtered("StatefulSet", new ChangeFilter(placeholderSetFingerprint, placeholderSetIsNoNews));
     caches.placeholderSets.onChange(sets.onChange);
     caches.placeholderSets.onDelete(sets.onDelete);
     // A placeholder pod the StatefulSet controller could not create (quota, Pod Security): tell its run.
@@ -504,7 +547,7 @@ export class Controller {
         event.involvedObject.name ?? "",
         event.involvedObject.namespace ?? "",
       );
-      if (set) byRunLabel(set);
+      if (set) byRunLabel(set, causeOf("Event", event));
     });
     // A node whose schedulability changed (cordon, taint, NotReady) concerns the runs whose placeholders
     // sit on it; a node that is new or newly usable may fit the runs that wait. Heartbeats are not work.
@@ -513,16 +556,20 @@ export class Controller {
     caches.nodes.onChange((node) => {
       const name = node.metadata?.name ?? "";
       if (!nodes.changed(name, node)) return;
-      for (const pod of caches.placeholderPods.list()) if (pod.spec?.nodeName === name) byRunLabel(pod);
+      const cause = causeOf("Node", node);
+      for (const pod of caches.placeholderPods.list())
+        if (pod.spec?.nodeName === name) byRunLabel(pod, cause);
       const known = nodesSeen.has(name);
       nodesSeen.add(name);
-      if (known || this.synced) this.enqueueWaitingRuns();
+      if (known || this.synced) this.enqueueWaitingRuns(undefined, undefined, cause);
     });
     caches.nodes.onDelete((node) => {
       const name = node.metadata?.name ?? "";
       nodes.forget(name);
       nodesSeen.delete(name);
-      for (const pod of caches.placeholderPods.list()) if (pod.spec?.nodeName === name) byRunLabel(pod);
+      const cause = causeOf("Node", node, true);
+      for (const pod of caches.placeholderPods.list())
+        if (pod.spec?.nodeName === name) byRunLabel(pod, cause);
     });
     // A policy's spec change concerns itself, the policies it overlaps (before or after) and the runs
     // waiting under it. Our own status writes do not change its generation: they are not new work.
@@ -532,29 +579,78 @@ export class Controller {
       const before = policiesSeen.get(key);
       policiesSeen.set(key, policy);
       if (before && before.metadata.generation === policy.metadata.generation) return;
-      this.enqueue({ kind: "policy", namespace: policy.metadata.namespace, name: policy.metadata.name });
-      this.enqueueOverlappingSiblings(policy, before);
-      this.enqueueWaitingRuns(policy.metadata.namespace, policy.metadata.name);
+      const cause = causeOf("AffinityPolicy", policy);
+      this.enqueue({
+        kind: "policy",
+        namespace: policy.metadata.namespace,
+        name: policy.metadata.name,
+        cause,
+      });
+      this.enqueueOverlappingSiblings(policy, before, cause);
+      this.enqueueWaitingRuns(policy.metadata.namespace, policy.metadata.name, cause);
     });
     // A namespace's isolation-group label (set by cluster admins) shows in its isolate policies' status.
     caches.namespaces.onChange((namespace) => {
       const ns = namespace.metadata?.name ?? "";
+      const cause = causeOf("Namespace", namespace);
       for (const p of caches.policies.list(ns))
-        this.enqueue({ kind: "policy", namespace: ns, name: p.metadata.name });
+        this.enqueue({ kind: "policy", namespace: ns, name: p.metadata.name, cause });
     });
     caches.policies.onDelete((policy) => {
       policiesSeen.delete(`${policy.metadata.namespace}/${policy.metadata.name}`);
-      this.enqueueOverlappingSiblings(policy, undefined);
+      this.enqueueOverlappingSiblings(policy, undefined, causeOf("AffinityPolicy", policy, true));
     });
   }
 
+  /**
+   * Waits (briefly) until this replica's cache has seen the event that caused a job. The event's job
+   * is added once, by whichever replica saw it first, and may run on a replica whose watch is a few
+   * milliseconds behind: reconciling from the older view would decide on what the event changed
+   * without seeing it. The wait is bounded; past it the job runs anyway and asks for another look.
+   * Returns whether the cache caught up.
+   */
+  private async catchUpWith(cause: WorkCause): Promise<boolean> {
+    const cache = this.cacheFor(cause.kind);
+    if (!cache) return true;
+    const seen = () =>
+      cacheHasSeen(cause, cache.get(cause.name, cause.namespace || undefined)?.metadata?.resourceVersion);
+    if (seen()) return true;
+    const deadline = Date.now() + CACHE_CATCH_UP_MS;
+    while (!seen()) {
+      if (Date.now() >= deadline) {
+        this.metrics.cacheCatchUp.inc({ outcome: "timeout" });
+        return false;
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    this.metrics.cacheCatchUp.inc({ outcome: "waited" });
+    return true;
+  }
+
+  private cacheFor(
+    kind: CauseKind,
+  ): { get(name: string, namespace?: string): Versioned | undefined } | undefined {
+    const c = this.caches;
+    if (!c) return undefined;
+    const byKind: Record<CauseKind, { get(name: string, namespace?: string): Versioned | undefined }> = {
+      PipelineRun: c.runs,
+      AffinityPolicy: c.policies,
+      StatefulSet: c.placeholderSets,
+      Pod: c.placeholderPods,
+      Node: c.nodes,
+      Namespace: c.namespaces,
+      Event: c.failedCreates,
+    };
+    return byKind[kind];
+  }
+
   /** Runs still held at the gate (optionally only those of one policy). */
-  private enqueueWaitingRuns(namespace?: string, policy?: string): void {
+  private enqueueWaitingRuns(namespace?: string, policy?: string, cause?: WorkCause): void {
     for (const run of this.caches?.runs.list(namespace) ?? []) {
       const a = run.metadata.annotations;
       if (a?.[GATED_ANNOTATION] !== "true" || (policy && a[POLICY_ANNOTATION] !== policy)) continue;
       if (run.metadata.labels?.[MANAGED_LABEL] !== "true") continue;
-      this.enqueue({ kind: "run", namespace: run.metadata.namespace, name: run.metadata.name });
+      this.enqueue({ kind: "run", namespace: run.metadata.namespace, name: run.metadata.name, cause });
     }
   }
 

@@ -1,6 +1,7 @@
-// The shared work queue: BullMQ on Redis. Every replica enqueues what its informers see; BullMQ's
-// deduplication (`keepLastIfActive`) collapses the copies so that one object normally has at most one
-// job active and at most one waiting behind it; `replace` lets a new event replace a delayed
+// The shared work queue: BullMQ on Redis. Every replica enqueues what its informers see; work caused by
+// a watch event is named after it, so the copies from every replica are one job; BullMQ's
+// deduplication (`keepLastIfActive`) keeps one object to at most one job active and at most one
+// waiting behind it; `replace` lets a new event replace a delayed
 // (requeue-after) job so that it is acted on at once. Different objects spread over every replica's
 // workers.
 //
@@ -23,7 +24,7 @@ import { DelayedError, type Job, Queue, Worker } from "bullmq";
 import { Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "pino";
 import { ObjectLocks } from "./object-lock.js";
-import { parseWorkItem, type WorkItem, workKey } from "./work-item.js";
+import { eventJobId, parseWorkItem, type WorkItem, workKey } from "./work-item.js";
 
 export interface ReconcileResult {
   /** Reconcile again after this long (e.g. still waiting for the scheduler); not an error. */
@@ -78,6 +79,9 @@ export function redisSettingToCheck(err: Error): string {
 function outcomeOf(result: ReconcileResult): "requeued" | "ok" {
   return result.requeueAfterMs !== undefined ? "requeued" : "ok";
 }
+
+/** How long a completed event job stays in Redis: longer than any replica's watch lags behind another's. */
+export const EVENT_JOB_RETENTION_S = 60;
 
 /** How long a job whose object is locked waits before it tries again: short, since jobs are short. */
 const LOCK_BUSY_DELAY_MS = { min: 100, max: 400 };
@@ -138,12 +142,16 @@ export class WorkQueue {
    * `throttle`: then a delayed job already there stands, so a burst of requests costs one job per delay.
    */
   async enqueue(item: WorkItem, delayMs = 0, { throttle = false } = {}): Promise<void> {
+    // Work caused by a watch event is named after it: every replica sees the event and enqueues it,
+    // and BullMQ adds a job only for the first (an add whose job id exists is a no-op). The job is kept
+    // for EVENT_JOB_RETENTION_S after it completes, so a replica that sees the event late adds nothing.
+    const jobId = eventJobId(item);
     await this.queue.add(item.kind, item, {
       delay: delayMs,
       deduplication: { id: workKey(item), keepLastIfActive: true, replace: !throttle },
       attempts: this.opts.attempts,
       backoff: { type: "exponential", delay: this.opts.backoffMs, jitter: 0.5 },
-      removeOnComplete: true,
+      ...(jobId ? { jobId, removeOnComplete: { age: EVENT_JOB_RETENTION_S } } : { removeOnComplete: true }),
       removeOnFail: true,
     });
   }
@@ -232,7 +240,10 @@ export class WorkQueue {
   private async requeueAfter(item: WorkItem, delayMs: number): Promise<void> {
     try {
       if (await this.lockRedis!.exists(this.queue.toKey(`dn:${workKey(item)}`))) return;
-      await this.enqueue(item, delayMs);
+      // Without the cause: the job being finished carries its event's id, and a requeue under that id
+      // would be taken for a copy of it and dropped.
+      const { cause: _finished, ...requeue } = item;
+      await this.enqueue(requeue, delayMs);
     } catch (err) {
       this.opts.logger.debug({ err: String(err), item }, "requeue failed; the next resync covers it");
     }

@@ -220,5 +220,42 @@ describe("object locks (real redis-server)", function () {
       await until("the event's job", () => runs.length === 2, 5000);
       expect(runs[1]! - runs[0]!, "at once, not after 10 s").to.be.below(2000);
     });
+
+    // One watch event, seen by three replicas, is one job: before, early and late copies.
+    it("runs one job for one event however many replicas enqueue it, and one per new event", async () => {
+      const cause = { kind: "Pod" as const, namespace: "ns", name: "ph-0", resourceVersion: "41" };
+      const item: WorkItem = { kind: "run", namespace: "ns", name: "evented", cause };
+      const runs: string[] = [];
+      const handler = async (i: WorkItem) => {
+        runs.push(i.cause?.resourceVersion ?? "none");
+        await sleep(150);
+        return {};
+      };
+      const [a, b, c] = ["a", "b", "c"].map((n) => replica(n, "events", handler));
+      await Promise.all([a!.enqueue(item), b!.enqueue(item)]);
+      await until("the event's job", () => runs.length === 1);
+      await c!.enqueue(item); // while it runs
+      await sleep(400);
+      await c!.enqueue(item); // after it finished: a replica whose watch lagged
+      await sleep(400);
+      expect(runs, "one job for event 41").to.deep.equal(["41"]);
+
+      await b!.enqueue({ ...item, cause: { ...cause, resourceVersion: "42" } });
+      await until("the next event's job", () => runs.length === 2);
+      await sleep(300);
+      expect(runs).to.deep.equal(["41", "42"]);
+    });
+
+    it("still requeues after a job that an event caused", async () => {
+      const cause = { kind: "PipelineRun" as const, namespace: "ns", name: "w", resourceVersion: "7" };
+      const runs: number[] = [];
+      const q = replica("a", "events2", async () => {
+        runs.push(Date.now());
+        return runs.length === 1 ? { requeueAfterMs: 200 } : {};
+      });
+      await q.enqueue({ kind: "run", namespace: "ns", name: "w", cause });
+      await until("the requeued job", () => runs.length === 2, 5000);
+      expect(runs[1]! - runs[0]!).to.be.at.least(150);
+    });
   });
 });

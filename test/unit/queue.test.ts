@@ -1,7 +1,14 @@
 import { expect } from "chai";
 import { DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
 import { type ControllerOptions, DEFAULTS, redisConnection } from "../../src/controller/options.js";
-import { parseWorkItem, type WorkItem, workKey } from "../../src/queue/work-item.js";
+import {
+  cacheHasSeen,
+  eventJobId,
+  parseWorkItem,
+  type WorkCause,
+  type WorkItem,
+  workKey,
+} from "../../src/queue/work-item.js";
 import { redisSettingToCheck } from "../../src/queue/work-queue.js";
 
 describe("work items", () => {
@@ -38,7 +45,28 @@ describe("work items", () => {
       expect(parseWorkItem(JSON.parse(JSON.stringify(item)))).to.deep.equal(item);
     });
 
+    it("keeps the event that caused the work", () => {
+      const item: WorkItem = {
+        kind: "run",
+        namespace: "ns",
+        name: "n",
+        cause: { kind: "Pod", namespace: "ns", name: "p-0", resourceVersion: "12", deleted: true },
+      };
+      expect(parseWorkItem(JSON.parse(JSON.stringify(item)))).to.deep.equal(item);
+    });
+
+    const badCause = (cause: unknown) => ({ kind: "run", namespace: "a", name: "b", cause });
     const rejected: [string, unknown][] = [
+      [
+        "a cause of an unknown kind",
+        badCause({ kind: "Secret", namespace: "a", name: "s", resourceVersion: "1" }),
+      ],
+      ["a cause without a resourceVersion", badCause({ kind: "Pod", namespace: "a", name: "p" })],
+      ["a cause that is not an object", badCause("Pod/a/p")],
+      [
+        "a cause with a non-boolean deleted",
+        badCause({ kind: "Pod", namespace: "a", name: "p", resourceVersion: "1", deleted: "yes" }),
+      ],
       ["null", null],
       ["undefined", undefined],
       ["a string", "run:team-a/build-1"],
@@ -227,5 +255,56 @@ describe("redisSettingToCheck", () => {
     expect(redisSettingToCheck(e("connect ECONNREFUSED 127.0.0.1:6390", "ECONNREFUSED"))).to.contain(
       "--redis-url",
     );
+  });
+});
+
+describe("work caused by a watch event", () => {
+  const cause: WorkCause = { kind: "Pod", namespace: "team-a", name: "ph-0", resourceVersion: "1042" };
+  const item: WorkItem = { kind: "run", namespace: "team-a", name: "build-1", cause };
+
+  it("is named after the event, the same on every replica, without the ':' BullMQ reserves", () => {
+    const id = eventJobId(item)!;
+    expect(id).to.equal(eventJobId(structuredClone(item)));
+    expect(id).to.not.contain(":");
+    expect(id).to.contain("1042");
+    expect(Number.isNaN(Number(id)), "not a number: BullMQ's own ids are").to.equal(true);
+  });
+
+  it("has a new name for a new version, another object, another target, or the delete", () => {
+    const ids = [
+      eventJobId(item),
+      eventJobId({ ...item, cause: { ...cause, resourceVersion: "1043" } }),
+      eventJobId({ ...item, cause: { ...cause, name: "ph-1" } }),
+      eventJobId({ ...item, name: "build-2" }),
+      eventJobId({ ...item, cause: { ...cause, deleted: true } }),
+    ];
+    expect(new Set(ids).size).to.equal(ids.length);
+  });
+
+  it("has no event name without a cause (resyncs and requeues)", () => {
+    expect(eventJobId({ kind: "run", namespace: "a", name: "b" })).to.equal(undefined);
+  });
+
+  describe("cacheHasSeen", () => {
+    const cases: [string, WorkCause, string | undefined, boolean][] = [
+      ["an older version", cause, "1041", false],
+      ["the same version", cause, "1042", true],
+      [
+        "a newer version (compared as numbers, not strings)",
+        { ...cause, resourceVersion: "999" },
+        "1000",
+        true,
+      ],
+      ["no object, for a change", cause, undefined, false],
+      ["no object, for a delete", { ...cause, deleted: true }, undefined, true],
+      ["the deleted version still there", { ...cause, deleted: true }, "1042", false],
+      ["a recreated object, for a delete", { ...cause, deleted: true }, "1050", true],
+      ["an opaque resourceVersion (never waited for)", { ...cause, resourceVersion: "abc" }, "1", true],
+    ];
+    for (const [what, c, cached, seen] of cases) {
+      it(`${seen ? "has" : "has not"} seen it with ${what}`, () => {
+        expect(cacheHasSeen(c, cached)).to.equal(seen);
+      });
+    }
   });
 });
