@@ -9,55 +9,66 @@
 //                           StatefulSet recreates it elsewhere; report the move once it lands.
 //   done:                   placeholders deleted, template PVCs deleted per the cleanup rules.
 //
+// Decide, then act. The decisions live in run-decisions.ts: pure functions, unit-tested without a
+// cluster (test/unit/run-decisions.test.ts). A reconcile here gathers what the caches say into a
+// RunObservation (observe), asks decideRun, then decideGate once the creates were tried, for a list of
+// RunActions, and performs them in order (execute). Only what the apiserver alone can answer is asked
+// here: whether a create was refused, whether a claim's volume is pinned to its node, who owns a claim.
+//
 // Every step is idempotent and every write to the run is fenced by resourceVersion, so a job that runs
 // twice, late, or on two replicas at once cannot do harm.
 
-import type { CoreV1Event, V1Pod, V1StatefulSet } from "@kubernetes/client-node";
+import type { V1PersistentVolume, V1PersistentVolumeClaim, V1StatefulSet } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import {
   GATED_ANNOTATION,
   GROUP,
   MANAGED_LABEL,
-  PENDING_STATUS,
   PLACEHOLDER_RUN_UID_LABEL,
   TEKTON_GROUP,
   TEKTON_VERSION,
   WAITING_ANNOTATION,
 } from "../api/constants.js";
-import { DEFAULT_TENANCY_LIMITS, effectiveMaxWaitMs, type TenancyLimits } from "../api/tenancy.js";
-import type { AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
+import { DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
+import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import { apiMessage, isConflict, isNotFound, type KubeClients, statusCode } from "../kube/clients.js";
 import type { EventRecorder, EventTarget } from "../kube/events.js";
 import { annotateSetFenced, patchRunFenced, patchRunStatusFenced } from "../kube/fenced.js";
 import type { Caches } from "../kube/informers.js";
 import type { TektonFlags } from "../kube/tekton-flags.js";
 import type { Metrics } from "../metrics.js";
-import { tektonClaimName } from "../placement/names.js";
-import { type PlaceholderPlan, planPlaceholders } from "../placement/plan.js";
-import {
-  claimFromTemplate,
-  type PlacementContext,
-  placeholderStatefulSet,
-  TEMPLATE_HASH_ANNOTATION,
-} from "../placement/statefulset.js";
+import { planPlaceholders } from "../placement/plan.js";
 import type { ReconcileResult } from "../queue/work-queue.js";
 import { effectiveSpec } from "./effective-spec.js";
-import { type NodeProblem, nodeProblem } from "./node-health.js";
 import type { NodeTracker } from "./node-tracker.js";
-import { decideWait, type OnMaxWait } from "./waiting.js";
+import {
+  CLEANED_UP_ANNOTATION,
+  currentPod,
+  decideGate,
+  decideRun,
+  EVICTED_AT_ANNOTATION,
+  EVICTED_FROM_ANNOTATION,
+  type PlaceholderObservation,
+  pinnedCannotMigrate,
+  pinnedNode,
+  RELEASED_UNCOSCHEDULED_ANNOTATION,
+  type RunAction,
+  type RunActionOf,
+  type RunObservation,
+} from "./run-decisions.js";
 
-export const CLEANED_UP_ANNOTATION = `${GROUP}/cleaned-up`;
+// Defined in run-decisions.ts (the decisions read them); exported here too, as before.
+export {
+  AUTO_CLEANUP_PVC_ANNOTATION,
+  CLEANED_UP_ANNOTATION,
+  EVICTED_AT_ANNOTATION,
+  EVICTED_FROM_ANNOTATION,
+  isDone,
+  RELEASED_UNCOSCHEDULED_ANNOTATION,
+} from "./run-decisions.js";
 export const PLACED_ON_ANNOTATION = `${GROUP}/placed-on`;
-/** On a placeholder StatefulSet: the node its pod was evicted from, and when (for the settle period). */
-export const EVICTED_FROM_ANNOTATION = `${GROUP}/evicted-from`;
-export const EVICTED_AT_ANNOTATION = `${GROUP}/evicted-at`;
-export const AUTO_CLEANUP_PVC_ANNOTATION = "tekton.dev/auto-cleanup-pvc";
-/** On a run that waited past maxWait and was started without co-scheduling (onMaxWait: Release). */
-export const RELEASED_UNCOSCHEDULED_ANNOTATION = `${GROUP}/released-without-coscheduling`;
 /** The Succeeded=False reason of a run that waited past maxWait (onMaxWait: Fail). */
 export const MAX_WAIT_EXCEEDED_REASON = "AffinityMaxWaitExceeded";
-/** How long a placeholder StatefulSet may go without a pod before the run reports it. */
-const MISSING_POD_AFTER_MS = 10_000;
 
 export interface RunReconcilerOptions {
   clients: KubeClients;
@@ -82,11 +93,6 @@ export interface RunReconcilerOptions {
   onRunWritten?: (run: PipelineRun) => void;
 }
 
-export function isDone(run: PipelineRun): boolean {
-  const succeeded = run.status?.conditions?.find((c) => c.type === "Succeeded");
-  return succeeded !== undefined && succeeded.status !== "Unknown";
-}
-
 function runTarget(run: PipelineRun): EventTarget {
   return {
     apiVersion: `${TEKTON_GROUP}/${TEKTON_VERSION}`,
@@ -104,9 +110,13 @@ function isRefusal(err: unknown): boolean {
   return code !== undefined && code >= 400 && code < 500 && code !== 409 && code !== 429;
 }
 
-function scheduleFailure(pod: V1Pod | undefined): string | undefined {
-  const cond = pod?.status?.conditions?.find((c) => c.type === "PodScheduled" && c.status === "False");
-  return cond?.message ? `${cond.reason ?? "Unschedulable"}: ${cond.message}` : undefined;
+/** What executing a reconcile's actions has learned so far. */
+interface Execution {
+  /** The first refusal of a create, for the run to show (decideGate). */
+  refused?: string;
+  /** Plans whose claim was refused: their placeholder is neither created nor replaced this time. */
+  claimRefused: Set<string>;
+  requeueAfterMs?: number;
 }
 
 export class PipelineRunReconciler {
@@ -126,107 +136,172 @@ export class PipelineRunReconciler {
     const run = this.o.caches.runs.get(name, namespace);
     // Deleted runs need nothing: owner references let the garbage collector remove what we made.
     if (!run?.metadata.uid) return {};
-    // Released without co-scheduling: no longer ours, but a placeholder may be left to remove.
-    if (run.metadata.annotations?.[RELEASED_UNCOSCHEDULED_ANNOTATION]) {
-      await this.deletePlaceholders(run);
-      return {};
-    }
-    if (run.metadata.labels?.[MANAGED_LABEL] !== "true") return {};
+    const obs = this.observe(run);
+    const log = this.o.logger.child({ namespace, name, uid: run.metadata.uid });
+    const x: Execution = { claimRefused: new Set() };
+    await this.execute(run, decideRun(obs), x, log);
+    // The gate needs to know whether a create was refused just now: that refusal is what the run shows.
+    await this.execute(run, decideGate(obs, x.refused), x, log);
+    return x.requeueAfterMs === undefined ? {} : { requeueAfterMs: x.requeueAfterMs };
+  }
+
+  // ---- observe ----
+
+  private observe(run: PipelineRun): RunObservation {
+    const { caches } = this.o;
+    const ns = run.metadata.namespace;
+    const now = Date.now();
     const spec = effectiveSpec(
       run,
-      (ns, n) => this.o.caches.policies.get(n, ns),
+      (namespace, name) => caches.policies.get(name, namespace),
       this.o.clusterDefault,
       this.limits,
     );
-    if (!spec || spec.mode === "disabled") return {};
-    const log = this.o.logger.child({ namespace, name, uid: run.metadata.uid });
-
-    if (isDone(run)) return this.cleanUp(run, spec.mode, log);
-
-    const gated =
-      run.spec.status === PENDING_STATUS && run.metadata.annotations?.[GATED_ANNOTATION] === "true";
-    const ctx = this.placementContext(run);
-    const plans = planPlaceholders(run, spec.mode);
-    const pods = plans.map((p) => this.placeholderPod(run, p));
-    let refused: string | undefined;
-    for (const [i, plan] of plans.entries()) {
-      // Only a placeholder that holds nothing yet may be replaced when its policy changed.
-      const replaceable = gated && !pods[i]?.spec?.nodeName;
-      const refusal = await this.ensurePlaceholder(run, spec, plan, ctx, replaceable, log);
-      refused ??= refusal;
+    const plans = spec ? planPlaceholders(run, spec.mode) : [];
+    const placeholders = plans.map((plan): PlaceholderObservation => {
+      // StatefulSet pods are named <set>-0.
+      const set = caches.placeholderSets.get(plan.name, ns);
+      const p: PlaceholderObservation = {
+        plan,
+        set,
+        pod: caches.placeholderPods.get(`${plan.name}-0`, ns),
+        failedCreates: [],
+      };
+      const uid = set?.metadata?.uid;
+      // FailedCreate events only matter while the set has no pod of its own.
+      if (uid && !currentPod(p)) {
+        p.failedCreates = caches.failedCreates.list(ns).filter((e) => e.involvedObject.uid === uid);
+      }
+      return p;
+    });
+    const nodes: RunObservation["nodes"] = {};
+    const troubleSince: RunObservation["troubleSince"] = {};
+    for (const p of placeholders) {
+      const nodeName = currentPod(p)?.spec?.nodeName;
+      if (!nodeName) continue;
+      const node = caches.nodes.get(nodeName);
+      if (node) nodes[nodeName] = node;
+      troubleSince[nodeName] = this.o.nodeTracker.troubleSince(nodeName, now);
     }
+    const group = caches.namespaces.get(ns)?.metadata?.labels?.[this.limits.isolationGroupLabel];
+    const conflict = this.o.tektonFlags.conflict();
+    return {
+      run,
+      spec,
+      placeholders,
+      ...(group ? { isolationGroup: group } : {}),
+      nodes,
+      troubleSince,
+      ...(conflict ? { tektonConflict: conflict } : {}),
+      now,
+      options: {
+        limits: this.limits,
+        notReadyGraceMs: this.notReadyGraceMs,
+        settlePeriodMs: this.settlePeriodMs,
+        waitRequeueMs: this.waitRequeueMs,
+      },
+    };
+  }
 
-    const migration = await this.migrate(run, spec, plans, pods, log);
-    if (gated) return this.releaseGateWhenPlaced(run, spec, plans, pods, refused, log);
-    return migration;
+  // ---- act ----
+
+  private async execute(run: PipelineRun, actions: RunAction[], x: Execution, log: Logger): Promise<void> {
+    for (const a of actions) {
+      switch (a.type) {
+        case "createClaim": {
+          const refusal = await this.createClaim(run, a.plan, a.claim);
+          if (refusal) {
+            x.claimRefused.add(a.plan);
+            x.refused ??= refusal;
+          }
+          break;
+        }
+        case "createPlaceholder": {
+          if (x.claimRefused.has(a.plan)) break;
+          // Not `x.refused ??= await ...`: that would skip the create once an earlier one was refused.
+          const refusal = await this.createPlaceholder(run, a.plan, a.set);
+          x.refused ??= refusal;
+          break;
+        }
+        case "replacePlaceholder":
+          if (!x.claimRefused.has(a.plan)) await this.replacePlaceholder(run, a, log);
+          break;
+        case "reportArrival":
+          await this.reportArrival(run, a);
+          break;
+        case "evict":
+          await this.evictUnlessPinned(run, a, log);
+          break;
+        case "cannotMigrate":
+          this.recordEvent(run, "Warning", "CannotMigrate", a.message);
+          break;
+        case "releaseGate":
+          await this.releaseGate(run, a, log);
+          break;
+        case "setWaiting":
+          await this.patchRun(run, { metadata: { annotations: { [WAITING_ANNOTATION]: a.reason } } });
+          this.recordEvent(run, "Warning", "Waiting", a.reason);
+          break;
+        case "failRun":
+          await this.failRun(run, a.message, log);
+          break;
+        case "deletePlaceholders":
+          await this.deletePlaceholders(run);
+          break;
+        case "releaseWithoutCoscheduling":
+          await this.releaseWithoutCoscheduling(run, a.message, log);
+          break;
+        case "cleanUp":
+          await this.cleanUp(run, a.claims, log);
+          break;
+        case "requeueAfter":
+          x.requeueAfterMs = Math.min(x.requeueAfterMs ?? a.ms, a.ms);
+          break;
+        default: {
+          const unknown: never = a;
+          throw new Error(`unknown run action ${JSON.stringify(unknown)}`);
+        }
+      }
+    }
   }
 
   // ---- placement ----
 
-  private placementContext(run: PipelineRun): PlacementContext {
-    const ns = this.o.caches.namespaces.get(run.metadata.namespace);
-    const group = ns?.metadata?.labels?.[this.limits.isolationGroupLabel];
-    return { limits: this.limits, ...(group ? { isolationGroup: group } : {}) };
-  }
-
-  /**
-   * Creates the placeholder (and its template claim) if missing; recreates a replaceable one whose
-   * template no longer matches (its policy changed while the run waited). Returns what the apiserver
-   * said when it refused a create, for the run to show; throws on errors worth a retry.
-   */
-  private async ensurePlaceholder(
+  /** Creates a template claim. Returns what the apiserver said when it refused it, for the run to show;
+   * throws on errors worth a retry. */
+  private async createClaim(
     run: PipelineRun,
-    spec: AffinityPolicySpec,
-    plan: PlaceholderPlan,
-    ctx: PlacementContext,
-    replaceable: boolean,
-    log: Logger,
+    plan: string,
+    claim: V1PersistentVolumeClaim,
   ): Promise<string | undefined> {
     const ns = run.metadata.namespace;
-    const claim = claimFromTemplate(run, plan);
-    if (claim) {
-      try {
-        await this.o.clients.core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: claim });
-      } catch (err) {
-        if (!isRefusal(err)) ignoreAlreadyExists(err);
-        // A quota is checked before "already exists": a full quota refuses a claim we made earlier.
-        else if (
-          !(await this.exists(() =>
-            this.o.clients.core.readNamespacedPersistentVolumeClaim({
-              name: claim.metadata!.name!,
-              namespace: ns,
-            }),
-          ))
-        ) {
-          this.o.metrics.placeholderRefused.inc({ kind: "PersistentVolumeClaim" });
-          return `placeholder ${plan.name} cannot be created: PersistentVolumeClaim ${claim.metadata?.name} was refused: ${apiMessage(err)}`;
-        }
-      }
-    }
-    const desired = placeholderStatefulSet(run, spec, plan, ctx);
-    const existing = this.o.caches.placeholderSets.get(plan.name, ns);
-    if (existing) {
-      const want = desired.metadata?.annotations?.[TEMPLATE_HASH_ANNOTATION];
-      if (replaceable && existing.metadata?.annotations?.[TEMPLATE_HASH_ANNOTATION] !== want) {
-        // Its policy changed while the run waited: the next reconcile creates it anew. Nothing runs on
-        // it yet (the run is gated and the pod unscheduled), so replacing it costs nothing.
-        await this.o.clients.apps
-          .deleteNamespacedStatefulSet({
-            name: plan.name,
+    try {
+      await this.o.clients.core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: claim });
+    } catch (err) {
+      if (!isRefusal(err)) ignoreAlreadyExists(err);
+      // A quota is checked before "already exists": a full quota refuses a claim we made earlier.
+      else if (
+        !(await this.exists(() =>
+          this.o.clients.core.readNamespacedPersistentVolumeClaim({
+            name: claim.metadata!.name!,
             namespace: ns,
-            body: { preconditions: { uid: existing.metadata?.uid }, propagationPolicy: "Background" },
-          })
-          .catch(ignoreGone);
-        log.info({ placeholder: plan.name }, "placeholder no longer matches its policy; recreating it");
-        this.recordEvent(
-          run,
-          "Normal",
-          "PlaceholderUpdated",
-          `placeholder ${plan.name} no longer matches its policy; recreating it with the new settings`,
-        );
+          }),
+        ))
+      ) {
+        this.o.metrics.placeholderRefused.inc({ kind: "PersistentVolumeClaim" });
+        return `placeholder ${plan} cannot be created: PersistentVolumeClaim ${claim.metadata?.name} was refused: ${apiMessage(err)}`;
       }
-      return undefined;
     }
+    return undefined;
+  }
+
+  /** Creates a placeholder StatefulSet; returns the refusal, as createClaim does. */
+  private async createPlaceholder(
+    run: PipelineRun,
+    plan: string,
+    desired: V1StatefulSet,
+  ): Promise<string | undefined> {
+    const ns = run.metadata.namespace;
     try {
       await this.o.clients.apps.createNamespacedStatefulSet({ namespace: ns, body: desired });
     } catch (err) {
@@ -236,25 +311,34 @@ export class PipelineRunReconciler {
       }
       // Our cache may lag behind a set we created, and a full quota answers 403 before "exists".
       if (
-        await this.exists(() =>
-          this.o.clients.apps.readNamespacedStatefulSet({ name: plan.name, namespace: ns }),
-        )
+        await this.exists(() => this.o.clients.apps.readNamespacedStatefulSet({ name: plan, namespace: ns }))
       )
         return undefined;
       this.o.metrics.placeholderRefused.inc({ kind: "StatefulSet" });
-      return `placeholder ${plan.name} cannot be created: StatefulSet was refused: ${apiMessage(err)}`;
+      return `placeholder ${plan} cannot be created: StatefulSet was refused: ${apiMessage(err)}`;
     }
     return undefined;
   }
 
-  private placeholderPod(run: PipelineRun, plan: PlaceholderPlan): V1Pod | undefined {
-    // StatefulSet pods are named <set>-0. Only the current set's: a set replaced after its policy
-    // changed leaves its old pod behind for a moment, on a node the new settings may not allow.
-    const ns = run.metadata.namespace;
-    const pod = this.o.caches.placeholderPods.get(`${plan.name}-0`, ns);
-    const set = this.o.caches.placeholderSets.get(plan.name, ns);
-    const owner = pod?.metadata?.ownerReferences?.find((o) => o.controller)?.uid;
-    return pod && set && owner === set.metadata?.uid ? pod : undefined;
+  private async replacePlaceholder(
+    run: PipelineRun,
+    { plan, set }: RunActionOf<"replacePlaceholder">,
+    log: Logger,
+  ): Promise<void> {
+    await this.o.clients.apps
+      .deleteNamespacedStatefulSet({
+        name: plan,
+        namespace: run.metadata.namespace,
+        body: { preconditions: { uid: set.metadata?.uid }, propagationPolicy: "Background" },
+      })
+      .catch(ignoreGone);
+    log.info({ placeholder: plan }, "placeholder no longer matches its policy; recreating it");
+    this.recordEvent(
+      run,
+      "Normal",
+      "PlaceholderUpdated",
+      `placeholder ${plan} no longer matches its policy; recreating it with the new settings`,
+    );
   }
 
   /** Whether a read finds the object (404: no; other errors are thrown, for a retry). */
@@ -268,99 +352,33 @@ export class PipelineRunReconciler {
     }
   }
 
-  private async releaseGateWhenPlaced(
+  // ---- the gate ----
+
+  private async releaseGate(
     run: PipelineRun,
-    spec: AffinityPolicySpec,
-    plans: PlaceholderPlan[],
-    pods: (V1Pod | undefined)[],
-    refused: string | undefined,
+    { nodes, message, tektonConflict }: RunActionOf<"releaseGate">,
     log: Logger,
-  ): Promise<ReconcileResult> {
-    const unscheduled = plans.filter(
-      (_, i) => !pods[i]?.spec?.nodeName || pods[i]?.metadata?.deletionTimestamp,
-    );
-    if (unscheduled.length === 0 && !refused) {
-      const nodes = [...new Set(pods.map((p) => p?.spec?.nodeName ?? ""))].filter(Boolean);
-      const placed = nodes.join(",");
-      await this.patchRun(run, {
-        metadata: {
-          annotations: {
-            [GATED_ANNOTATION]: null,
-            [WAITING_ANNOTATION]: null,
-            [PLACED_ON_ANNOTATION]: placed,
-          },
+  ): Promise<void> {
+    await this.patchRun(run, {
+      metadata: {
+        annotations: {
+          [GATED_ANNOTATION]: null,
+          [WAITING_ANNOTATION]: null,
+          [PLACED_ON_ANNOTATION]: nodes.join(","),
         },
-        spec: { status: null },
-      });
-      const conflict = this.o.tektonFlags.conflict();
-      if (conflict) this.recordEvent(run, "Warning", "TektonAffinityAssistantEnabled", conflict);
-      const seconds = (Date.now() - new Date(run.metadata.creationTimestamp ?? Date.now()).getTime()) / 1000;
-      this.o.metrics.placementLatency.observe(seconds);
-      log.info({ nodes, seconds }, "placeholder scheduled; run released");
-      this.recordEvent(
-        run,
-        "Normal",
-        "Placed",
-        plans.length
-          ? `placeholder${plans.length > 1 ? "s" : ""} scheduled on ${placed}; the run may start`
-          : "no PVC-backed workspace to co-schedule; the run may start",
-      );
-      return {};
-    }
-    const waiting = refused ?? this.whyNotPlaced(run, plans, pods, unscheduled[0]);
-    const decision = decideWait({
-      waitedMs: Date.now() - new Date(run.metadata.creationTimestamp ?? Date.now()).getTime(),
-      maxWaitMs: effectiveMaxWaitMs(spec, this.limits),
-      onMaxWait: (spec.onMaxWait ?? "Fail") as OnMaxWait,
-      reason: waiting ?? run.metadata.annotations?.[WAITING_ANNOTATION],
-      minRequeueMs: this.waitRequeueMs,
+      },
+      spec: { status: null },
     });
-    if (decision.action === "fail") return this.failRun(run, decision.message, log);
-    if (decision.action === "release") return this.releaseWithoutCoscheduling(run, decision.message, log);
-    // Only a placement that was refused is worth telling the user (and a write). A placeholder that
-    // is merely not scheduled *yet* is the normal sub-second path: writing then would slow every run
-    // and make our own next write conflict.
-    if (waiting && run.metadata.annotations?.[WAITING_ANNOTATION] !== waiting) {
-      await this.patchRun(run, { metadata: { annotations: { [WAITING_ANNOTATION]: waiting } } });
-      this.recordEvent(run, "Warning", "Waiting", waiting);
-    }
-    return { requeueAfterMs: decision.requeueAfterMs };
-  }
-
-  /** Why the first unscheduled placeholder is not placed, if anything says so yet. */
-  private whyNotPlaced(
-    run: PipelineRun,
-    plans: PlaceholderPlan[],
-    pods: (V1Pod | undefined)[],
-    first: PlaceholderPlan | undefined,
-  ): string | undefined {
-    if (!first) return undefined;
-    const pod = pods[plans.indexOf(first)];
-    const unschedulable = scheduleFailure(pod);
-    if (unschedulable) return `placeholder ${first.name} cannot be scheduled: ${unschedulable}`;
-    const failedCreate = this.failedCreate(run, first.name, pod);
-    if (failedCreate) return `placeholder ${first.name} cannot be created: ${failedCreate}`;
-    const missing = this.missingPod(run, first.name, pod);
-    return missing ? `placeholder ${first.name} cannot be scheduled: ${missing}` : undefined;
-  }
-
-  /** The StatefulSet controller's latest FailedCreate event for this placeholder (quota, Pod Security). */
-  private failedCreate(run: PipelineRun, name: string, pod: V1Pod | undefined): string | undefined {
-    if (pod) return undefined;
-    const set = this.o.caches.placeholderSets.get(name, run.metadata.namespace);
-    if (!set?.metadata?.uid) return undefined;
-    const when = (e: CoreV1Event) =>
-      new Date(e.lastTimestamp ?? e.eventTime ?? e.firstTimestamp ?? 0).getTime();
-    const latest = this.o.caches.failedCreates
-      .list(run.metadata.namespace)
-      .filter((e) => e.involvedObject.uid === set.metadata?.uid)
-      .sort((a, b) => when(b) - when(a))[0];
-    return latest?.message;
+    if (tektonConflict) this.recordEvent(run, "Warning", "TektonAffinityAssistantEnabled", tektonConflict);
+    const seconds = (Date.now() - new Date(run.metadata.creationTimestamp ?? Date.now()).getTime()) / 1000;
+    this.o.metrics.placementLatency.observe(seconds);
+    log.info({ nodes, seconds }, "placeholder scheduled; run released");
+    this.recordEvent(run, "Normal", "Placed", message);
   }
 
   /** onMaxWait: Fail. The run ends as Tekton would end it, with our reason and the last scheduler reason:
    * Tekton leaves a run alone once its Succeeded condition is False. The next reconcile cleans up. */
-  private async failRun(run: PipelineRun, message: string, log: Logger): Promise<ReconcileResult> {
+  private async failRun(run: PipelineRun, message: string, log: Logger): Promise<void> {
     const now = new Date().toISOString();
     await patchRunStatusFenced(this.o.clients.custom, run, {
       completionTime: now,
@@ -377,19 +395,12 @@ export class PipelineRunReconciler {
     this.o.metrics.maxWaitExceeded.inc({ action: "fail" });
     log.info({ message }, "run waited longer than maxWait; failed it");
     this.recordEvent(run, "Warning", "MaxWaitExceeded", message);
-    return {};
   }
 
   /** onMaxWait: Release. The run is no longer ours: its label goes (so its pods get no affinity), its
-   * gate is cleared, and its placeholders are deleted (again by later jobs, should this one stop). */
-  private async releaseWithoutCoscheduling(
-    run: PipelineRun,
-    message: string,
-    log: Logger,
-  ): Promise<ReconcileResult> {
-    // Placeholders first: once the managed label is gone the run leaves our cache (it is watched by that
-    // label), and a retry would no longer see it. Deleting them twice, if the patch fails, is harmless.
-    await this.deletePlaceholders(run);
+   * gate is cleared; its placeholders were deleted just before (and again by later jobs, should this
+   * one stop). */
+  private async releaseWithoutCoscheduling(run: PipelineRun, message: string, log: Logger): Promise<void> {
     await this.patchRun(run, {
       metadata: {
         labels: { [MANAGED_LABEL]: null },
@@ -404,19 +415,6 @@ export class PipelineRunReconciler {
     this.o.metrics.maxWaitExceeded.inc({ action: "release" });
     log.info({ message }, "run waited longer than maxWait; released without co-scheduling");
     this.recordEvent(run, "Warning", "ReleasedWithoutCoscheduling", message);
-    return {};
-  }
-
-  /** A placeholder StatefulSet that has not created its pod for a while (e.g. its service account does
-   * not exist, or a quota forbids it): the StatefulSet's own events say why. */
-  private missingPod(run: PipelineRun, name: string, pod: V1Pod | undefined): string | undefined {
-    if (pod) return undefined;
-    const set = this.o.caches.placeholderSets.get(name, run.metadata.namespace);
-    const created = set?.metadata?.creationTimestamp
-      ? new Date(set.metadata.creationTimestamp).getTime()
-      : Date.now();
-    if (Date.now() - created < MISSING_POD_AFTER_MS) return undefined;
-    return `NoPod: StatefulSet ${name} has not created its pod; see why with kubectl describe statefulset ${name} -n ${run.metadata.namespace}`;
   }
 
   /** Events are for people; a reconcile does not wait for them (the recorder logs its own failures). */
@@ -426,92 +424,31 @@ export class PipelineRunReconciler {
 
   // ---- migration off nodes that can no longer hold a placeholder ----
 
-  private async migrate(
-    run: PipelineRun,
-    spec: AffinityPolicySpec,
-    plans: PlaceholderPlan[],
-    pods: (V1Pod | undefined)[],
-    log: Logger,
-  ): Promise<ReconcileResult> {
-    let requeueAfterMs: number | undefined;
-    const soonest = (ms: number) => {
-      requeueAfterMs = Math.min(requeueAfterMs ?? ms, ms);
-    };
-    for (const [i, plan] of plans.entries()) {
-      const pod = pods[i];
-      const set = this.o.caches.placeholderSets.get(plan.name, run.metadata.namespace);
-      const nodeName = pod?.spec?.nodeName;
-      if (!set || !pod || !nodeName || pod.metadata?.deletionTimestamp) continue;
-      await this.reportArrival(run, set, nodeName);
-
-      const problem = nodeProblem(
-        this.o.caches.nodes.get(nodeName),
-        pod.spec?.tolerations ?? [],
-        Date.now(),
-        this.notReadyGraceMs,
-      );
-      if (!problem) continue;
-      // NotReady waits out its grace period; every problem waits out the settle period, so a quick
-      // uncordon cancels the move; and a placeholder moves at most once per settle period.
-      const now = Date.now();
-      const lastEviction = Number(set.metadata?.annotations?.[EVICTED_AT_ANNOTATION] ?? 0);
-      const settleLeft = Math.max(
-        problem.waitMs,
-        this.o.nodeTracker.troubleSince(nodeName, now) + this.settlePeriodMs - now,
-        lastEviction + this.settlePeriodMs - now,
-      );
-      if (settleLeft > 0) {
-        soonest(settleLeft);
-        continue;
-      }
-      if (problem.reason === "NotReady" && plan.claimName) {
-        // The node may still be running the old pod with the claim attached, and we cannot ask it. A
-        // force delete would let the StatefulSet start a second pod elsewhere on the same ReadWriteOnce
-        // volume, breaking its at-most-one guarantee; so, as Kubernetes itself does, wait for the node.
-        this.recordEvent(
-          run,
-          "Warning",
-          "CannotMigrate",
-          `${problem.message}, but placeholder ${plan.name} holds claim ${plan.claimName}, which may still be attached there: moving it now could use one ReadWriteOnce volume from two nodes; it moves once the node is Ready again or removed (kubectl delete node ${nodeName})`,
-        );
-        continue;
-      }
-      const pinned = await this.volumePinnedTo(run, plan, nodeName);
-      if (pinned) {
-        this.recordEvent(
-          run,
-          "Warning",
-          "CannotMigrate",
-          `${problem.message}, but placeholder ${plan.name} cannot move: its volume ${plan.claimName} is bound to ${pinned}; the run's remaining tasks wait until the node is usable again`,
-        );
-        continue;
-      }
-      await this.evict(run, set, pod, nodeName, problem, Boolean(plan.claimName), log);
+  private async evictUnlessPinned(run: PipelineRun, a: RunActionOf<"evict">, log: Logger): Promise<void> {
+    const pinned = a.claimName ? await this.volumePinnedTo(run, a.claimName, a.nodeName) : undefined;
+    if (pinned) {
+      this.recordEvent(run, "Warning", "CannotMigrate", pinnedCannotMigrate(a, pinned).message);
+      return;
     }
-    void spec;
-    return requeueAfterMs === undefined ? {} : { requeueAfterMs };
+    await this.evict(run, a, log);
   }
 
-  /** Set when the placeholder's claim is bound to a PV that only `nodeName` can use (e.g. a local PV). */
+  /** Reads the claim and its PV for pinnedNode (not found: not pinned). */
   private async volumePinnedTo(
     run: PipelineRun,
-    plan: PlaceholderPlan,
+    claimName: string,
     nodeName: string,
   ): Promise<string | undefined> {
-    if (!plan.claimName) return undefined;
     try {
       const claim = await this.o.clients.core.readNamespacedPersistentVolumeClaim({
-        name: plan.claimName,
+        name: claimName,
         namespace: run.metadata.namespace,
       });
       if (!claim.spec?.volumeName) return undefined;
-      const pv = await this.o.clients.core.readPersistentVolume({ name: claim.spec.volumeName });
-      const terms = pv.spec?.nodeAffinity?.required?.nodeSelectorTerms ?? [];
-      const values = terms.flatMap((t) => (t.matchExpressions ?? []).flatMap((e) => e.values ?? []));
-      // Only a volume that can live on this node alone pins the placeholder; a zonal one can follow.
-      return values.length === 1 && values[0] === nodeName
-        ? `node ${nodeName} (PersistentVolume ${claim.spec.volumeName})`
-        : undefined;
+      const pv: V1PersistentVolume = await this.o.clients.core.readPersistentVolume({
+        name: claim.spec.volumeName,
+      });
+      return pinnedNode(claim, pv, nodeName);
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -520,14 +457,11 @@ export class PipelineRunReconciler {
 
   private async evict(
     run: PipelineRun,
-    set: V1StatefulSet,
-    pod: V1Pod,
-    nodeName: string,
-    { reason, message }: NodeProblem,
-    holdsClaim: boolean,
+    { set, pod, nodeName, problem: { reason, message }, claimName }: RunActionOf<"evict">,
     log: Logger,
   ): Promise<void> {
     // Record where it came from first (fenced), so the arrival can be reported even by another replica.
+    // The time is when the eviction is made, not when it was decided.
     await annotateSetFenced(this.o.clients.apps, set, {
       [EVICTED_FROM_ANNOTATION]: nodeName,
       [EVICTED_AT_ANNOTATION]: String(Date.now()),
@@ -537,6 +471,7 @@ export class PipelineRunReconciler {
     // data, so it is force-deleted (its node may be gone or NotReady). One with a claim is deleted the
     // normal way (its grace period is 0): its node is up here, and its kubelet confirms the container
     // is gone, so the StatefulSet never runs two pods on one ReadWriteOnce volume.
+    const holdsClaim = Boolean(claimName);
     await this.o.clients.core
       .deleteNamespacedPod({
         name: pod.metadata!.name!,
@@ -556,9 +491,10 @@ export class PipelineRunReconciler {
     );
   }
 
-  private async reportArrival(run: PipelineRun, set: V1StatefulSet, nodeName: string): Promise<void> {
-    const from = set.metadata?.annotations?.[EVICTED_FROM_ANNOTATION];
-    if (!from || from === nodeName) return;
+  private async reportArrival(
+    run: PipelineRun,
+    { set, from, to }: RunActionOf<"reportArrival">,
+  ): Promise<void> {
     try {
       await annotateSetFenced(this.o.clients.apps, set, { [EVICTED_FROM_ANNOTATION]: null });
     } catch (err) {
@@ -569,32 +505,26 @@ export class PipelineRunReconciler {
       run,
       "Normal",
       "Migrated",
-      `placeholder ${set.metadata?.name} moved from node ${from} to node ${nodeName}`,
+      `placeholder ${set.metadata?.name} moved from node ${from} to node ${to}`,
     );
   }
 
   // ---- completion ----
 
-  private async cleanUp(run: PipelineRun, mode: Mode, log: Logger): Promise<ReconcileResult> {
-    if (run.metadata.annotations?.[CLEANED_UP_ANNOTATION] === "true") return {};
+  private async cleanUp(run: PipelineRun, claims: string[], log: Logger): Promise<void> {
     const sets = await this.deletePlaceholders(run);
-    const deletedClaims = await this.cleanUpClaims(run, mode);
+    const deletedClaims = await this.deleteOwnedClaims(run, claims);
     await this.patchRun(run, {
       metadata: { annotations: { [CLEANED_UP_ANNOTATION]: "true", [WAITING_ANNOTATION]: null } },
     });
-    log.info({ placeholders: sets.length, claims: deletedClaims }, "run finished; cleaned up");
+    log.info({ placeholders: sets, claims: deletedClaims }, "run finished; cleaned up");
     const claimsNote = deletedClaims.length ? ` and PVC(s) ${deletedClaims.join(", ")}` : "";
-    this.recordEvent(
-      run,
-      "Normal",
-      "CleanedUp",
-      `run finished: deleted ${sets.length} placeholder(s)${claimsNote}`,
-    );
-    return {};
+    this.recordEvent(run, "Normal", "CleanedUp", `run finished: deleted ${sets} placeholder(s)${claimsNote}`);
   }
 
-  /** Deletes the run's placeholder StatefulSets (from the cache; a no-op when there are none). */
-  private async deletePlaceholders(run: PipelineRun): Promise<V1StatefulSet[]> {
+  /** Deletes the run's placeholder StatefulSets (from the cache; a no-op when there are none); returns
+   * how many there were. */
+  private async deletePlaceholders(run: PipelineRun): Promise<number> {
     const ns = run.metadata.namespace;
     const sets = this.o.caches.placeholderSets
       .list(ns)
@@ -608,20 +538,13 @@ export class PipelineRunReconciler {
         })
         .catch(ignoreGone);
     }
-    return sets;
+    return sets.length;
   }
 
-  /** PVCs from volumeClaimTemplate workspaces: always in pipelineruns and isolate-pipelinerun modes; in
-   * workspaces mode only with tekton.dev/auto-cleanup-pvc: "true" (exactly). User PVCs: never. */
-  private async cleanUpClaims(run: PipelineRun, mode: Mode): Promise<string[]> {
-    const wanted =
-      mode !== "workspaces" || run.metadata.annotations?.[AUTO_CLEANUP_PVC_ANNOTATION] === "true";
-    if (!wanted) return [];
+  /** Deletes those of the named claims the run owns; returns their names. */
+  private async deleteOwnedClaims(run: PipelineRun, names: string[]): Promise<string[]> {
     const deleted: string[] = [];
-    for (const ws of run.spec.workspaces ?? []) {
-      if (!ws.volumeClaimTemplate) continue;
-      const meta = ws.volumeClaimTemplate.metadata as { name?: string } | undefined;
-      const name = tektonClaimName(meta?.name, ws.name, run.metadata.uid ?? "");
+    for (const name of names) {
       try {
         const claim = await this.o.clients.core.readNamespacedPersistentVolumeClaim({
           name,

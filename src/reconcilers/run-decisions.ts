@@ -1,0 +1,431 @@
+// What a PipelineRun reconcile does: pure decisions, unit-tested without a cluster
+// (test/unit/run-decisions.test.ts).
+//
+// pipelinerun.ts gathers what the informer caches say into a RunObservation, asks decideRun (and then
+// decideGate) for a list of RunActions, and performs them in order. Nothing here does I/O or reads the
+// clock: the time is `now` in the observation. What only the apiserver can answer stays in the
+// executor and feeds back in as an argument: whether a create was refused (decideGate) and whether a
+// volume is pinned to its node (pinnedNode, checked when an `evict` is performed).
+
+import type {
+  CoreV1Event,
+  V1Node,
+  V1PersistentVolume,
+  V1PersistentVolumeClaim,
+  V1Pod,
+  V1StatefulSet,
+} from "@kubernetes/client-node";
+import {
+  GATED_ANNOTATION,
+  GROUP,
+  MANAGED_LABEL,
+  PENDING_STATUS,
+  WAITING_ANNOTATION,
+} from "../api/constants.js";
+import { effectiveMaxWaitMs, type TenancyLimits } from "../api/tenancy.js";
+import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
+import { tektonClaimName } from "../placement/names.js";
+import type { PlaceholderPlan } from "../placement/plan.js";
+import {
+  claimFromTemplate,
+  type PlacementContext,
+  placeholderStatefulSet,
+  TEMPLATE_HASH_ANNOTATION,
+} from "../placement/statefulset.js";
+import { type NodeProblem, nodeProblem } from "./node-health.js";
+import { decideWait, type OnMaxWait } from "./waiting.js";
+
+// Defined here because the decisions read them; pipelinerun.ts re-exports them for its importers.
+export const CLEANED_UP_ANNOTATION = `${GROUP}/cleaned-up`;
+/** On a placeholder StatefulSet: the node its pod was evicted from, and when (for the settle period). */
+export const EVICTED_FROM_ANNOTATION = `${GROUP}/evicted-from`;
+export const EVICTED_AT_ANNOTATION = `${GROUP}/evicted-at`;
+export const AUTO_CLEANUP_PVC_ANNOTATION = "tekton.dev/auto-cleanup-pvc";
+/** On a run that waited past maxWait and was started without co-scheduling (onMaxWait: Release). */
+export const RELEASED_UNCOSCHEDULED_ANNOTATION = `${GROUP}/released-without-coscheduling`;
+/** How long a placeholder StatefulSet may go without a pod before the run reports it. */
+const MISSING_POD_AFTER_MS = 10_000;
+
+export function isDone(run: PipelineRun): boolean {
+  const succeeded = run.status?.conditions?.find((c) => c.type === "Succeeded");
+  return succeeded !== undefined && succeeded.status !== "Unknown";
+}
+
+// ---- what a reconcile observed ----
+
+/** One planned placeholder and what the caches hold for it. */
+export interface PlaceholderObservation {
+  plan: PlaceholderPlan;
+  /** The StatefulSet named after the plan. */
+  set?: V1StatefulSet;
+  /** The pod named `<set>-0`, whoever owns it (currentPod keeps only the set's own). */
+  pod?: V1Pod;
+  /** The set's FailedCreate events (matched by its uid); only gathered while it has no pod of its own. */
+  failedCreates: CoreV1Event[];
+}
+
+export interface RunOptions {
+  limits: TenancyLimits;
+  notReadyGraceMs: number;
+  settlePeriodMs: number;
+  waitRequeueMs: number;
+}
+
+export interface RunObservation {
+  /** The run as the cache holds it (its resourceVersion fences every write). */
+  run: PipelineRun;
+  /** Its policy spec in force (effectiveSpec); undefined when it has none. */
+  spec: AffinityPolicySpec | undefined;
+  /** One entry per plan of planPlaceholders(run, spec.mode), in plan order. */
+  placeholders: PlaceholderObservation[];
+  /** The run's namespace's isolation group, if any. */
+  isolationGroup?: string;
+  /** The nodes the placeholder pods are on, by name; a name missing here is a node that is gone. */
+  nodes: Record<string, V1Node>;
+  /** When each of those nodes started to look unusable (NodeTracker); missing: not seen, i.e. now. */
+  troubleSince: Record<string, number>;
+  /** Set when Tekton's own affinity assistant is on (TektonFlags.conflict()). */
+  tektonConflict?: string;
+  now: number;
+  options: RunOptions;
+}
+
+// ---- what to do about it ----
+
+/**
+ * Performed in order by PipelineRunReconciler; a failing step (other than the answers each step
+ * tolerates) ends the reconcile, and the job is retried from fresh state.
+ */
+export type RunAction =
+  /** Create a volumeClaimTemplate workspace's claim under Tekton's name. A refusal the claim does not
+   * survive (it does not exist) skips this plan's createPlaceholder/replacePlaceholder and is the
+   * run's `refused` for decideGate. */
+  | { type: "createClaim"; plan: string; claim: V1PersistentVolumeClaim }
+  /** Create the placeholder StatefulSet; a refusal (the set does not exist) is the run's `refused`. */
+  | { type: "createPlaceholder"; plan: string; set: V1StatefulSet }
+  /** Delete a waiting placeholder whose template is stale (uid precondition) and say so in a
+   * PlaceholderUpdated event; the next reconcile creates it anew. */
+  | { type: "replacePlaceholder"; plan: string; set: V1StatefulSet }
+  /** Clear the set's evicted-from annotation (fenced) and emit Migrated; a conflict skips both. */
+  | { type: "reportArrival"; set: V1StatefulSet; from: string; to: string }
+  /** Move the placeholder off `nodeName`: unless its claim's volume is pinned there (pinnedNode, read
+   * by the executor; then the cannotMigrate of pinnedCannotMigrate instead), mark the set
+   * evicted-from/at (fenced), delete the pod (uid precondition), count it and emit Migrating. */
+  | {
+      type: "evict";
+      set: V1StatefulSet;
+      pod: V1Pod;
+      nodeName: string;
+      problem: NodeProblem;
+      plan: string;
+      claimName?: string;
+    }
+  /** A Warning CannotMigrate event. */
+  | { type: "cannotMigrate"; message: string }
+  /** Clear the gate and the Waiting annotation, set placed-on; then the Tekton-conflict warning (if
+   * any), the placement latency and a Placed event. */
+  | { type: "releaseGate"; nodes: string[]; message: string; tektonConflict?: string }
+  /** Set the Waiting annotation and emit a Warning Waiting event. */
+  | { type: "setWaiting"; reason: string }
+  /** onMaxWait: Fail: mark the run Succeeded=False (status, fenced), count it, emit MaxWaitExceeded. */
+  | { type: "failRun"; message: string }
+  /** Delete the run's placeholder StatefulSets, as the cache lists them when this step runs. */
+  | { type: "deletePlaceholders" }
+  /** onMaxWait: Release: drop the managed label, gate and Waiting annotation, record why; count it and
+   * emit ReleasedWithoutCoscheduling. */
+  | { type: "releaseWithoutCoscheduling"; message: string }
+  /** The run is done: delete its placeholders, those of `claims` it owns, mark it cleaned up, emit
+   * CleanedUp. */
+  | { type: "cleanUp"; claims: string[] }
+  /** Look at the run again after this long (several: the soonest). */
+  | { type: "requeueAfter"; ms: number };
+
+export type RunActionOf<T extends RunAction["type"]> = Extract<RunAction, { type: T }>;
+
+type Stage = "released" | "ignored" | "done" | "active";
+
+function stage(obs: RunObservation): Stage {
+  const { run, spec } = obs;
+  // Released without co-scheduling: no longer ours, but a placeholder may be left to remove.
+  if (run.metadata.annotations?.[RELEASED_UNCOSCHEDULED_ANNOTATION]) return "released";
+  if (run.metadata.labels?.[MANAGED_LABEL] !== "true") return "ignored";
+  if (!spec || spec.mode === "disabled") return "ignored";
+  return isDone(run) ? "done" : "active";
+}
+
+export function isGated(run: PipelineRun): boolean {
+  return run.spec.status === PENDING_STATUS && run.metadata.annotations?.[GATED_ANNOTATION] === "true";
+}
+
+/** The placeholder's pod if its current set owns it. Only the current set's: a set replaced after its
+ * policy changed leaves its old pod behind for a moment, on a node the new settings may not allow. */
+export function currentPod(p: PlaceholderObservation): V1Pod | undefined {
+  const owner = p.pod?.metadata?.ownerReferences?.find((o) => o.controller)?.uid;
+  return p.pod && p.set && owner === p.set.metadata?.uid ? p.pod : undefined;
+}
+
+/**
+ * Everything that does not wait for an apiserver answer: a done run's clean-up; a live run's missing
+ * placeholders (and template claims), stale waiting placeholders, reported arrivals and moves off
+ * nodes that can no longer hold a placeholder. decideGate follows, once the creates have been tried.
+ */
+export function decideRun(obs: RunObservation): RunAction[] {
+  switch (stage(obs)) {
+    case "released":
+      return [{ type: "deletePlaceholders" }];
+    case "ignored":
+      return [];
+    case "done":
+      return decideCleanUp(obs);
+    case "active":
+      return [...decidePlaceholders(obs), ...decideMigration(obs)];
+  }
+}
+
+// ---- placement ----
+
+function decidePlaceholders(obs: RunObservation): RunAction[] {
+  const { run } = obs;
+  const spec = obs.spec!;
+  const gated = isGated(run);
+  const ctx: PlacementContext = {
+    limits: obs.options.limits,
+    ...(obs.isolationGroup ? { isolationGroup: obs.isolationGroup } : {}),
+  };
+  const actions: RunAction[] = [];
+  for (const p of obs.placeholders) {
+    const { plan } = p;
+    // No claim cache: every reconcile asks to create it, and "already exists" is the answer that it
+    // does (so a claim deleted since is made again, and a refused one keeps the run waiting).
+    const claim = claimFromTemplate(run, plan);
+    if (claim) actions.push({ type: "createClaim", plan: plan.name, claim });
+    const desired = placeholderStatefulSet(run, spec, plan, ctx);
+    const existing = p.set;
+    if (!existing) {
+      actions.push({ type: "createPlaceholder", plan: plan.name, set: desired });
+      continue;
+    }
+    // Only a placeholder that holds nothing yet may be replaced when its policy changed.
+    const replaceable = gated && !currentPod(p)?.spec?.nodeName;
+    const want = desired.metadata?.annotations?.[TEMPLATE_HASH_ANNOTATION];
+    if (replaceable && existing.metadata?.annotations?.[TEMPLATE_HASH_ANNOTATION] !== want) {
+      // Its policy changed while the run waited: the next reconcile creates it anew. Nothing runs on
+      // it yet (the run is gated and the pod unscheduled), so replacing it costs nothing.
+      actions.push({ type: "replacePlaceholder", plan: plan.name, set: existing });
+    }
+  }
+  return actions;
+}
+
+// ---- migration off nodes that can no longer hold a placeholder ----
+
+function decideMigration(obs: RunObservation): RunAction[] {
+  const { now } = obs;
+  const { notReadyGraceMs, settlePeriodMs } = obs.options;
+  const actions: RunAction[] = [];
+  let requeueAfterMs: number | undefined;
+  for (const p of obs.placeholders) {
+    const { plan, set } = p;
+    const pod = currentPod(p);
+    const nodeName = pod?.spec?.nodeName;
+    if (!set || !pod || !nodeName || pod.metadata?.deletionTimestamp) continue;
+    const from = set.metadata?.annotations?.[EVICTED_FROM_ANNOTATION];
+    if (from && from !== nodeName) actions.push({ type: "reportArrival", set, from, to: nodeName });
+
+    const problem = nodeProblem(obs.nodes[nodeName], pod.spec?.tolerations ?? [], now, notReadyGraceMs);
+    if (!problem) continue;
+    // NotReady waits out its grace period; every problem waits out the settle period, so a quick
+    // uncordon cancels the move; and a placeholder moves at most once per settle period.
+    const lastEviction = Number(set.metadata?.annotations?.[EVICTED_AT_ANNOTATION] ?? 0);
+    const settleLeft = Math.max(
+      problem.waitMs,
+      (obs.troubleSince[nodeName] ?? now) + settlePeriodMs - now,
+      lastEviction + settlePeriodMs - now,
+    );
+    if (settleLeft > 0) {
+      requeueAfterMs = Math.min(requeueAfterMs ?? settleLeft, settleLeft);
+      continue;
+    }
+    if (problem.reason === "NotReady" && plan.claimName) {
+      // The node may still be running the old pod with the claim attached, and we cannot ask it. A
+      // force delete would let the StatefulSet start a second pod elsewhere on the same ReadWriteOnce
+      // volume, breaking its at-most-one guarantee; so, as Kubernetes itself does, wait for the node.
+      actions.push({
+        type: "cannotMigrate",
+        message: `${problem.message}, but placeholder ${plan.name} holds claim ${plan.claimName}, which may still be attached there: moving it now could use one ReadWriteOnce volume from two nodes; it moves once the node is Ready again or removed (kubectl delete node ${nodeName})`,
+      });
+      continue;
+    }
+    actions.push({
+      type: "evict",
+      set,
+      pod,
+      nodeName,
+      problem,
+      plan: plan.name,
+      ...(plan.claimName ? { claimName: plan.claimName } : {}),
+    });
+  }
+  // While the run is gated, the gate's answer (decideGate) is the reconcile's and these timers are
+  // dropped, as before decisions and actions were split: a waiting gate looks again within
+  // MAX_WAIT_REQUEUE_MS anyway; a run released now comes back on its next event, not on this timer.
+  if (requeueAfterMs !== undefined && !isGated(obs.run)) {
+    actions.push({ type: "requeueAfter", ms: requeueAfterMs });
+  }
+  return actions;
+}
+
+/** Where a placeholder's volume must stay: set when its claim is bound to a PV that only `nodeName`
+ * can use (e.g. a local PV). `pv` is the claim's spec.volumeName, as read (undefined: not found). */
+export function pinnedNode(
+  claim: V1PersistentVolumeClaim | undefined,
+  pv: V1PersistentVolume | undefined,
+  nodeName: string,
+): string | undefined {
+  const volumeName = claim?.spec?.volumeName;
+  if (!volumeName || !pv) return undefined;
+  const terms = pv.spec?.nodeAffinity?.required?.nodeSelectorTerms ?? [];
+  const values = terms.flatMap((t) => (t.matchExpressions ?? []).flatMap((e) => e.values ?? []));
+  // Only a volume that can live on this node alone pins the placeholder; a zonal one can follow.
+  return values.length === 1 && values[0] === nodeName
+    ? `node ${nodeName} (PersistentVolume ${volumeName})`
+    : undefined;
+}
+
+/** What an `evict` becomes when the executor finds its volume pinned (pinnedNode's answer). */
+export function pinnedCannotMigrate(
+  evict: RunActionOf<"evict">,
+  pinned: string,
+): RunActionOf<"cannotMigrate"> {
+  return {
+    type: "cannotMigrate",
+    message: `${evict.problem.message}, but placeholder ${evict.plan} cannot move: its volume ${evict.claimName} is bound to ${pinned}; the run's remaining tasks wait until the node is usable again`,
+  };
+}
+
+// ---- the gate ----
+
+function scheduleFailure(pod: V1Pod | undefined): string | undefined {
+  const cond = pod?.status?.conditions?.find((c) => c.type === "PodScheduled" && c.status === "False");
+  return cond?.message ? `${cond.reason ?? "Unschedulable"}: ${cond.message}` : undefined;
+}
+
+/**
+ * Once the creates of decideRun were tried (`refused`: what the apiserver said when it refused one):
+ * release a gated run whose placeholders are all scheduled; otherwise say what it waits for, and past
+ * maxWait fail or release it (onMaxWait). Nothing for a run that is not gated.
+ */
+export function decideGate(obs: RunObservation, refused: string | undefined): RunAction[] {
+  if (stage(obs) !== "active" || !isGated(obs.run)) return [];
+  const { run, now } = obs;
+  const spec = obs.spec!;
+  const pods = obs.placeholders.map(currentPod);
+  const unscheduled = obs.placeholders.filter(
+    (_, i) => !pods[i]?.spec?.nodeName || pods[i]?.metadata?.deletionTimestamp,
+  );
+  if (unscheduled.length === 0 && !refused) {
+    const nodes = [...new Set(pods.map((p) => p?.spec?.nodeName ?? ""))].filter(Boolean);
+    const n = obs.placeholders.length;
+    return [
+      {
+        type: "releaseGate",
+        nodes,
+        message: n
+          ? `placeholder${n > 1 ? "s" : ""} scheduled on ${nodes.join(",")}; the run may start`
+          : "no PVC-backed workspace to co-schedule; the run may start",
+        ...(obs.tektonConflict ? { tektonConflict: obs.tektonConflict } : {}),
+      },
+    ];
+  }
+  const waiting = refused ?? whyNotPlaced(obs, unscheduled[0]);
+  const decision = decideWait({
+    waitedMs: now - new Date(run.metadata.creationTimestamp ?? now).getTime(),
+    maxWaitMs: effectiveMaxWaitMs(spec, obs.options.limits),
+    onMaxWait: (spec.onMaxWait ?? "Fail") as OnMaxWait,
+    reason: waiting ?? run.metadata.annotations?.[WAITING_ANNOTATION],
+    minRequeueMs: obs.options.waitRequeueMs,
+  });
+  if (decision.action === "fail") return [{ type: "failRun", message: decision.message }];
+  if (decision.action === "release") {
+    // Placeholders first: once the managed label is gone the run leaves our cache (it is watched by that
+    // label), and a retry would no longer see it. Deleting them twice, if the patch fails, is harmless.
+    return [
+      { type: "deletePlaceholders" },
+      { type: "releaseWithoutCoscheduling", message: decision.message },
+    ];
+  }
+  const actions: RunAction[] = [];
+  // Only a placement that was refused is worth telling the user (and a write). A placeholder that
+  // is merely not scheduled *yet* is the normal sub-second path: writing then would slow every run
+  // and make our own next write conflict.
+  if (waiting && run.metadata.annotations?.[WAITING_ANNOTATION] !== waiting) {
+    actions.push({ type: "setWaiting", reason: waiting });
+  }
+  actions.push({ type: "requeueAfter", ms: decision.requeueAfterMs });
+  return actions;
+}
+
+/** Why the first unscheduled placeholder is not placed, if anything says so yet. */
+function whyNotPlaced(obs: RunObservation, first: PlaceholderObservation | undefined): string | undefined {
+  if (!first) return undefined;
+  const name = first.plan.name;
+  const pod = currentPod(first);
+  const unschedulable = scheduleFailure(pod);
+  if (unschedulable) return `placeholder ${name} cannot be scheduled: ${unschedulable}`;
+  const failedCreate = latestFailedCreate(first, pod);
+  if (failedCreate) return `placeholder ${name} cannot be created: ${failedCreate}`;
+  const missing = missingPod(obs, first, pod);
+  return missing ? `placeholder ${name} cannot be scheduled: ${missing}` : undefined;
+}
+
+/** The StatefulSet controller's latest FailedCreate event for this placeholder (quota, Pod Security). */
+function latestFailedCreate(p: PlaceholderObservation, pod: V1Pod | undefined): string | undefined {
+  if (pod) return undefined;
+  const uid = p.set?.metadata?.uid;
+  if (!uid) return undefined;
+  const when = (e: CoreV1Event) =>
+    new Date(e.lastTimestamp ?? e.eventTime ?? e.firstTimestamp ?? 0).getTime();
+  const latest = p.failedCreates
+    .filter((e) => e.involvedObject.uid === uid)
+    .sort((a, b) => when(b) - when(a))[0];
+  return latest?.message;
+}
+
+/** A placeholder StatefulSet that has not created its pod for a while (e.g. its service account does
+ * not exist, or a quota forbids it): the StatefulSet's own events say why. */
+function missingPod(
+  obs: RunObservation,
+  p: PlaceholderObservation,
+  pod: V1Pod | undefined,
+): string | undefined {
+  if (pod) return undefined;
+  const name = p.plan.name;
+  const created = p.set?.metadata?.creationTimestamp
+    ? new Date(p.set.metadata.creationTimestamp).getTime()
+    : obs.now;
+  if (obs.now - created < MISSING_POD_AFTER_MS) return undefined;
+  return `NoPod: StatefulSet ${name} has not created its pod; see why with kubectl describe statefulset ${name} -n ${obs.run.metadata.namespace}`;
+}
+
+// ---- completion ----
+
+function decideCleanUp(obs: RunObservation): RunAction[] {
+  const { run } = obs;
+  if (run.metadata.annotations?.[CLEANED_UP_ANNOTATION] === "true") return [];
+  return [{ type: "cleanUp", claims: templateClaimsToDelete(run, obs.spec!.mode) }];
+}
+
+/** PVCs from volumeClaimTemplate workspaces: always in pipelineruns and isolate-pipelinerun modes; in
+ * workspaces mode only with tekton.dev/auto-cleanup-pvc: "true" (exactly). User PVCs: never. (The
+ * executor deletes only those the run owns: never one that merely has the same name.) */
+function templateClaimsToDelete(run: PipelineRun, mode: AffinityPolicySpec["mode"]): string[] {
+  const wanted = mode !== "workspaces" || run.metadata.annotations?.[AUTO_CLEANUP_PVC_ANNOTATION] === "true";
+  if (!wanted) return [];
+  const names: string[] = [];
+  for (const ws of run.spec.workspaces ?? []) {
+    if (!ws.volumeClaimTemplate) continue;
+    const meta = ws.volumeClaimTemplate.metadata as { name?: string } | undefined;
+    names.push(tektonClaimName(meta?.name, ws.name, run.metadata.uid ?? ""));
+  }
+  return names;
+}
