@@ -388,6 +388,7 @@ export class Controller {
       spec: run ? effectiveSpec(run, findPolicy, clusterDefault, this.o.tenancy) : undefined,
       placeholderNode: (ns, placeholder) =>
         caches.placeholderPods.get(`${placeholder}-0`, ns)?.spec?.nodeName,
+      nodeLabels: (node) => caches.nodes.get(node)?.metadata?.labels,
     });
   }
 

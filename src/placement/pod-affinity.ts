@@ -9,17 +9,18 @@ export interface AffinityTarget {
   placeholder: string;
   namespace: string;
   topologyKey?: string;
-  /** nodePinning: the placeholder's node, when known. Without it we fall back to pod affinity. */
-  pinnedNode?: string;
+  /** nodePinning: the placeholder's topology domain, as the node label (topologyKey) and its value on
+   * the placeholder's node, when known. Without it we fall back to pod affinity. */
+  pinned?: { key: string; value: string };
 }
 
 export function mergeAffinity(existing: V1Affinity | undefined, target: AffinityTarget): V1Affinity {
   const affinity: V1Affinity = structuredClone(existing ?? {});
-  if (target.pinnedNode) {
+  if (target.pinned) {
     const requirement: V1NodeSelectorRequirement = {
-      key: "kubernetes.io/hostname",
+      key: target.pinned.key,
       operator: "In",
-      values: [target.pinnedNode],
+      values: [target.pinned.value],
     };
     affinity.nodeAffinity ??= {};
     const nodeAffinity = affinity.nodeAffinity;

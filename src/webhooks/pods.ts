@@ -6,6 +6,7 @@ import { MODE_ANNOTATION, PLACEHOLDER_LABEL } from "../api/constants.js";
 import type { AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
 import { placeholderForPod, planPlaceholders } from "../placement/plan.js";
 import { mergeAffinity } from "../placement/pod-affinity.js";
+import { DEFAULT_TOPOLOGY_KEY } from "../placement/statefulset.js";
 import type { AdmissionDecision } from "./admission.js";
 
 export interface PodContext {
@@ -15,6 +16,24 @@ export interface PodContext {
   spec: AffinityPolicySpec | undefined;
   /** Node of a scheduled placeholder pod, by placeholder name (for nodePinning). */
   placeholderNode: (namespace: string, placeholder: string) => string | undefined;
+  /** A node's labels, from the cache (for nodePinning to a topology domain). */
+  nodeLabels?: (node: string) => Record<string, string> | undefined;
+}
+
+/**
+ * nodePinning's target: the topologyKey label's value on the placeholder's node (its hostname, or its
+ * zone with topologyKey topology.kubernetes.io/zone). The hostname label usually equals the node's
+ * name, and the name stands in for it while the node is not in the cache. Any other key needs the
+ * label: without it the pod falls back to pod affinity, which the scheduler resolves itself.
+ */
+export function pinnedDomain(
+  topologyKey: string,
+  node: string | undefined,
+  labels: Record<string, string> | undefined,
+): { key: string; value: string } | undefined {
+  if (!node) return undefined;
+  const value = labels?.[topologyKey] ?? (topologyKey === DEFAULT_TOPOLOGY_KEY ? node : undefined);
+  return value ? { key: topologyKey, value } : undefined;
 }
 
 export function mutateTaskPod(pod: V1Pod, ctx: PodContext): AdmissionDecision {
@@ -43,13 +62,14 @@ export function mutateTaskPod(pod: V1Pod, ctx: PodContext): AdmissionDecision {
   if (!target.name) return { allowed: true };
 
   const namespace = run.metadata.namespace;
-  const pinnedNode =
-    spec.strategy === "nodePinning" ? ctx.placeholderNode(namespace, target.name) : undefined;
+  const topologyKey = spec.topologyKey ?? DEFAULT_TOPOLOGY_KEY;
+  const node = spec.strategy === "nodePinning" ? ctx.placeholderNode(namespace, target.name) : undefined;
+  const pinned = pinnedDomain(topologyKey, node, node ? ctx.nodeLabels?.(node) : undefined);
   const affinity = mergeAffinity(pod.spec?.affinity, {
     placeholder: target.name,
     namespace,
-    topologyKey: spec.topologyKey,
-    pinnedNode,
+    topologyKey,
+    ...(pinned ? { pinned } : {}),
   });
   return {
     allowed: true,

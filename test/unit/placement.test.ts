@@ -254,7 +254,10 @@ describe("mergeAffinity", () => {
   });
 
   it("with a pinned node, ANDs the hostname requirement into every node selector term", () => {
-    const merged = mergeAffinity(existing, { ...target, pinnedNode: "node-2" });
+    const merged = mergeAffinity(existing, {
+      ...target,
+      pinned: { key: "kubernetes.io/hostname", value: "node-2" },
+    });
     expect(
       merged.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms,
     ).to.deep.equal([
@@ -276,22 +279,35 @@ describe("mergeAffinity", () => {
 
   it("with a pinned node and no node affinity, creates the one node selector term", () => {
     const expected = { nodeSelectorTerms: [{ matchExpressions: [hostname("node-1")] }] };
-    expect(mergeAffinity(undefined, { ...target, pinnedNode: "node-1" })).to.deep.equal({
+    expect(
+      mergeAffinity(undefined, { ...target, pinned: { key: "kubernetes.io/hostname", value: "node-1" } }),
+    ).to.deep.equal({
       nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: expected },
     });
     const emptyTerms: V1Affinity = {
       nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [] } },
     };
     expect(
-      mergeAffinity(emptyTerms, { ...target, pinnedNode: "node-1" }).nodeAffinity
-        ?.requiredDuringSchedulingIgnoredDuringExecution,
+      mergeAffinity(emptyTerms, { ...target, pinned: { key: "kubernetes.io/hostname", value: "node-1" } })
+        .nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution,
     ).to.deep.equal(expected);
+  });
+
+  it("pins to a zone by the zone label's value, not the hostname", () => {
+    const pinned = { key: "topology.kubernetes.io/zone", value: "zone-b" };
+    const merged = mergeAffinity(undefined, { ...target, pinned });
+    expect(merged.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution).to.deep.equal({
+      nodeSelectorTerms: [
+        { matchExpressions: [{ key: "topology.kubernetes.io/zone", operator: "In", values: ["zone-b"] }] },
+      ],
+    });
+    expect(merged.podAffinity).to.equal(undefined);
   });
 
   it("does not mutate its input", () => {
     const before = structuredClone(existing);
     mergeAffinity(existing, target);
-    mergeAffinity(existing, { ...target, pinnedNode: "node-3" });
+    mergeAffinity(existing, { ...target, pinned: { key: "kubernetes.io/hostname", value: "node-3" } });
     expect(existing).to.deep.equal(before);
   });
 });

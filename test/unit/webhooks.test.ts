@@ -373,6 +373,44 @@ describe("mutateTaskPod", () => {
     ]);
   });
 
+  describe("nodePinning to a topology domain (topologyKey)", () => {
+    const zoneKey = "topology.kubernetes.io/zone";
+    const placed = { [`team-a/${runPlaceholder}`]: "node-7" };
+    const required = (key: string, value: string) => ({
+      nodeAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: {
+          nodeSelectorTerms: [{ matchExpressions: [{ key, operator: "In", values: [value] }] }],
+        },
+      },
+    });
+    const labelled = (labels: Record<string, string> | undefined) => ({
+      ...ctx({ mode: "pipelineruns", strategy: "nodePinning", topologyKey: zoneKey }, placed),
+      nodeLabels: (node: string) => (node === "node-7" ? labels : undefined),
+    });
+
+    it("pins to the zone of the placeholder's node, by its zone label's value", () => {
+      const decision = mutateTaskPod(
+        pod(),
+        labelled({ [zoneKey]: "zone-b", "kubernetes.io/hostname": "n7" }),
+      );
+      expect(decision.patch?.[0]?.value).to.deep.equal(required(zoneKey, "zone-b"));
+    });
+
+    it("falls back to zone-level pod affinity when the node's zone is not known", () => {
+      const decision = mutateTaskPod(pod(), labelled(undefined));
+      expect(decision.patch?.[0]?.value).to.deep.equal(podAffinityTo(runPlaceholder, zoneKey));
+    });
+
+    it("pins by the node's hostname label, which need not be its name", () => {
+      const c = {
+        ...ctx({ mode: "pipelineruns", strategy: "nodePinning" }, placed),
+        nodeLabels: () => ({ "kubernetes.io/hostname": "ip-10-0-0-7" }),
+      };
+      const decision = mutateTaskPod(pod(), c);
+      expect(decision.patch?.[0]?.value).to.deep.equal(required("kubernetes.io/hostname", "ip-10-0-0-7"));
+    });
+  });
+
   it("does not look the node up with the podAffinity strategy", () => {
     const c = ctx({ mode: "pipelineruns" }, { [`team-a/${runPlaceholder}`]: "node-7" });
     const decision = mutateTaskPod(pod(), c);

@@ -12,7 +12,7 @@ export interface AffinityPolicySpec {
   mode: "workspaces" | "pipelineruns" | "isolate-pipelinerun" | "disabled";
   pipelineRunSelector?: LabelSelector;
   /**
-   * How pods are steered to the placeholder's node. 'podAffinity' uses inter-pod affinity to the placeholder pod, as Tekton does. 'nodePinning' pins later pods to the placeholder's node with node affinity, which the scheduler evaluates much faster in large clusters. Defaults to "podAffinity".
+   * How pods are steered to the placeholder's node. 'podAffinity' uses inter-pod affinity to the placeholder pod, as Tekton does. 'nodePinning' pins later pods to the placeholder's topology domain (the topologyKey label's value on its node) with node affinity, which the scheduler evaluates much faster in large clusters. Defaults to "podAffinity".
    */
   strategy?: "podAffinity" | "nodePinning";
   /**
