@@ -86,14 +86,44 @@ export function isolationAffinity(spec: AffinityPolicySpec, ctx: PlacementContex
   };
 }
 
+/**
+ * Spreading, as Tekton spreads its affinity assistants: each placeholder prefers a node that holds no
+ * other placeholder of its namespace. Only a preference (the scheduler still stacks them when nothing
+ * else fits), and only within the namespace, so no other team's runs weigh on where this one lands.
+ */
+export function spreadAffinity() {
+  return {
+    podAntiAffinity: {
+      preferredDuringSchedulingIgnoredDuringExecution: [
+        {
+          weight: 100,
+          podAffinityTerm: {
+            labelSelector: {
+              matchLabels: { [COMPONENT_LABEL]: PLACEHOLDER_COMPONENT },
+              matchExpressions: [{ key: PLACEHOLDER_RUN_UID_LABEL, operator: "Exists" }],
+            },
+            topologyKey: DEFAULT_TOPOLOGY_KEY,
+          },
+        },
+      ],
+    },
+  };
+}
+
 function placeholderAffinity(
   spec: AffinityPolicySpec,
   ctx: PlacementContext,
   nodeAffinity: Record<string, unknown> | undefined,
 ) {
-  const isolation = spec.mode === "isolate-pipelinerun" ? isolationAffinity(spec, ctx) : undefined;
-  if (!isolation && !nodeAffinity) return undefined;
-  return { ...(nodeAffinity ? { nodeAffinity: nodeAffinity as never } : {}), ...isolation };
+  const isolate = spec.mode === "isolate-pipelinerun";
+  // Isolation's required anti-affinity already keeps placeholders apart.
+  const apart = isolate
+    ? isolationAffinity(spec, ctx)
+    : spec.placeholder?.spread !== false
+      ? spreadAffinity()
+      : undefined;
+  if (!apart && !nodeAffinity) return undefined;
+  return { ...(nodeAffinity ? { nodeAffinity: nodeAffinity as never } : {}), ...apart };
 }
 
 export function placeholderStatefulSet(

@@ -374,9 +374,29 @@ describe("placeholderStatefulSet", () => {
     }
   });
 
-  it("has no affinity outside isolate mode", () => {
-    expect(build({ mode: "pipelineruns" }).sts.spec!.template.spec!.affinity).to.equal(undefined);
-    expect(build({ mode: "workspaces" }).sts.spec!.template.spec!.affinity).to.equal(undefined);
+  it("spreads placeholders over nodes outside isolate mode, as Tekton spreads its assistants", () => {
+    for (const mode of ["pipelineruns", "workspaces"] as const) {
+      const affinity = build({ mode }).sts.spec!.template.spec!.affinity;
+      expect(affinity?.podAntiAffinity?.requiredDuringSchedulingIgnoredDuringExecution).to.equal(undefined);
+      const [preferred, ...more] =
+        affinity?.podAntiAffinity?.preferredDuringSchedulingIgnoredDuringExecution ?? [];
+      expect(more).to.deep.equal([]);
+      expect(preferred?.weight).to.equal(100);
+      expect(preferred?.podAffinityTerm.topologyKey).to.equal("kubernetes.io/hostname");
+      // Its own namespace's placeholders only: no namespaces, no namespaceSelector.
+      expect(preferred?.podAffinityTerm.namespaces).to.equal(undefined);
+      expect(preferred?.podAffinityTerm.namespaceSelector).to.equal(undefined);
+      expect(preferred?.podAffinityTerm.labelSelector?.matchLabels).to.deep.equal({
+        [COMPONENT_LABEL]: PLACEHOLDER_COMPONENT,
+      });
+    }
+  });
+
+  it("has no affinity outside isolate mode when spreading is off", () => {
+    for (const mode of ["pipelineruns", "workspaces"] as const) {
+      const affinity = build({ mode, placeholder: { spread: false } }).sts.spec!.template.spec!.affinity;
+      expect(affinity).to.equal(undefined);
+    }
   });
 
   it("in isolate mode with cluster scope, repels placeholders of the namespace's isolation group only", () => {

@@ -264,7 +264,8 @@ describe("run decisions", () => {
         expect(create.plan).to.equal(name);
         expect(create.set.metadata?.name).to.equal(name);
         expect(create.set.spec?.template.spec?.volumes).to.equal(undefined);
-        const isolated = create.set.spec?.template.spec?.affinity?.podAntiAffinity !== undefined;
+        const antiAffinity = create.set.spec?.template.spec?.affinity?.podAntiAffinity;
+        const isolated = antiAffinity?.requiredDuringSchedulingIgnoredDuringExecution !== undefined;
         expect(isolated).to.equal(mode === "isolate-pipelinerun");
 
         expect(decideRun(observe(r, { placeholders: [{ set: true }] }))).to.deep.equal([]);

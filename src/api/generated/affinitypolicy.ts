@@ -79,6 +79,10 @@ export interface IsolationSpec {
  */
 export interface PlaceholderSpec {
   /**
+   * Spread the runs' placeholders over nodes with a preferred pod anti-affinity between placeholders of this namespace (weight 100, per kubernetes.io/hostname), as Tekton spreads its affinity assistants, so that runs do not pile onto one node. It only prefers: a placeholder still lands on a busy node when no other fits. Ignored in isolate-pipelinerun mode, whose isolation already keeps placeholders apart. Set false to save the scheduler this inter-pod term in very large clusters. Defaults to true.
+   */
+  spread?: boolean;
+  /**
    * Service account of the placeholder pod. When unset, the PipelineRun's spec.taskRunTemplate.serviceAccountName is used, else the namespace default.
    */
   serviceAccountName?: string;
