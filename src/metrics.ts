@@ -91,6 +91,12 @@ export function createMetrics() {
       labelNames: ["outcome"],
       registers: [registry],
     }),
+    tektonDefaultTemplate: new Gauge({
+      name: "tekton_affinity_tekton_default_pod_template",
+      help: "1 for the state of Tekton's config-defaults default-affinity-assistant-pod-template as last read (absent, loaded, invalid).",
+      labelNames: ["status"],
+      registers: [registry],
+    }),
     cachedObjects: new Gauge({
       name: "tekton_affinity_cached_objects",
       help: "Objects held in this replica's informer caches, by kind (read at scrape time).",

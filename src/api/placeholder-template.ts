@@ -1,14 +1,17 @@
 // The pod settings of a run's placeholder, from its policy and the run itself.
 //
-// Precedence:
-// - serviceAccountName: the policy's > the run's spec.taskRunTemplate.serviceAccountName > unset
-//   (the namespace's default service account).
+// Precedence ("Tekton's default" is config-defaults' default-affinity-assistant-pod-template, the
+// cluster-wide default teams set for Tekton's own assistant; it keeps Tekton's order under the policy):
+// - serviceAccountName: the policy's > Tekton's default > the run's
+//   spec.taskRunTemplate.serviceAccountName > unset (the namespace's default service account). As in
+//   Tekton, the default template's account overrides the one the run's pods use.
 // - nodeSelector, tolerations, priorityClassName, securityContext, imagePullSecrets: the run's
 //   spec.taskRunTemplate.podTemplate field when set (the run knows where its own pods may go) >
-//   the policy's spec.placeholder field > unset.
+//   the policy's spec.placeholder field > Tekton's default > unset.
 // - securityContext: merged field by field over a pod security context meeting the `restricted` Pod
-//   Security Standard: the run's > the policy's > the restricted defaults. A run that sets only
-//   fsGroup keeps runAsNonRoot and the seccomp profile, so it still passes `restricted` admission.
+//   Security Standard: the run's > the policy's > Tekton's default > the restricted defaults. A run
+//   that sets only fsGroup keeps runAsNonRoot and the seccomp profile, so it still passes `restricted`
+//   admission.
 // - nodeAffinity: the run's podTemplate.affinity.nodeAffinity, so the placeholder only lands where the
 //   run's own pods may go (its tasks would otherwise be stranded between two required rules).
 // - image: the policy's > registry.k8s.io/pause:3.10.
@@ -52,6 +55,16 @@ export interface PlaceholderTemplate {
   nodeAffinity?: Record<string, unknown>;
 }
 
+/** The fields of Tekton's AffinityAssistantTemplate a placeholder takes from config-defaults. */
+export interface TektonDefaultTemplate {
+  serviceAccountName?: string;
+  nodeSelector?: Record<string, string>;
+  tolerations?: Toleration[];
+  priorityClassName?: string;
+  securityContext?: Record<string, unknown>;
+  imagePullSecrets?: LocalObjectReference[];
+}
+
 function definedEntries<T>(map: Record<string, T | undefined> | undefined): Record<string, T> | undefined {
   if (!map) return undefined;
   const out: Record<string, T> = {};
@@ -66,6 +79,7 @@ function clone<T>(value: T): T {
 export function effectivePlaceholderTemplate(
   spec: AffinityPolicySpec,
   run: PipelineRun,
+  tekton: TektonDefaultTemplate = {},
 ): PlaceholderTemplate {
   const policy = spec.placeholder ?? {};
   const trt = run.spec.taskRunTemplate;
@@ -81,23 +95,25 @@ export function effectivePlaceholderTemplate(
   const template: PlaceholderTemplate = {
     securityContext: clone({
       ...RESTRICTED_POD_SECURITY_CONTEXT,
+      ...(tekton.securityContext ?? {}),
       ...(policy.securityContext ?? {}),
       ...(pod.securityContext ?? {}),
     }),
     resources: limits && Object.keys(limits).length > 0 ? { requests, limits } : { requests },
     image: policy.image?.trim() ? policy.image : DEFAULT_PLACEHOLDER_IMAGE,
   };
-  const serviceAccountName = policy.serviceAccountName || trt?.serviceAccountName;
+  const serviceAccountName =
+    policy.serviceAccountName || tekton.serviceAccountName || trt?.serviceAccountName;
   if (serviceAccountName) template.serviceAccountName = serviceAccountName;
-  const nodeSelector = pod.nodeSelector ?? definedEntries(policy.nodeSelector);
+  const nodeSelector = pod.nodeSelector ?? definedEntries(policy.nodeSelector) ?? tekton.nodeSelector;
   if (nodeSelector) template.nodeSelector = { ...nodeSelector };
-  const tolerations = pod.tolerations ?? policy.tolerations;
+  const tolerations = pod.tolerations ?? policy.tolerations ?? tekton.tolerations;
   if (tolerations) template.tolerations = clone(tolerations);
-  const priorityClassName = pod.priorityClassName || policy.priorityClassName;
+  const priorityClassName = pod.priorityClassName || policy.priorityClassName || tekton.priorityClassName;
   if (priorityClassName) template.priorityClassName = priorityClassName;
   const nodeAffinity = (pod.affinity as { nodeAffinity?: Record<string, unknown> } | undefined)?.nodeAffinity;
   if (nodeAffinity) template.nodeAffinity = clone(nodeAffinity);
-  const imagePullSecrets = pod.imagePullSecrets ?? policy.imagePullSecrets;
+  const imagePullSecrets = pod.imagePullSecrets ?? policy.imagePullSecrets ?? tekton.imagePullSecrets;
   if (imagePullSecrets) template.imagePullSecrets = clone(imagePullSecrets);
   return template;
 }

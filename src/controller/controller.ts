@@ -20,6 +20,12 @@ import type { AffinityPolicy, AffinityPolicySpec, PipelineRun } from "../api/typ
 import { apiMessage, isNotFound, type KubeClients, loadKubeConfig, makeClients } from "../kube/clients.js";
 import { EventRecorder } from "../kube/events.js";
 import { type Caches, makeCaches, startCaches, stopCaches, type WatchedCache } from "../kube/informers.js";
+import {
+  CONFIG_DEFAULTS,
+  DEFAULT_AA_POD_TEMPLATE_KEY,
+  type DefaultsState,
+  TektonDefaults,
+} from "../kube/tekton-defaults.js";
 import { TektonFlags } from "../kube/tekton-flags.js";
 import { createMetrics, type Metrics, reportCacheSizes } from "../metrics.js";
 import { startAdminUi } from "../queue/admin-ui.js";
@@ -223,15 +229,21 @@ export class Controller {
 
     const events = new EventRecorder(clients.core, "tekton-affinity", this.logger);
     const nodeTracker = new NodeTracker();
-    await this.checkTektonFlags(tektonFlags);
+    const tektonDefaults = new TektonDefaults(clients.core, o.tektonNamespace);
+    const checkTekton = async () => {
+      await this.checkTektonFlags(tektonFlags);
+      await this.checkTektonDefaults(tektonDefaults, events);
+    };
+    await checkTekton();
     // The gate answers from this cached value: re-read it often enough that turning Tekton's assistant
-    // on or off takes effect within seconds (one small GET per replica).
-    this.timers.push(setInterval(() => void this.checkTektonFlags(tektonFlags), TEKTON_FLAGS_POLL_MS));
+    // on or off takes effect within seconds (one small GET per replica, and one for config-defaults).
+    this.timers.push(setInterval(() => void checkTekton(), TEKTON_FLAGS_POLL_MS));
     for (const node of caches.nodes.list()) nodeTracker.observe(node);
     caches.nodes.onChange((node) => nodeTracker.observe(node));
     caches.nodes.onDelete((node) => nodeTracker.forget(node.metadata?.name ?? ""));
     const runs = new PipelineRunReconciler({
       tektonFlags,
+      tektonDefaults,
       nodeTracker,
       clients,
       caches,
@@ -404,6 +416,50 @@ export class Controller {
     const conflict = flags.conflict() ?? "";
     if (conflict !== this.lastFlagReport && conflict) this.logger.warn(conflict);
     this.lastFlagReport = conflict;
+  }
+
+  /**
+   * Re-reads Tekton's config-defaults pod template for its assistants. A change reaches the runs that
+   * still wait (their placeholders are recreated with it); an invalid template is ignored, and said so
+   * on the ConfigMap, where the operator who wrote it looks.
+   */
+  private lastDefaults?: string;
+  private async checkTektonDefaults(defaults: TektonDefaults, events: EventRecorder): Promise<void> {
+    let state: DefaultsState;
+    try {
+      state = await defaults.refresh();
+    } catch (err) {
+      this.logger.warn({ err: String(err) }, `could not read Tekton's ${CONFIG_DEFAULTS}`);
+      return;
+    }
+    for (const status of ["absent", "loaded", "invalid"])
+      this.metrics.tektonDefaultTemplate.set({ status }, state.status === status ? 1 : 0);
+    const seen = JSON.stringify(state);
+    if (seen === this.lastDefaults) return;
+    const first = this.lastDefaults === undefined;
+    this.lastDefaults = seen;
+    const where = `${CONFIG_DEFAULTS} ${DEFAULT_AA_POD_TEMPLATE_KEY} in namespace ${this.o.tektonNamespace}`;
+    if (state.status === "invalid") {
+      const message = `${where} is ignored: ${state.problem}; placeholders use their policies' and runs' settings until it is fixed`;
+      this.logger.warn(message);
+      const cm = defaults.configMap;
+      if (cm?.metadata?.name)
+        void events.record(
+          {
+            apiVersion: "v1",
+            kind: "ConfigMap",
+            name: cm.metadata.name,
+            namespace: this.o.tektonNamespace,
+            uid: cm.metadata.uid,
+          },
+          "Warning",
+          "InvalidAffinityAssistantPodTemplate",
+          message,
+        );
+    } else if (state.status === "loaded") {
+      this.logger.info({ template: state.template }, `placeholders take ${where} as their lowest layer`);
+    }
+    if (!first) this.enqueueWaitingRuns();
   }
 
   private async applyWebhookConfigurations(kc: k8s.KubeConfig, bundle: string): Promise<void> {

@@ -17,6 +17,7 @@ import {
 import {
   effectivePlaceholderTemplate,
   RESTRICTED_CONTAINER_SECURITY_CONTEXT,
+  type TektonDefaultTemplate,
 } from "../api/placeholder-template.js";
 import { boundedTemplate, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
@@ -55,6 +56,8 @@ export interface PlacementContext {
   limits: TenancyLimits;
   /** The run's namespace's isolation group (the value of its isolation-group label), if any. */
   isolationGroup?: string;
+  /** Tekton's config-defaults default-affinity-assistant-pod-template, the lowest layer. */
+  tektonDefaults?: TektonDefaultTemplate;
 }
 
 /**
@@ -132,7 +135,7 @@ export function placeholderStatefulSet(
   plan: PlaceholderPlan,
   ctx: PlacementContext = { limits: DEFAULT_TENANCY_LIMITS },
 ): V1StatefulSet {
-  const t = boundedTemplate(effectivePlaceholderTemplate(spec, run), ctx.limits);
+  const t = boundedTemplate(effectivePlaceholderTemplate(spec, run, ctx.tektonDefaults), ctx.limits);
   const labels = placeholderLabels(run, plan);
   const podLabels = spec.mode === "isolate-pipelinerun" ? { ...labels, [ISOLATE_LABEL]: "true" } : labels;
   const template = {

@@ -35,6 +35,7 @@ import { apiMessage, isConflict, isNotFound, type KubeClients, statusCode } from
 import type { EventRecorder, EventTarget } from "../kube/events.js";
 import { annotateSetFenced, patchRunFenced, patchRunStatusFenced } from "../kube/fenced.js";
 import type { Caches } from "../kube/informers.js";
+import type { TektonDefaults } from "../kube/tekton-defaults.js";
 import type { TektonFlags } from "../kube/tekton-flags.js";
 import type { Metrics } from "../metrics.js";
 import { planPlaceholders } from "../placement/plan.js";
@@ -87,6 +88,8 @@ export interface RunReconcilerOptions {
   /** When each node went bad, as observed by this replica's node watch. */
   nodeTracker: NodeTracker;
   tektonFlags: TektonFlags;
+  /** Tekton's config-defaults pod template for its assistants: the placeholders' lowest layer. */
+  tektonDefaults?: TektonDefaults;
   /** The operator's bounds (topologyKey, priority, image, resources, maxWait, isolation groups). */
   tenancy?: TenancyLimits;
   /** Told the run as our own write left it, so its watch event does not come back as new work. */
@@ -185,7 +188,9 @@ export class PipelineRunReconciler {
     }
     const group = caches.namespaces.get(ns)?.metadata?.labels?.[this.limits.isolationGroupLabel];
     const conflict = this.o.tektonFlags.conflict();
+    const tektonDefaults = this.o.tektonDefaults?.template();
     return {
+      ...(tektonDefaults ? { tektonDefaults } : {}),
       run,
       spec,
       placeholders,

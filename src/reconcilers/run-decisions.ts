@@ -22,6 +22,7 @@ import {
   PENDING_STATUS,
   WAITING_ANNOTATION,
 } from "../api/constants.js";
+import type { TektonDefaultTemplate } from "../api/placeholder-template.js";
 import { effectiveMaxWaitMs, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import { tektonClaimName } from "../placement/names.js";
@@ -86,6 +87,8 @@ export interface RunObservation {
   troubleSince: Record<string, number>;
   /** Set when Tekton's own affinity assistant is on (TektonFlags.conflict()). */
   tektonConflict?: string;
+  /** Tekton's config-defaults default-affinity-assistant-pod-template, when set and valid. */
+  tektonDefaults?: TektonDefaultTemplate;
   now: number;
   options: RunOptions;
 }
@@ -191,6 +194,7 @@ function decidePlaceholders(obs: RunObservation): RunAction[] {
   const ctx: PlacementContext = {
     limits: obs.options.limits,
     ...(obs.isolationGroup ? { isolationGroup: obs.isolationGroup } : {}),
+    ...(obs.tektonDefaults ? { tektonDefaults: obs.tektonDefaults } : {}),
   };
   const actions: RunAction[] = [];
   for (const p of obs.placeholders) {

@@ -176,7 +176,7 @@ const ALLOWED = [
   `${NAMESPACE} coordination.k8s.io leases get`,
   `${NAMESPACE} coordination.k8s.io leases list`,
   `${NAMESPACE} coordination.k8s.io leases update`,
-  "tekton-pipelines core configmaps get [feature-flags]",
+  "tekton-pipelines core configmaps get [config-defaults,feature-flags]",
 ].sort();
 
 const RBAC_KINDS = new Set([

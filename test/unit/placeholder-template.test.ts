@@ -3,8 +3,10 @@ import {
   DEFAULT_PLACEHOLDER_IMAGE,
   effectivePlaceholderTemplate,
   RESTRICTED_CONTAINER_SECURITY_CONTEXT,
+  type TektonDefaultTemplate,
 } from "../../src/api/placeholder-template.js";
 import type { AffinityPolicySpec } from "../../src/api/types.js";
+import { parseDefaultPodTemplate } from "../../src/kube/tekton-defaults.js";
 import { run } from "./helpers.js";
 
 const full: AffinityPolicySpec = {
@@ -154,5 +156,101 @@ describe("effectivePlaceholderTemplate", () => {
       run(),
     );
     expect(t.resources).to.deep.equal({ requests: { cpu: "1m" }, limits: { memory: "4Mi" } });
+  });
+});
+
+describe("Tekton's config-defaults default-affinity-assistant-pod-template", () => {
+  const tekton: TektonDefaultTemplate = {
+    serviceAccountName: "tekton-sa",
+    nodeSelector: { pool: "ci" },
+    tolerations: [{ key: "tekton", operator: "Exists" }],
+    priorityClassName: "tekton-priority",
+    securityContext: { fsGroup: 3000, runAsUser: 3000 },
+    imagePullSecrets: [{ name: "tekton-pull" }],
+  };
+  const bare: AffinityPolicySpec = { mode: "pipelineruns" };
+
+  it("is the lowest layer: used where neither the policy nor the run says", () => {
+    const t = effectivePlaceholderTemplate(bare, run(), tekton);
+    expect(t.serviceAccountName).to.equal("tekton-sa");
+    expect(t.nodeSelector).to.deep.equal({ pool: "ci" });
+    expect(t.tolerations).to.deep.equal(tekton.tolerations);
+    expect(t.priorityClassName).to.equal("tekton-priority");
+    expect(t.imagePullSecrets).to.deep.equal([{ name: "tekton-pull" }]);
+    // Merged over the restricted defaults, like the policy's.
+    expect(t.securityContext).to.deep.equal({
+      runAsNonRoot: true,
+      runAsUser: 3000,
+      fsGroup: 3000,
+      seccompProfile: { type: "RuntimeDefault" },
+    });
+  });
+
+  it("yields to the policy's settings", () => {
+    const t = effectivePlaceholderTemplate(full, run(), tekton);
+    expect(t.serviceAccountName).to.equal("policy-sa");
+    expect(t.nodeSelector).to.deep.equal({ disk: "ssd" });
+    expect(t.priorityClassName).to.equal("policy-priority");
+    expect(t.imagePullSecrets).to.deep.equal([{ name: "policy-pull" }]);
+    expect(t.securityContext.runAsUser).to.equal(1000);
+    expect(t.securityContext.fsGroup, "fields the policy leaves out still come from Tekton's").to.equal(3000);
+  });
+
+  it("yields to the run's podTemplate", () => {
+    const t = effectivePlaceholderTemplate(
+      bare,
+      run({}, { taskRunTemplate: { podTemplate: runPod } }),
+      tekton,
+    );
+    expect(t.nodeSelector).to.deep.equal({ zone: "a" });
+    expect(t.tolerations).to.deep.equal(runPod.tolerations);
+    expect(t.priorityClassName).to.equal("run-priority");
+    expect(t.imagePullSecrets).to.deep.equal([{ name: "run-pull" }]);
+  });
+
+  it("overrides the service account the run's pods use, as in Tekton", () => {
+    const t = effectivePlaceholderTemplate(
+      bare,
+      run({}, { taskRunTemplate: { serviceAccountName: "run-sa" } }),
+      tekton,
+    );
+    expect(t.serviceAccountName).to.equal("tekton-sa");
+  });
+
+  describe("parsing the key", () => {
+    it("reads the fields a placeholder takes", () => {
+      const state = parseDefaultPodTemplate(
+        "serviceAccountName: affinity-assistant-sa\nnodeSelector:\n  disktype: ssd\nschedulerName: other\n",
+      );
+      expect(state).to.deep.equal({
+        status: "loaded",
+        template: { serviceAccountName: "affinity-assistant-sa", nodeSelector: { disktype: "ssd" } },
+      });
+    });
+
+    it("is absent when the key is missing or empty", () => {
+      expect(parseDefaultPodTemplate(undefined)).to.deep.equal({ status: "absent" });
+      expect(parseDefaultPodTemplate("  \n")).to.deep.equal({ status: "absent" });
+    });
+
+    const invalid: [string, string, string][] = [
+      ["YAML that does not parse", "nodeSelector: {disk: ssd", "not valid YAML"],
+      ["a list instead of a mapping", "- nodeSelector", "must be a mapping"],
+      ["a nodeSelector with a non-string value", "nodeSelector: {disk: 1}", "nodeSelector must be a map"],
+      ["tolerations that are not a list", "tolerations: {key: a}", "tolerations must be a list"],
+      [
+        "an imagePullSecret without a name",
+        "imagePullSecrets: [{secret: x}]",
+        "imagePullSecrets must be a list",
+      ],
+      ["a numeric serviceAccountName", "serviceAccountName: 7", "serviceAccountName must be a string"],
+    ];
+    for (const [what, text, says] of invalid) {
+      it(`says what is wrong with ${what}`, () => {
+        const state = parseDefaultPodTemplate(text);
+        expect(state.status).to.equal("invalid");
+        expect(state.status === "invalid" && state.problem).to.contain(says);
+      });
+    }
   });
 });
