@@ -156,11 +156,18 @@ export function placeholderStatefulSet(
           image: t.image,
           resources: t.resources as never,
           securityContext: RESTRICTED_CONTAINER_SECURITY_CONTEXT as never,
-          ...(plan.claimName ? { volumeMounts: [{ name: "workspace", mountPath: "/workspace" }] } : {}),
+          ...(plan.claims.length
+            ? { volumeMounts: plan.claims.map((_, i) => ({ name: `claim-${i}`, mountPath: `/claims/${i}` })) }
+            : {}),
         },
       ],
-      ...(plan.claimName
-        ? { volumes: [{ name: "workspace", persistentVolumeClaim: { claimName: plan.claimName } }] }
+      ...(plan.claims.length
+        ? {
+            volumes: plan.claims.map((c, i) => ({
+              name: `claim-${i}`,
+              persistentVolumeClaim: { claimName: c.name },
+            })),
+          }
         : {}),
     },
   };
@@ -174,7 +181,9 @@ export function placeholderStatefulSet(
       ownerReferences: [ownerReference(run)],
       annotations: {
         [TEMPLATE_HASH_ANNOTATION]: templateHash(template),
-        ...(plan.workspaces.length ? { "affinity.tekton.dev/workspaces": plan.workspaces.join(",") } : {}),
+        ...(plan.claims.length
+          ? { "affinity.tekton.dev/workspaces": plan.claims.flatMap((c) => c.workspaces).join(",") }
+          : {}),
       },
     },
     spec: {
@@ -187,23 +196,25 @@ export function placeholderStatefulSet(
   };
 }
 
-/** The PVC Tekton would create for a volumeClaimTemplate workspace, created by us first. Same name, same
- * controller owner (the run), so Tekton adopts it and garbage collection removes it with the run. */
-export function claimFromTemplate(
-  run: PipelineRun,
-  plan: PlaceholderPlan,
-): V1PersistentVolumeClaim | undefined {
-  if (!plan.claimTemplate || !plan.claimName) return undefined;
-  const template = structuredClone(plan.claimTemplate) as V1PersistentVolumeClaim;
-  return {
-    apiVersion: "v1",
-    kind: "PersistentVolumeClaim",
-    metadata: {
-      ...template.metadata,
-      name: plan.claimName,
-      namespace: run.metadata.namespace,
-      ownerReferences: [ownerReference(run)],
-    },
-    spec: template.spec,
-  };
+/** The PVCs Tekton would create for the plan's volumeClaimTemplate workspaces, created by us first. Same
+ * names, same controller owner (the run), so Tekton adopts them and garbage collection removes them
+ * with the run. */
+export function claimsFromTemplates(run: PipelineRun, plan: PlaceholderPlan): V1PersistentVolumeClaim[] {
+  return plan.claims.flatMap((c) => {
+    if (!c.template) return [];
+    const template = structuredClone(c.template) as V1PersistentVolumeClaim;
+    return [
+      {
+        apiVersion: "v1",
+        kind: "PersistentVolumeClaim",
+        metadata: {
+          ...template.metadata,
+          name: c.name,
+          namespace: run.metadata.namespace,
+          ownerReferences: [ownerReference(run)],
+        },
+        spec: template.spec,
+      },
+    ];
+  });
 }

@@ -430,10 +430,12 @@ export class PipelineRunReconciler {
   // ---- migration off nodes that can no longer hold a placeholder ----
 
   private async evictUnlessPinned(run: PipelineRun, a: RunActionOf<"evict">, log: Logger): Promise<void> {
-    const pinned = a.claimName ? await this.volumePinnedTo(run, a.claimName, a.nodeName) : undefined;
-    if (pinned) {
-      this.recordEvent(run, "Warning", "CannotMigrate", pinnedCannotMigrate(a, pinned).message);
-      return;
+    for (const claimName of a.claimNames) {
+      const pinned = await this.volumePinnedTo(run, claimName, a.nodeName);
+      if (pinned) {
+        this.recordEvent(run, "Warning", "CannotMigrate", pinnedCannotMigrate(a, claimName, pinned).message);
+        return;
+      }
     }
     await this.evict(run, a, log);
   }
@@ -462,7 +464,7 @@ export class PipelineRunReconciler {
 
   private async evict(
     run: PipelineRun,
-    { set, pod, nodeName, problem: { reason, message }, claimName }: RunActionOf<"evict">,
+    { set, pod, nodeName, problem: { reason, message }, claimNames }: RunActionOf<"evict">,
     log: Logger,
   ): Promise<void> {
     // Record where it came from first (fenced), so the arrival can be reported even by another replica.
@@ -476,7 +478,7 @@ export class PipelineRunReconciler {
     // data, so it is force-deleted (its node may be gone or NotReady). One with a claim is deleted the
     // normal way (its grace period is 0): its node is up here, and its kubelet confirms the container
     // is gone, so the StatefulSet never runs two pods on one ReadWriteOnce volume.
-    const holdsClaim = Boolean(claimName);
+    const holdsClaim = claimNames.length > 0;
     await this.o.clients.core
       .deleteNamespacedPod({
         name: pod.metadata!.name!,

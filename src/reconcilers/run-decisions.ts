@@ -28,7 +28,7 @@ import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import { tektonClaimName } from "../placement/names.js";
 import type { PlaceholderPlan } from "../placement/plan.js";
 import {
-  claimFromTemplate,
+  claimsFromTemplates,
   type PlacementContext,
   placeholderStatefulSet,
   TEMPLATE_HASH_ANNOTATION,
@@ -121,7 +121,8 @@ export type RunAction =
       nodeName: string;
       problem: NodeProblem;
       plan: string;
-      claimName?: string;
+      /** The claims the placeholder mounts; any of them pinned to the node keeps it there. */
+      claimNames: string[];
     }
   /** A Warning CannotMigrate event. */
   | { type: "cannotMigrate"; message: string }
@@ -201,8 +202,8 @@ function decidePlaceholders(obs: RunObservation): RunAction[] {
     const { plan } = p;
     // No claim cache: every reconcile asks to create it, and "already exists" is the answer that it
     // does (so a claim deleted since is made again, and a refused one keeps the run waiting).
-    const claim = claimFromTemplate(run, plan);
-    if (claim) actions.push({ type: "createClaim", plan: plan.name, claim });
+    for (const claim of claimsFromTemplates(run, plan))
+      actions.push({ type: "createClaim", plan: plan.name, claim });
     const desired = placeholderStatefulSet(run, spec, plan, ctx);
     const existing = p.set;
     if (!existing) {
@@ -250,13 +251,14 @@ function decideMigration(obs: RunObservation): RunAction[] {
       requeueAfterMs = Math.min(requeueAfterMs ?? settleLeft, settleLeft);
       continue;
     }
-    if (problem.reason === "NotReady" && plan.claimName) {
+    const claimNames = plan.claims.map((c) => c.name);
+    if (problem.reason === "NotReady" && claimNames.length) {
       // The node may still be running the old pod with the claim attached, and we cannot ask it. A
       // force delete would let the StatefulSet start a second pod elsewhere on the same ReadWriteOnce
       // volume, breaking its at-most-one guarantee; so, as Kubernetes itself does, wait for the node.
       actions.push({
         type: "cannotMigrate",
-        message: `${problem.message}, but placeholder ${plan.name} holds claim ${plan.claimName}, which may still be attached there: moving it now could use one ReadWriteOnce volume from two nodes; it moves once the node is Ready again or removed (kubectl delete node ${nodeName})`,
+        message: `${problem.message}, but placeholder ${plan.name} holds claim ${claimNames.join(", ")}, which may still be attached there: moving it now could use one ReadWriteOnce volume from two nodes; it moves once the node is Ready again or removed (kubectl delete node ${nodeName})`,
       });
       continue;
     }
@@ -267,7 +269,7 @@ function decideMigration(obs: RunObservation): RunAction[] {
       nodeName,
       problem,
       plan: plan.name,
-      ...(plan.claimName ? { claimName: plan.claimName } : {}),
+      claimNames,
     });
   }
   // While the run is gated, the gate's answer (decideGate) is the reconcile's and these timers are
@@ -299,11 +301,12 @@ export function pinnedNode(
 /** What an `evict` becomes when the executor finds its volume pinned (pinnedNode's answer). */
 export function pinnedCannotMigrate(
   evict: RunActionOf<"evict">,
+  claimName: string,
   pinned: string,
 ): RunActionOf<"cannotMigrate"> {
   return {
     type: "cannotMigrate",
-    message: `${evict.problem.message}, but placeholder ${evict.plan} cannot move: its volume ${evict.claimName} is bound to ${pinned}; the run's remaining tasks wait until the node is usable again`,
+    message: `${evict.problem.message}, but placeholder ${evict.plan} cannot move: its volume ${claimName} is bound to ${pinned}; the run's remaining tasks wait until the node is usable again`,
   };
 }
 

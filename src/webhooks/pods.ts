@@ -4,7 +4,7 @@
 import type { V1Pod } from "@kubernetes/client-node";
 import { MODE_ANNOTATION, PLACEHOLDER_LABEL } from "../api/constants.js";
 import type { AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
-import { placeholderForPod, planPlaceholders } from "../placement/plan.js";
+import { placeholderForPod, runClaims } from "../placement/plan.js";
 import { mergeAffinity } from "../placement/pod-affinity.js";
 import { DEFAULT_TOPOLOGY_KEY } from "../placement/statefulset.js";
 import type { AdmissionDecision } from "./admission.js";
@@ -51,7 +51,7 @@ export function mutateTaskPod(pod: V1Pod, ctx: PodContext): AdmissionDecision {
   const mode = (run.metadata.annotations?.[MODE_ANNOTATION] as Mode | undefined) ?? spec.mode;
   // Only claims the run binds through workspaces have a placeholder; a PVC a Task or pod template adds
   // as a plain volume is none of ours.
-  const workspaceClaims = new Set(planPlaceholders(run, mode).flatMap((p) => p.claimName ?? []));
+  const workspaceClaims = new Set(runClaims(run).map((c) => c.name));
   const claims = (pod.spec?.volumes ?? []).flatMap((v) =>
     v.persistentVolumeClaim && workspaceClaims.has(v.persistentVolumeClaim.claimName)
       ? [v.persistentVolumeClaim.claimName]

@@ -74,6 +74,50 @@ describe("co-scheduling", function () {
     }
   });
 
+  it("pipelineruns mode: the placeholder mounts the run's claims, user PVC and template, as Tekton's does", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "runs-claims");
+    await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+    await cluster.clients.core.createNamespacedPersistentVolumeClaim({
+      namespace: ns,
+      body: {
+        metadata: { name: "team-cache" },
+        spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "10Mi" } } },
+      },
+    });
+    const run = await createRun(
+      cluster,
+      pipelineRun(ns, {
+        workspaces: { source: RWO_TEMPLATE, cache: { persistentVolumeClaim: { claimName: "team-cache" } } },
+        tasks: [
+          { name: "fetch", workspaces: ["source", "cache"] },
+          { name: "build", runAfter: ["fetch"], workspaces: ["source"] },
+        ],
+      }),
+    );
+    const [placeholder] = await waitFor("the run's placeholder", async () => {
+      const pods = await placeholderPods(cluster, ns, run.metadata.uid!);
+      return pods.length ? pods : undefined;
+    });
+    const mounted = (placeholder!.spec?.volumes ?? []).flatMap(
+      (v) => v.persistentVolumeClaim?.claimName ?? [],
+    );
+    expect(mounted).to.have.length(2);
+    expect(mounted).to.include("team-cache");
+    const templated = mounted.find((c) => c !== "team-cache")!;
+    await waitRunSucceeded(cluster, ns, run.metadata.name);
+    const pods = await taskPods(cluster, ns, run.metadata.name);
+    const node = (await getRun(cluster, ns, run.metadata.name)).metadata.annotations?.[
+      "affinity.tekton.dev/placed-on"
+    ];
+    for (const pod of pods.values()) {
+      expect(pod.spec?.nodeName).to.equal(node);
+      // The tasks use the very claim the placeholder held: ours, adopted by Tekton under its name.
+      const claims = (pod.spec?.volumes ?? []).flatMap((v) => v.persistentVolumeClaim?.claimName ?? []);
+      expect(claims).to.include(templated);
+    }
+  });
+
   it("spreads concurrent runs' placeholders over nodes, as Tekton spreads its assistants", async () => {
     const { cluster } = await e2e();
     const nodes = (await cluster.listNodes()).filter((n) => !n.spec?.unschedulable).length;

@@ -15,7 +15,7 @@ import { placeholderName, tektonClaimName } from "../../src/placement/names.js";
 import { type PlaceholderPlan, placeholderForPod, planPlaceholders } from "../../src/placement/plan.js";
 import { mergeAffinity } from "../../src/placement/pod-affinity.js";
 import {
-  claimFromTemplate,
+  claimsFromTemplates,
   placeholderStatefulSet,
   TEMPLATE_HASH_ANNOTATION,
 } from "../../src/placement/statefulset.js";
@@ -107,31 +107,33 @@ describe("planPlaceholders", () => {
   });
 
   for (const mode of ["pipelineruns", "isolate-pipelinerun"] as Mode[]) {
-    it(`plans one run-wide placeholder in ${mode} mode, whatever the workspaces`, () => {
+    it(`plans one run-wide placeholder in ${mode} mode that mounts every claim, as Tekton's does`, () => {
       const plans = planPlaceholders(pipelineRun(ws), mode);
       expect(plans).to.have.length(1);
       expect(plans[0]!.name).to.equal(placeholderName(UID, "pipelinerun"));
-      expect(plans[0]!.claimName).to.equal(undefined);
-      expect(plans[0]!.workspaces).to.deep.equal([]);
+      const templated = expectedTektonName("results", "results", UID);
+      expect(plans[0]!.claims.map((c) => c.name)).to.deep.equal(["shared", templated, "other"]);
+      expect(plans[0]!.claims[0]!.workspaces).to.deep.equal(["source", "cache"]);
+      expect(planPlaceholders(pipelineRun(), mode)[0]!.claims).to.deep.equal([]);
     });
   }
 
   it("plans one placeholder per distinct claim in workspaces mode", () => {
     const plans = planPlaceholders(pipelineRun(ws), "workspaces");
     const templated = expectedTektonName("results", "results", UID);
-    expect(plans.map((p) => p.claimName)).to.deep.equal(["shared", templated, "other"]);
+    expect(plans.map((p) => p.claims.map((c) => c.name))).to.deep.equal([["shared"], [templated], ["other"]]);
     expect(new Set(plans.map((p) => p.name)).size).to.equal(3);
 
-    const [shared, results, other] = plans;
+    const [shared, results, other] = plans.map((p) => ({ ...p.claims[0]!, name: p.name }));
     expect(shared!.workspaces).to.deep.equal(["source", "cache"]);
     expect(shared!.name).to.equal(placeholderName(UID, "claim:shared"));
-    expect(shared!.claimTemplate).to.equal(undefined);
+    expect(shared!.template).to.equal(undefined);
     expect(other!.workspaces).to.deep.equal(["other"]);
-    expect(other!.claimTemplate).to.equal(undefined);
+    expect(other!.template).to.equal(undefined);
 
     expect(results!.workspaces).to.deep.equal(["results"]);
     expect(results!.name).to.equal(placeholderName(UID, `claim:${templated}`));
-    expect(results!.claimTemplate).to.deep.equal(template("results"));
+    expect(results!.template).to.deep.equal(template("results"));
   });
 
   it("names a template without metadata.name with Tekton's pvc- prefix", () => {
@@ -140,7 +142,7 @@ describe("planPlaceholders", () => {
       "workspaces",
     );
     expect(plans).to.have.length(1);
-    expect(plans[0]!.claimName).to.equal(expectedTektonName("pvc", "w", UID));
+    expect(plans[0]!.claims.map((c) => c.name)).to.deep.equal([expectedTektonName("pvc", "w", UID)]);
   });
 
   it("ignores runs whose workspaces are not PVC-backed", () => {
@@ -155,7 +157,7 @@ describe("planPlaceholders", () => {
   it("agrees with placeholderForPod on the placeholder of a claim", () => {
     const plans = planPlaceholders(pipelineRun(ws), "workspaces");
     for (const plan of plans) {
-      expect(placeholderForPod(UID, "workspaces", [plan.claimName!])).to.deep.equal({ name: plan.name });
+      expect(placeholderForPod(UID, "workspaces", [plan.claims[0]!.name])).to.deep.equal({ name: plan.name });
     }
   });
 });
@@ -485,24 +487,30 @@ describe("placeholderStatefulSet", () => {
     expect(term!.topologyKey).to.equal("topology.kubernetes.io/zone");
   });
 
-  it("mounts the claim only in workspaces mode", () => {
+  it("mounts its claims in every mode: one per placeholder in workspaces mode, all of the run's otherwise", () => {
     const ws = build({ mode: "workspaces" });
     const pod = ws.sts.spec!.template.spec!;
-    expect(pod.volumes).to.deep.equal([
-      { name: "workspace", persistentVolumeClaim: { claimName: "shared" } },
-    ]);
-    expect(pod.containers[0]!.volumeMounts).to.deep.equal([{ name: "workspace", mountPath: "/workspace" }]);
+    expect(pod.volumes).to.deep.equal([{ name: "claim-0", persistentVolumeClaim: { claimName: "shared" } }]);
+    expect(pod.containers[0]!.volumeMounts).to.deep.equal([{ name: "claim-0", mountPath: "/claims/0" }]);
     expect(ws.sts.metadata?.annotations?.["affinity.tekton.dev/workspaces"]).to.equal("source");
 
     for (const mode of ["pipelineruns", "isolate-pipelinerun"] as Mode[]) {
       const other = build({ mode }).sts.spec!.template.spec!;
-      expect(other.volumes).to.equal(undefined);
-      expect(other.containers[0]!.volumeMounts).to.equal(undefined);
+      expect(other.volumes).to.deep.equal([
+        { name: "claim-0", persistentVolumeClaim: { claimName: "shared" } },
+      ]);
+      expect(other.containers[0]!.volumeMounts).to.deep.equal([{ name: "claim-0", mountPath: "/claims/0" }]);
     }
+    const noClaims = placeholderStatefulSet(
+      pipelineRun(),
+      { mode: "pipelineruns" },
+      planPlaceholders(pipelineRun(), "pipelineruns")[0]!,
+    );
+    expect(noClaims.spec!.template.spec!.volumes).to.equal(undefined);
   });
 });
 
-describe("claimFromTemplate", () => {
+describe("claimsFromTemplates", () => {
   const tmpl = {
     metadata: { name: "results", labels: { team: "a" } },
     spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } },
@@ -511,8 +519,9 @@ describe("claimFromTemplate", () => {
 
   it("builds the claim Tekton would create, under Tekton's name, owned by the run", () => {
     const plan = planPlaceholders(run, "workspaces")[0]!;
-    const claim = claimFromTemplate(run, plan);
-    expect(claim).to.deep.equal({
+    const claims = claimsFromTemplates(run, plan);
+    expect(claims).to.have.length(1);
+    expect(claims[0]).to.deep.equal({
       apiVersion: "v1",
       kind: "PersistentVolumeClaim",
       metadata: {
@@ -536,14 +545,29 @@ describe("claimFromTemplate", () => {
 
   it("does not share structure with the plan's template", () => {
     const plan = planPlaceholders(run, "workspaces")[0]!;
-    const claim = claimFromTemplate(run, plan)!;
-    claim.spec!.accessModes!.push("ReadOnlyMany");
+    const [claim] = claimsFromTemplates(run, plan);
+    claim!.spec!.accessModes!.push("ReadOnlyMany");
     expect(tmpl.spec.accessModes).to.deep.equal(["ReadWriteOnce"]);
   });
 
-  it("returns undefined for a plan without a template", () => {
+  it("returns none for a plan without a template", () => {
     const pvcRun = pipelineRun([{ name: "src", persistentVolumeClaim: { claimName: "shared" } }]);
-    expect(claimFromTemplate(pvcRun, planPlaceholders(pvcRun, "workspaces")[0]!)).to.equal(undefined);
-    expect(claimFromTemplate(pvcRun, planPlaceholders(pvcRun, "pipelineruns")[0]!)).to.equal(undefined);
+    expect(claimsFromTemplates(pvcRun, planPlaceholders(pvcRun, "workspaces")[0]!)).to.deep.equal([]);
+    expect(claimsFromTemplates(pvcRun, planPlaceholders(pvcRun, "pipelineruns")[0]!)).to.deep.equal([]);
+  });
+
+  it("builds every template claim of the run-wide placeholder in pipelineruns mode", () => {
+    const two = pipelineRun([
+      { name: "results", volumeClaimTemplate: tmpl },
+      { name: "src", persistentVolumeClaim: { claimName: "shared" } },
+      { name: "cache", volumeClaimTemplate: tmpl },
+    ]);
+    const names = claimsFromTemplates(two, planPlaceholders(two, "pipelineruns")[0]!).map(
+      (c) => c.metadata?.name,
+    );
+    expect(names).to.deep.equal([
+      expectedTektonName("results", "results", UID),
+      expectedTektonName("results", "cache", UID),
+    ]);
   });
 });

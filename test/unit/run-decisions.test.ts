@@ -254,21 +254,28 @@ describe("run decisions", () => {
 
   describe("placeholders", () => {
     for (const mode of ["pipelineruns", "isolate-pipelinerun"] as const) {
-      it(`creates the one run-wide placeholder in ${mode} mode when missing, nothing when present`, () => {
-        const r = managedRun({ mode, workspaces: [template("source")] });
+      it(`creates the one run-wide placeholder in ${mode} mode, mounting every claim of the run`, () => {
+        const r = managedRun({ mode, workspaces: [template("source"), pvc("cache", "user-pvc")] });
         const missing = decideRun(observe(r));
         const [name] = planNames(r, mode);
-        // In these modes a template claim is Tekton's to create: the placeholder mounts nothing.
-        expect(types(missing)).to.deep.equal(["createPlaceholder"]);
+        // As Tekton's assistant does: the template claim is created first (Tekton adopts it), and the
+        // placeholder mounts it and the user's claim, so the volumes land where the tasks will run.
+        expect(types(missing)).to.deep.equal(["createClaim", "createPlaceholder"]);
         const create = only(missing, "createPlaceholder")[0]!;
         expect(create.plan).to.equal(name);
         expect(create.set.metadata?.name).to.equal(name);
-        expect(create.set.spec?.template.spec?.volumes).to.equal(undefined);
+        const mounted = create.set.spec?.template.spec?.volumes?.map(
+          (v) => v.persistentVolumeClaim?.claimName,
+        );
+        expect(mounted).to.deep.equal([tektonClaimName("data", "source", UID), "user-pvc"]);
         const antiAffinity = create.set.spec?.template.spec?.affinity?.podAntiAffinity;
         const isolated = antiAffinity?.requiredDuringSchedulingIgnoredDuringExecution !== undefined;
         expect(isolated).to.equal(mode === "isolate-pipelinerun");
 
-        expect(decideRun(observe(r, { placeholders: [{ set: true }] }))).to.deep.equal([]);
+        // Present: only the template claim is asked for again (no claim cache; 409 means it exists).
+        expect(types(decideRun(observe(r, { placeholders: [{ set: true }] })))).to.deep.equal([
+          "createClaim",
+        ]);
       });
     }
 
@@ -551,7 +558,7 @@ describe("run decisions", () => {
       expect(evict.problem.reason).to.equal("Cordoned");
       expect(evict.pod.metadata?.uid).to.equal(`pod-of-${evict.plan}`);
       expect(evict.set.metadata?.uid).to.equal(setUid(0));
-      expect(evict.claimName).to.equal(undefined);
+      expect(evict.claimNames).to.deep.equal([]);
     });
 
     it("moves a placeholder at most once per settle period (evicted-at)", () => {
@@ -623,7 +630,26 @@ describe("run decisions", () => {
       it("moves off a cordoned node, carrying the claim for the pinned-volume check", () => {
         const actions = decideRun(held(node("node-a", { cordoned: true })));
         expect(types(actions)).to.deep.equal(["evict"]);
-        expect(only(actions, "evict")[0]!.claimName).to.equal("claim-a");
+        expect(only(actions, "evict")[0]!.claimNames).to.deep.equal(["claim-a"]);
+      });
+
+      it("in pipelineruns mode too: the run-wide placeholder holds every claim of the run", () => {
+        const run = managedRun({
+          gated: false,
+          mode: "pipelineruns",
+          workspaces: [pvc("src", "claim-a"), pvc("cache", "claim-b")],
+        });
+        const on = (n: V1Node) =>
+          observe(run, {
+            placeholders: [{ set: true, pod: { node: "node-a" } }],
+            nodes: [n],
+            troubleSince: { "node-a": NOW - 60_000 },
+          });
+        const notReady = decideRun(on(node("node-a", { notReadySince: NOW - 60_000 })));
+        expect(types(notReady)).to.deep.equal(["cannotMigrate"]);
+        expect(only(notReady, "cannotMigrate")[0]!.message).to.contain("holds claim claim-a, claim-b");
+        const cordoned = decideRun(on(node("node-a", { cordoned: true })));
+        expect(only(cordoned, "evict")[0]!.claimNames).to.deep.equal(["claim-a", "claim-b"]);
       });
     });
 
@@ -716,7 +742,7 @@ describe("run decisions", () => {
         troubleSince: { "node-a": NOW - SETTLE },
       });
       const evict = only(decideRun(obs), "evict")[0]!;
-      expect(pinnedCannotMigrate(evict, "node node-a (PersistentVolume pv-1)")).to.deep.equal({
+      expect(pinnedCannotMigrate(evict, "claim-a", "node node-a (PersistentVolume pv-1)")).to.deep.equal({
         type: "cannotMigrate",
         message: `node node-a is cordoned, but placeholder ${evict.plan} cannot move: its volume claim-a is bound to node node-a (PersistentVolume pv-1); the run's remaining tasks wait until the node is usable again`,
       });
