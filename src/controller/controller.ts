@@ -254,7 +254,11 @@ export class Controller {
       notReadyGraceMs: o.notReadyGraceSeconds * 1000,
       settlePeriodMs: o.settleSeconds * 1000,
       tenancy: o.tenancy,
-      onRunWritten: (run) => this.runChanges.observe(`${run.metadata.namespace}/${run.metadata.name}`, run),
+      onRunWritten: (run) => {
+        this.runChanges.observe(`${run.metadata.namespace}/${run.metadata.name}`, run);
+        const cause = causeOf("PipelineRun", run);
+        if (cause) void this.queue?.markOwnWrite(cause);
+      },
     });
     const policies = new AffinityPolicyReconciler({
       events,
@@ -610,6 +614,13 @@ export class Controller {
     // sit on it; a node that is new or newly usable may fit the runs that wait. Heartbeats are not work.
     const nodes = new ChangeFilter(nodeSchedulingFingerprint);
     const nodesSeen = new Set<string>();
+    // The nodes listed before these handlers existed are known already: their first heartbeat after a
+    // start is not a node becoming usable (it was, for every waiting run, one job per replica start).
+    for (const node of caches.nodes.list()) {
+      const name = node.metadata?.name ?? "";
+      nodes.changed(name, node);
+      nodesSeen.add(name);
+    }
     caches.nodes.onChange((node) => {
       const name = node.metadata?.name ?? "";
       if (!nodes.changed(name, node)) return;

@@ -24,7 +24,7 @@ import { DelayedError, type Job, Queue, Worker } from "bullmq";
 import { Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "pino";
 import { ObjectLocks } from "./object-lock.js";
-import { eventJobId, parseWorkItem, type WorkItem, workKey } from "./work-item.js";
+import { eventJobId, parseWorkItem, type WorkCause, type WorkItem, workKey } from "./work-item.js";
 
 export interface ReconcileResult {
   /** Reconcile again after this long (e.g. still waiting for the scheduler); not an error. */
@@ -146,6 +146,7 @@ export class WorkQueue {
     // and BullMQ adds a job only for the first (an add whose job id exists is a no-op). The job is kept
     // for EVENT_JOB_RETENTION_S after it completes, so a replica that sees the event late adds nothing.
     const jobId = eventJobId(item);
+    if (item.cause?.kind === "PipelineRun" && (await this.isOwnWrite(item.cause))) return;
     await this.queue.add(item.kind, item, {
       delay: delayMs,
       deduplication: { id: workKey(item), keepLastIfActive: true, replace: !throttle },
@@ -154,6 +155,29 @@ export class WorkQueue {
       ...(jobId ? { jobId, removeOnComplete: { age: EVENT_JOB_RETENTION_S } } : { removeOnComplete: true }),
       removeOnFail: true,
     });
+  }
+
+  /**
+   * Records that this controller itself wrote the object at this version (a run patch), so that the
+   * other replicas do not take the watch event of our own write for news. The replica that wrote it
+   * knows already (its change filter is told); without this, each of our writes to a run cost one job
+   * as soon as a second replica ran. Best effort: a replica that sees the event before the mark is
+   * written enqueues it, which costs one harmless job.
+   */
+  async markOwnWrite(cause: WorkCause): Promise<void> {
+    if (!this.lockRedis) return;
+    await this.lockRedis
+      .set(this.ownWriteKey(cause), "1", "EX", EVENT_JOB_RETENTION_S)
+      .catch(() => undefined);
+  }
+
+  private async isOwnWrite(cause: WorkCause): Promise<boolean> {
+    if (!this.lockRedis) return false;
+    return (await this.lockRedis.exists(this.ownWriteKey(cause)).catch(() => 0)) === 1;
+  }
+
+  private ownWriteKey(c: WorkCause): string {
+    return `${this.opts.prefix}:own:${c.kind}/${c.namespace}/${c.name}@${c.resourceVersion}`;
   }
 
   start(handler: ReconcileHandler): void {

@@ -246,6 +246,28 @@ describe("object locks (real redis-server)", function () {
       expect(runs).to.deep.equal(["41", "42"]);
     });
 
+    it("adds no job for the watch event of a run write the controller made itself", async () => {
+      const runs: string[] = [];
+      const [writer, other] = ["a", "b"].map((n) =>
+        replica(n, "own", async (i) => {
+          runs.push(i.cause?.resourceVersion ?? "none");
+          return {};
+        }),
+      );
+      const ours = { kind: "PipelineRun" as const, namespace: "ns", name: "r", resourceVersion: "90" };
+      await writer!.markOwnWrite(ours);
+      await other!.enqueue({ kind: "run", namespace: "ns", name: "r", cause: ours });
+      await other!.enqueue({
+        kind: "run",
+        namespace: "ns",
+        name: "r",
+        cause: { ...ours, resourceVersion: "91" },
+      });
+      await until("the job of the write that was not ours", () => runs.length === 1);
+      await sleep(300);
+      expect(runs).to.deep.equal(["91"]);
+    });
+
     it("still requeues after a job that an event caused", async () => {
       const cause = { kind: "PipelineRun" as const, namespace: "ns", name: "w", resourceVersion: "7" };
       const runs: number[] = [];
