@@ -44,6 +44,7 @@ bench: deps
 	npx tsx bench/admission.ts
 	npx tsx bench/webhooks.ts
 	npx tsx bench/vs-tekton.ts
+	npx tsx bench/scale.ts
 
 clean:
 	rm -rf dist .cluster

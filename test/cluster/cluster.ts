@@ -433,10 +433,28 @@ export class LocalCluster {
       const name = `kwok-node-${i}`;
       if (!existing.has(name)) names.push(name);
     }
-    for (const [i, name] of names.entries()) {
-      await this.clients.core.createNode({ body: fakeNode(name, ZONES[i % ZONES.length]!) });
-    }
-    await Promise.all(names.map((n) => this.waitNodeReady(n, true)));
+    // A few creates at a time, and one list per poll for readiness: a benchmark adds thousands.
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: Math.min(20, names.length) }, async () => {
+        for (let i = next++; i < names.length; i = next++) {
+          await this.clients.core.createNode({ body: fakeNode(names[i]!, ZONES[i % ZONES.length]!) });
+        }
+      }),
+    );
+    const wanted = new Set(names);
+    await waitFor(
+      `${names.length} new node(s) Ready`,
+      async () => {
+        const ready = (await this.listNodes()).filter(
+          (n) =>
+            wanted.has(n.metadata?.name ?? "") &&
+            n.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"),
+        );
+        return ready.length === names.length;
+      },
+      { timeoutMs: 60_000 + names.length * 100 },
+    );
     return names;
   }
 
