@@ -62,6 +62,7 @@ export interface ClusterState {
 
 const ADMIN_TOKEN = "tekton-affinity-harness-admin";
 export const ZONES = ["zone-a", "zone-b", "zone-c"];
+export const ZONE_LABEL = "topology.kubernetes.io/zone";
 const FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node";
 /** Nodes with this annotation keep the status we write instead of KWOK's heartbeat (for NotReady). */
 const CUSTOM_STATUS_ANNOTATION = "kwok.x-k8s.io/status";
@@ -383,11 +384,13 @@ export class LocalCluster {
     for (let i = 0; i < pvCount; i++) await this.createVolume(`pv-${i}`);
   }
 
-  /** A PV from the pool; with `nodeName` a local PV only that node can use; with `claim` pre-bound to it. */
+  /** A PV from the pool; with `nodeName` a local PV only that node can use; with `claim` pre-bound to it;
+   * with `zone` (and no node) a zonal volume that only nodes of that zone can use. */
   async createVolume(
     name: string,
     nodeName?: string,
     claim?: { namespace: string; name: string },
+    zone?: string,
   ): Promise<void> {
     await this.clients.core.createPersistentVolume({
       body: {
@@ -413,7 +416,20 @@ export class LocalCluster {
                   },
                 },
               }
-            : { hostPath: { path: `/tmp/fake-volumes/${name}` } }),
+            : {
+                hostPath: { path: `/tmp/fake-volumes/${name}` },
+                ...(zone
+                  ? {
+                      nodeAffinity: {
+                        required: {
+                          nodeSelectorTerms: [
+                            { matchExpressions: [{ key: ZONE_LABEL, operator: "In", values: [zone] }] },
+                          ],
+                        },
+                      },
+                    }
+                  : {}),
+              }),
         },
       },
     });
@@ -623,7 +639,7 @@ function fakeNode(name: string, zone: string): V1Node {
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "amd64",
-        "topology.kubernetes.io/zone": zone,
+        [ZONE_LABEL]: zone,
         type: "kwok",
       },
     },
