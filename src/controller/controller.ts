@@ -129,6 +129,12 @@ interface Versioned {
   metadata?: { name?: string; namespace?: string; resourceVersion?: string };
 }
 
+/** What waiting for an event needs of a cache, whichever its kind. */
+interface VersionedCache {
+  get(name: string, namespace?: string): Versioned | undefined;
+  lastResourceVersion?: string;
+}
+
 /** How long a job waits for this replica's cache to see the event that caused it (see catchUpWith). */
 const CACHE_CATCH_UP_MS = 2_000;
 /** When a job ran without its event in the cache: how soon it looks again. */
@@ -681,7 +687,11 @@ export class Controller {
     const cache = this.cacheFor(cause.kind);
     if (!cache) return true;
     const seen = () =>
-      cacheHasSeen(cause, cache.get(cause.name, cause.namespace || undefined)?.metadata?.resourceVersion);
+      cacheHasSeen(
+        cause,
+        cache.get(cause.name, cause.namespace || undefined)?.metadata?.resourceVersion,
+        cache.lastResourceVersion,
+      );
     if (seen()) return true;
     const deadline = Date.now() + CACHE_CATCH_UP_MS;
     while (!seen()) {
@@ -695,12 +705,10 @@ export class Controller {
     return true;
   }
 
-  private cacheFor(
-    kind: CauseKind,
-  ): { get(name: string, namespace?: string): Versioned | undefined } | undefined {
+  private cacheFor(kind: CauseKind): VersionedCache | undefined {
     const c = this.caches;
     if (!c) return undefined;
-    const byKind: Record<CauseKind, { get(name: string, namespace?: string): Versioned | undefined }> = {
+    const byKind: Record<CauseKind, VersionedCache> = {
       PipelineRun: c.runs,
       AffinityPolicy: c.policies,
       StatefulSet: c.placeholderSets,

@@ -42,6 +42,12 @@ export class WatchedCache<T extends k8s.KubernetesObject> {
   });
   /** True once a list has succeeded: from then on the cache holds the cluster's objects. */
   synced = false;
+  /**
+   * The resourceVersion of the last list or event this cache applied. A watch delivers its events in
+   * resourceVersion order, so an event at version V has been applied once this is at least V, even if
+   * the object has changed or gone since (a job waits on it; see the controller's catchUpWith).
+   */
+  lastResourceVersion?: string;
 
   constructor(
     readonly kind: string,
@@ -56,6 +62,7 @@ export class WatchedCache<T extends k8s.KubernetesObject> {
     const listed = async () => {
       const result = trimList(await list(), trim);
       this.failures = 0;
+      if (result.metadata?.resourceVersion) this.lastResourceVersion = result.metadata.resourceVersion;
       if (!this.synced) {
         this.synced = true;
         // After the informer has put the listed objects in its cache (it does so once we return).
@@ -98,6 +105,8 @@ export class WatchedCache<T extends k8s.KubernetesObject> {
 
   private emit(event: "change" | "delete", obj: T): void {
     this.failures = 0;
+    // After the informer applied it to its cache (it calls us once it has).
+    if (obj.metadata?.resourceVersion) this.lastResourceVersion = obj.metadata.resourceVersion;
     for (const h of this.handlers[event]) {
       try {
         h(obj);

@@ -93,7 +93,16 @@ export function parseWorkItem(data: unknown): WorkItem | undefined {
  * and increasing, and only then are they compared. Anything else counts as caught up: the wait is an
  * optimisation, never a condition for the work to run.
  */
-export function cacheHasSeen(cause: WorkCause, cachedVersion: string | undefined): boolean {
+export function cacheHasSeen(
+  cause: WorkCause,
+  cachedVersion: string | undefined,
+  cacheVersion?: string,
+): boolean {
+  // The cache as a whole is past the event: it applied it, whatever the object became since (changed
+  // again, deleted, or left a label-selected cache).
+  if (cacheVersion && /^\d+$/.test(cacheVersion) && /^\d+$/.test(cause.resourceVersion)) {
+    if (BigInt(cacheVersion) >= BigInt(cause.resourceVersion)) return true;
+  }
   if (!/^\d+$/.test(cause.resourceVersion)) return true;
   if (cachedVersion === undefined) return cause.deleted === true;
   if (!/^\d+$/.test(cachedVersion)) return true;

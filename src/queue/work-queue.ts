@@ -146,7 +146,10 @@ export class WorkQueue {
     // and BullMQ adds a job only for the first (an add whose job id exists is a no-op). The job is kept
     // for EVENT_JOB_RETENTION_S after it completes, so a replica that sees the event late adds nothing.
     const jobId = eventJobId(item);
-    if (item.cause?.kind === "PipelineRun" && (await this.isOwnWrite(item.cause))) return;
+    // A DELETED event is news even when our write caused it (a run released without co-scheduling
+    // loses our label and leaves the cache): its policy's active-run count changes.
+    const c = item.cause;
+    if (c?.kind === "PipelineRun" && !c.deleted && (await this.isOwnWrite(c))) return;
     await this.queue.add(item.kind, item, {
       delay: delayMs,
       deduplication: { id: workKey(item), keepLastIfActive: true, replace: !throttle },

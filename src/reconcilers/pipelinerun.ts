@@ -477,8 +477,10 @@ export class PipelineRunReconciler {
     // precondition makes a late duplicate of this job harmless. A placeholder without a claim holds no
     // data, so it is force-deleted (its node may be gone or NotReady). One with a claim is deleted the
     // normal way (its grace period is 0): its node is up here, and its kubelet confirms the container
-    // is gone, so the StatefulSet never runs two pods on one ReadWriteOnce volume.
-    const holdsClaim = claimNames.length > 0;
+    // is gone, so the StatefulSet never runs two pods on one ReadWriteOnce volume. A node object that
+    // is gone has no kubelet left to confirm anything (whoever deleted it vouched for it, as the
+    // CannotMigrate event asks): waiting for a confirmation would only wait for pod garbage collection.
+    const holdsClaim = claimNames.length > 0 && reason !== "Gone";
     await this.o.clients.core
       .deleteNamespacedPod({
         name: pod.metadata!.name!,

@@ -306,5 +306,14 @@ describe("work caused by a watch event", () => {
         expect(cacheHasSeen(c, cached)).to.equal(seen);
       });
     }
+
+    it("has seen it once the cache as a whole is past it, even with the object gone or older", () => {
+      // e.g. a pod changed at 1042 and deleted since: the object is absent, the cache is at 1050.
+      expect(cacheHasSeen(cause, undefined, "1050")).to.equal(true);
+      expect(cacheHasSeen(cause, "1041", "1042")).to.equal(true);
+      // A cache still behind the event waits, object or not.
+      expect(cacheHasSeen(cause, undefined, "1041")).to.equal(false);
+      expect(cacheHasSeen(cause, "1041", "1041")).to.equal(false);
+    });
   });
 });

@@ -1039,4 +1039,20 @@ describe("PipelineRunReconciler executing the decisions", () => {
     expect(del.body).to.deep.equal({ preconditions: { uid: `pod-of-${planNames(r, "workspaces")[0]}` } });
     expect(zonal.events.map(([reason]) => reason)).to.deep.equal(["Migrating"]);
   });
+
+  it("force-deletes a placeholder whose node object is gone, claim or not: no kubelet is left to confirm", async () => {
+    const r = managedRun({ gated: false, mode: "workspaces", workspaces: [pvc("src", "claim-a")] });
+    // node-a is not in the cache: deleted.
+    const world: World = { placeholders: [{ set: true, pod: { node: "node-a" } }], nodes: [] };
+    // It went bad (then away) longer ago than the settle period, as this replica's node watch saw it.
+    const tracker = new NodeTracker();
+    tracker.observe(node("node-a", { cordoned: true }), Date.now() - 60_000);
+    const h = harness(r, world, { readNamespacedPersistentVolumeClaim: () => ({ spec: {} }) }, tracker);
+    await h.reconcile();
+    const del = h.calls.find(([n]) => n === "deleteNamespacedPod")?.[1] as
+      | { body: { gracePeriodSeconds?: number } }
+      | undefined;
+    expect(del, "the pod was deleted").to.not.equal(undefined);
+    expect(del!.body.gracePeriodSeconds).to.equal(0);
+  });
 });
