@@ -2,19 +2,22 @@
 //   Ready        False when the spec is invalid or Tekton's own affinity assistant would fight ours.
 //   Overlapping  True when another policy can select the same runs; says which one wins.
 //   activeRuns   runs this policy manages that have not finished.
+//
+// Decide, then act. The decisions live in policy-decisions.ts: pure functions, unit-tested without a
+// cluster (test/unit/policy-decisions.test.ts). A reconcile here gathers what the caches say, Tekton's
+// coschedule flag and whether the policy's ServiceAccount exists into a PolicyObservation (observe),
+// asks decidePolicy for a list of PolicyActions, and performs them in order (execute).
 
 import type { CoreV1Api } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { GROUP, PLURAL, POLICY_ANNOTATION, VERSION } from "../api/constants.js";
-import { overlapReport } from "../api/resolve.js";
+import { GROUP, PLURAL, VERSION } from "../api/constants.js";
 import { DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
-import type { AffinityPolicy, AffinityPolicyStatus, Condition } from "../api/types.js";
+import type { AffinityPolicy } from "../api/types.js";
 import { isNotFound, type KubeClients, mergePatch } from "../kube/clients.js";
 import type { EventRecorder } from "../kube/events.js";
 import type { Caches } from "../kube/informers.js";
 import type { TektonFlags } from "../kube/tekton-flags.js";
-import { policyErrors } from "../webhooks/policies.js";
-import { isDone } from "./pipelinerun.js";
+import { decidePolicy, type PolicyAction, type PolicyObservation } from "./policy-decisions.js";
 
 export interface PolicyReconcilerOptions {
   clients: KubeClients;
@@ -46,165 +49,90 @@ class ServiceAccounts {
   }
 }
 
-function condition(
-  type: string,
-  status: Condition["status"],
-  reason: string,
-  message: string,
-  generation?: number,
-) {
-  return { type, status, reason, message, observedGeneration: generation };
-}
-
-/** Keeps lastTransitionTime when a condition's status did not change. */
-function withTransitionTimes(
-  next: Omit<Condition, "lastTransitionTime">[],
-  previous: Condition[] = [],
-): Condition[] {
-  const now = new Date().toISOString();
-  return next.map((c) => {
-    const old = previous.find((p) => p.type === c.type);
-    return { ...c, lastTransitionTime: old && old.status === c.status ? old.lastTransitionTime : now };
-  });
-}
-
 export class AffinityPolicyReconciler {
   private readonly flags: TektonFlags;
   private readonly serviceAccounts: ServiceAccounts;
+  private readonly limits: TenancyLimits;
 
   constructor(private readonly o: PolicyReconcilerOptions) {
     this.flags = o.tektonFlags;
     this.serviceAccounts = new ServiceAccounts(o.clients.core);
-  }
-
-  async desiredStatus(policy: AffinityPolicy): Promise<AffinityPolicyStatus> {
-    const ns = policy.metadata.namespace;
-    const generation = policy.metadata.generation;
-    const limits = this.o.tenancy ?? DEFAULT_TENANCY_LIMITS;
-    const errors = policyErrors(policy, limits);
-    const coschedule = await this.flags.coschedule();
-    const serviceAccount = policy.spec.placeholder?.serviceAccountName;
-    const missingServiceAccount =
-      serviceAccount !== undefined && !(await this.serviceAccounts.exists(ns, serviceAccount));
-    let ready: Omit<Condition, "lastTransitionTime">;
-    if (errors.length) {
-      ready = condition(
-        "Ready",
-        "False",
-        "InvalidSpec",
-        errors.map((e) => `${e.field}: ${e.message}`).join("; "),
-        generation,
-      );
-    } else if (missingServiceAccount) {
-      ready = condition(
-        "Ready",
-        "False",
-        "ServiceAccountNotFound",
-        `spec.placeholder.serviceAccountName "${serviceAccount}" does not exist in namespace ${ns}, so placeholder pods cannot be created and runs wait at the gate; create the ServiceAccount or change the field`,
-        generation,
-      );
-    } else if (coschedule && coschedule !== "disabled" && policy.spec.mode !== "disabled") {
-      ready = condition(
-        "Ready",
-        "False",
-        "TektonAffinityAssistantEnabled",
-        `Tekton's own affinity assistant is on (feature-flags coschedule: "${coschedule}") and would co-schedule these runs too; set coschedule: "disabled" in the feature-flags ConfigMap of Tekton's namespace (tekton-affinity migrate prints the equivalent policies)`,
-        generation,
-      );
-    } else {
-      ready = condition(
-        "Ready",
-        "True",
-        "Active",
-        `mode ${policy.spec.mode} applies to the PipelineRuns this policy selects${this.isolationNote(policy, limits)}`,
-        generation,
-      );
-    }
-    const report = overlapReport(policy, this.o.caches.policies.list(ns) as AffinityPolicy[]);
-    const overlapping = report?.overlaps.length
-      ? condition("Overlapping", "True", "SelectorsOverlap", report.message, generation)
-      : condition(
-          "Overlapping",
-          "False",
-          "NoOverlap",
-          "no other AffinityPolicy in this namespace selects the same runs",
-          generation,
-        );
-    const activeRuns = this.o.caches.runs
-      .list(ns)
-      .filter(
-        (r) => r.metadata.annotations?.[POLICY_ANNOTATION] === policy.metadata.name && !isDone(r),
-      ).length;
-    return {
-      observedGeneration: generation,
-      activeRuns,
-      conditions: withTransitionTimes([ready, overlapping], policy.status?.conditions),
-    };
-  }
-
-  /** Cluster-scope isolation reaches only the namespace's isolation group: say which, or that there is none. */
-  private isolationNote(policy: AffinityPolicy, limits: TenancyLimits): string {
-    if (
-      policy.spec.mode !== "isolate-pipelinerun" ||
-      (policy.spec.isolation?.scope ?? "cluster") !== "cluster"
-    )
-      return "";
-    const ns = policy.metadata.namespace;
-    const group = this.o.caches.namespaces.get(ns)?.metadata?.labels?.[limits.isolationGroupLabel];
-    return group
-      ? `; isolation spans the namespaces of isolation group "${group}"`
-      : `; namespace ${ns} is in no isolation group, so its runs are isolated from this namespace's runs only (a cluster admin adds it to a group with the namespace label ${limits.isolationGroupLabel})`;
-  }
-
-  /** A Warning event each time the policy's Ready condition turns False for a new reason. */
-  private reportNotReady(policy: AffinityPolicy, next: AffinityPolicyStatus): void {
-    const ready = readyOf(next);
-    const before = readyOf(policy.status);
-    if (!this.o.events || ready?.status !== "False") return;
-    if (before?.status === "False" && before.reason === ready.reason) return;
-    void this.o.events.record(
-      {
-        apiVersion: `${GROUP}/${VERSION}`,
-        kind: "AffinityPolicy",
-        name: policy.metadata.name,
-        namespace: policy.metadata.namespace,
-        uid: policy.metadata.uid,
-      },
-      "Warning",
-      ready.reason,
-      ready.message,
-    );
+    this.limits = o.tenancy ?? DEFAULT_TENANCY_LIMITS;
   }
 
   async reconcile(namespace: string, name: string): Promise<Record<string, never>> {
     const policy = this.o.caches.policies.get(name, namespace) as AffinityPolicy | undefined;
     if (!policy || policy.metadata.deletionTimestamp) return {};
-    const status = await this.desiredStatus(policy);
-    if (sameStatus(status, policy.status)) return {};
-    this.reportNotReady(policy, status);
-    await this.o.clients.custom.patchNamespacedCustomObjectStatus(
-      {
-        group: GROUP,
-        version: VERSION,
-        plural: PLURAL,
-        namespace,
-        name,
-        // Fenced: a stale view gets 409 and the job retries with fresh state.
-        body: { metadata: { resourceVersion: policy.metadata.resourceVersion }, status },
-      },
-      mergePatch(),
-    );
-    this.o.logger.debug({ namespace, name, status }, "policy status updated");
+    const obs = await this.observe(policy);
+    await this.execute(policy, decidePolicy(obs));
     return {};
   }
-}
 
-function readyOf(status: AffinityPolicyStatus | undefined): Condition | undefined {
-  return status?.conditions?.find((c) => c.type === "Ready");
-}
+  // ---- observe ----
 
-function sameStatus(a: AffinityPolicyStatus, b: AffinityPolicyStatus | undefined): boolean {
-  if (!b || a.observedGeneration !== b.observedGeneration || a.activeRuns !== b.activeRuns) return false;
-  const strip = (cs: Condition[] = []) => cs.map(({ lastTransitionTime: _, ...rest }) => rest);
-  return JSON.stringify(strip(a.conditions)) === JSON.stringify(strip(b.conditions));
+  /** The only I/O besides the caches: Tekton's flag and the ServiceAccount, each read at most every 10 s. */
+  private async observe(policy: AffinityPolicy): Promise<PolicyObservation> {
+    const { caches } = this.o;
+    const ns = policy.metadata.namespace;
+    const coschedule = await this.flags.coschedule();
+    // Looked up whenever the policy names one, valid or not: its absence is reported once the spec is.
+    const serviceAccount = policy.spec.placeholder?.serviceAccountName;
+    const serviceAccountExists =
+      serviceAccount === undefined ? undefined : await this.serviceAccounts.exists(ns, serviceAccount);
+    const isolationGroup = caches.namespaces.get(ns)?.metadata?.labels?.[this.limits.isolationGroupLabel];
+    return {
+      policy,
+      policies: caches.policies.list(ns) as AffinityPolicy[],
+      runs: caches.runs.list(ns),
+      ...(coschedule !== undefined ? { coschedule } : {}),
+      ...(serviceAccountExists !== undefined ? { serviceAccountExists } : {}),
+      ...(isolationGroup !== undefined ? { isolationGroup } : {}),
+      limits: this.limits,
+      now: Date.now(),
+    };
+  }
+
+  // ---- act ----
+
+  private async execute(policy: AffinityPolicy, actions: PolicyAction[]): Promise<void> {
+    const { namespace, name } = policy.metadata;
+    for (const a of actions) {
+      switch (a.type) {
+        case "event":
+          // Events are for people; a reconcile does not wait for them (the recorder logs its own failures).
+          void this.o.events?.record(
+            {
+              apiVersion: `${GROUP}/${VERSION}`,
+              kind: "AffinityPolicy",
+              name,
+              namespace,
+              uid: policy.metadata.uid,
+            },
+            a.eventType,
+            a.reason,
+            a.message,
+          );
+          break;
+        case "writeStatus":
+          await this.o.clients.custom.patchNamespacedCustomObjectStatus(
+            {
+              group: GROUP,
+              version: VERSION,
+              plural: PLURAL,
+              namespace,
+              name,
+              // Fenced: a stale view gets 409 and the job retries with fresh state.
+              body: { metadata: { resourceVersion: a.resourceVersion }, status: a.status },
+            },
+            mergePatch(),
+          );
+          this.o.logger.debug({ namespace, name, status: a.status }, "policy status updated");
+          break;
+        default: {
+          const unknown: never = a;
+          throw new Error(`unknown policy action ${JSON.stringify(unknown)}`);
+        }
+      }
+    }
+  }
 }

@@ -1,0 +1,426 @@
+// The AffinityPolicy reconciler's decisions as a table: an observation in, the actions out. No cluster.
+
+import { expect } from "chai";
+import { pino } from "pino";
+import { POLICY_ANNOTATION } from "../../src/api/constants.js";
+import { RESOLUTION_RULE } from "../../src/api/resolve.js";
+import { DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
+import type {
+  AffinityPolicy,
+  AffinityPolicySpec,
+  AffinityPolicyStatus,
+  Condition,
+  PipelineRun,
+} from "../../src/api/types.js";
+import type { KubeClients } from "../../src/kube/clients.js";
+import type { EventRecorder } from "../../src/kube/events.js";
+import type { Caches } from "../../src/kube/informers.js";
+import type { TektonFlags } from "../../src/kube/tekton-flags.js";
+import { AffinityPolicyReconciler } from "../../src/reconcilers/affinitypolicy.js";
+import {
+  decidePolicy,
+  type PolicyAction,
+  type PolicyActionOf,
+  type PolicyObservation,
+  readyOf,
+} from "../../src/reconcilers/policy-decisions.js";
+import { policy as basePolicy, run as baseRun } from "./helpers.js";
+
+const NOW = Date.parse("2025-03-01T12:00:00Z");
+const EARLIER = "2025-02-01T08:00:00.000Z";
+
+function policy(
+  name = "default",
+  spec: Partial<AffinityPolicySpec> = {},
+  meta: Partial<AffinityPolicy["metadata"]> = {},
+): AffinityPolicy {
+  return basePolicy(name, spec, { uid: `uid-${name}`, generation: 3, resourceVersion: "17", ...meta });
+}
+
+function observe(p: AffinityPolicy, o: Partial<Omit<PolicyObservation, "policy">> = {}): PolicyObservation {
+  return { policy: p, policies: [p], runs: [], limits: DEFAULT_TENANCY_LIMITS, now: NOW, ...o };
+}
+
+function managedRun(name: string, policyName: string, succeeded?: Condition["status"]): PipelineRun {
+  const r = baseRun({}, {});
+  r.metadata.name = name;
+  r.metadata.annotations = { [POLICY_ANNOTATION]: policyName };
+  if (succeeded) r.status = { conditions: [{ type: "Succeeded", status: succeeded, reason: "x" }] };
+  return r;
+}
+
+/** The status a decision writes; fails the test when it writes none. */
+function written(actions: PolicyAction[]): AffinityPolicyStatus {
+  const w = actions.find((a): a is PolicyActionOf<"writeStatus"> => a.type === "writeStatus");
+  expect(w, "a status write").to.not.equal(undefined);
+  return w!.status;
+}
+
+const cond = (status: AffinityPolicyStatus, type: string) => status.conditions?.find((c) => c.type === type);
+const eventsOf = (actions: PolicyAction[]) => actions.filter((a) => a.type === "event");
+/** The policy as it is once `status` was written. */
+const withStatus = (p: AffinityPolicy, status: AffinityPolicyStatus): AffinityPolicy => ({ ...p, status });
+
+describe("policy decisions", () => {
+  describe("Ready", () => {
+    it("is True for a valid policy, saying what its mode does; the write is fenced", () => {
+      const p = policy("default", { mode: "pipelineruns" });
+      const actions = decidePolicy(observe(p));
+      expect(actions).to.have.length(1);
+      expect(actions[0]).to.include({ type: "writeStatus", resourceVersion: "17" });
+      const status = written(actions);
+      expect(status.observedGeneration).to.equal(3);
+      expect(cond(status, "Ready")).to.deep.equal({
+        type: "Ready",
+        status: "True",
+        reason: "Active",
+        message: "mode pipelineruns applies to the PipelineRuns this policy selects",
+        observedGeneration: 3,
+        lastTransitionTime: new Date(NOW).toISOString(),
+      });
+      expect(eventsOf(actions)).to.deep.equal([]);
+    });
+
+    it("is False for an invalid spec, naming every field, with one Warning event before the write", () => {
+      const p = policy("default", { topologyKey: "example.com/rack", maxWait: "soon" });
+      const actions = decidePolicy(observe(p));
+      const ready = cond(written(actions), "Ready")!;
+      expect(ready).to.include({ status: "False", reason: "InvalidSpec", observedGeneration: 3 });
+      expect(ready.message).to.match(
+        /^spec\.topologyKey: "example\.com\/rack" is not allowed on this cluster; /,
+      );
+      expect(ready.message).to.contain('; spec.maxWait: "soon" is not a positive duration');
+      expect(actions.map((a) => a.type)).to.deep.equal(["event", "writeStatus"]);
+      expect(actions[0]).to.deep.equal({
+        type: "event",
+        eventType: "Warning",
+        reason: "InvalidSpec",
+        message: ready.message,
+      });
+    });
+
+    it("records no event again while it stays False for the same reason", () => {
+      const p = policy("default", { topologyKey: "example.com/rack" });
+      const first = written(decidePolicy(observe(p)));
+      // Something else changed (a run started): the status is written, the event is not repeated.
+      const again = decidePolicy(observe(withStatus(p, first), { runs: [managedRun("r1", "default")] }));
+      expect(written(again).activeRuns).to.equal(1);
+      expect(cond(written(again), "Ready")?.reason).to.equal("InvalidSpec");
+      expect(eventsOf(again)).to.deep.equal([]);
+    });
+
+    it("records an event again when it stays False for another reason", () => {
+      const p = policy("default", { placeholder: { serviceAccountName: "builder" } });
+      const missing = written(decidePolicy(observe(p, { serviceAccountExists: false })));
+      const actions = decidePolicy(
+        observe(withStatus(p, missing), { serviceAccountExists: true, coschedule: "workspaces" }),
+      );
+      expect(eventsOf(actions).map((e) => e.reason)).to.deep.equal(["TektonAffinityAssistantEnabled"]);
+    });
+
+    it("records no event when it turns True", () => {
+      const p = policy("default", { topologyKey: "example.com/rack" });
+      const invalid = written(decidePolicy(observe(p)));
+      const fixed = { ...p, spec: { mode: "workspaces" as const }, status: invalid };
+      const actions = decidePolicy(observe(fixed));
+      expect(cond(written(actions), "Ready")?.status).to.equal("True");
+      expect(eventsOf(actions)).to.deep.equal([]);
+    });
+
+    it("is False while Tekton's own affinity assistant is on, unless the policy is disabled", () => {
+      const p = policy("default", { mode: "workspaces" });
+      const actions = decidePolicy(observe(p, { coschedule: "isolate-pipelinerun" }));
+      const ready = cond(written(actions), "Ready")!;
+      expect(ready).to.include({ status: "False", reason: "TektonAffinityAssistantEnabled" });
+      expect(ready.message).to.equal(
+        `Tekton's own affinity assistant is on (feature-flags coschedule: "isolate-pipelinerun") and would co-schedule these runs too; set coschedule: "disabled" in the feature-flags ConfigMap of Tekton's namespace (tekton-affinity migrate prints the equivalent policies)`,
+      );
+      expect(eventsOf(actions)).to.deep.equal([
+        { type: "event", eventType: "Warning", reason: ready.reason, message: ready.message },
+      ]);
+      const disabled = policy("default", { mode: "disabled" });
+      expect(
+        readyOf(written(decidePolicy(observe(disabled, { coschedule: "workspaces" }))))?.status,
+      ).to.equal("True");
+      for (const coschedule of ["disabled", undefined]) {
+        const obs = observe(p, coschedule ? { coschedule } : {});
+        expect(readyOf(written(decidePolicy(obs)))?.status, String(coschedule)).to.equal("True");
+      }
+    });
+
+    it("says which isolation group cluster-scope isolation spans, or that there is none", () => {
+      const p = policy("default", { mode: "isolate-pipelinerun" });
+      const grouped = readyOf(written(decidePolicy(observe(p, { isolationGroup: "payments" }))));
+      expect(grouped?.message).to.equal(
+        'mode isolate-pipelinerun applies to the PipelineRuns this policy selects; isolation spans the namespaces of isolation group "payments"',
+      );
+      const alone = readyOf(written(decidePolicy(observe(p))));
+      expect(alone?.message).to.equal(
+        "mode isolate-pipelinerun applies to the PipelineRuns this policy selects; namespace team-a is in no isolation group, so its runs are isolated from this namespace's runs only (a cluster admin adds it to a group with the namespace label affinity.tekton.dev/isolation-group)",
+      );
+      const namespaced = policy("default", {
+        mode: "isolate-pipelinerun",
+        isolation: { scope: "namespace" },
+      });
+      expect(readyOf(written(decidePolicy(observe(namespaced))))?.message).to.equal(
+        "mode isolate-pipelinerun applies to the PipelineRuns this policy selects",
+      );
+    });
+  });
+
+  describe("a missing ServiceAccount", () => {
+    const p = policy("default", { mode: "pipelineruns", placeholder: { serviceAccountName: "builder" } });
+
+    it("makes Ready False, saying why runs wait, with a Warning event", () => {
+      const actions = decidePolicy(observe(p, { serviceAccountExists: false }));
+      const ready = readyOf(written(actions))!;
+      expect(ready).to.include({ status: "False", reason: "ServiceAccountNotFound" });
+      expect(ready.message).to.equal(
+        'spec.placeholder.serviceAccountName "builder" does not exist in namespace team-a, so placeholder pods cannot be created and runs wait at the gate; create the ServiceAccount or change the field',
+      );
+      expect(eventsOf(actions).map((e) => e.reason)).to.deep.equal(["ServiceAccountNotFound"]);
+    });
+
+    it("comes after an invalid spec and before Tekton's assistant", () => {
+      const invalid = policy("default", { ...p.spec, topologyKey: "example.com/rack" });
+      expect(
+        readyOf(written(decidePolicy(observe(invalid, { serviceAccountExists: false }))))?.reason,
+      ).to.equal("InvalidSpec");
+      const obs = observe(p, { serviceAccountExists: false, coschedule: "workspaces" });
+      expect(readyOf(written(decidePolicy(obs)))?.reason).to.equal("ServiceAccountNotFound");
+    });
+
+    it("does not matter once it exists, or when the policy names none", () => {
+      expect(readyOf(written(decidePolicy(observe(p, { serviceAccountExists: true }))))?.status).to.equal(
+        "True",
+      );
+      const unnamed = policy("default", { mode: "pipelineruns" });
+      expect(
+        readyOf(written(decidePolicy(observe(unnamed, { serviceAccountExists: false }))))?.status,
+      ).to.equal("True");
+    });
+  });
+
+  describe("Overlapping", () => {
+    const older = policy("older", {}, { creationTimestamp: "2024-01-01T00:00:00Z" });
+    const newer = policy("newer", {}, { creationTimestamp: "2024-06-01T00:00:00Z" });
+
+    it("is True when another policy selects the same runs, naming the winner", () => {
+      const loser = cond(written(decidePolicy(observe(newer, { policies: [older, newer] }))), "Overlapping");
+      expect(loser).to.include({ status: "True", reason: "SelectorsOverlap", observedGeneration: 3 });
+      expect(loser?.message).to.equal(
+        `selector overlaps other policies: loses to older for runs both select (${RESOLUTION_RULE}); make the selectors disjoint or more specific to control which applies`,
+      );
+      const winner = cond(written(decidePolicy(observe(older, { policies: [older, newer] }))), "Overlapping");
+      expect(winner?.message).to.contain("wins over newer for runs both select");
+    });
+
+    it("is False when no other policy can select the same runs", () => {
+      const apart = policy("apart", { pipelineRunSelector: { matchLabels: { team: "b" } } });
+      const mine = policy("mine", { pipelineRunSelector: { matchLabels: { team: "a" } } });
+      const deleting = policy("deleting", {}, { deletionTimestamp: EARLIER });
+      const overlapping = cond(
+        written(decidePolicy(observe(mine, { policies: [mine, apart, deleting] }))),
+        "Overlapping",
+      );
+      expect(overlapping).to.deep.equal({
+        type: "Overlapping",
+        status: "False",
+        reason: "NoOverlap",
+        message: "no other AffinityPolicy in this namespace selects the same runs",
+        observedGeneration: 3,
+        lastTransitionTime: new Date(NOW).toISOString(),
+      });
+    });
+  });
+
+  describe("activeRuns", () => {
+    it("counts the policy's runs that have not finished", () => {
+      const runs = [
+        managedRun("running", "default", "Unknown"),
+        managedRun("starting", "default"),
+        managedRun("succeeded", "default", "True"),
+        managedRun("failed", "default", "False"),
+        managedRun("someone-elses", "other"),
+        baseRun(),
+      ];
+      expect(written(decidePolicy(observe(policy(), { runs }))).activeRuns).to.equal(2);
+    });
+  });
+
+  describe("writing the status", () => {
+    it("writes nothing when the status is unchanged, whatever the time", () => {
+      const p = policy("default", { topologyKey: "example.com/rack" });
+      const runs = [managedRun("r1", "default")];
+      const status = written(decidePolicy(observe(p, { runs })));
+      expect(decidePolicy(observe(withStatus(p, status), { runs, now: NOW + 3_600_000 }))).to.deep.equal([]);
+    });
+
+    it("writes again when activeRuns, the generation or a condition's message changes", () => {
+      const p = policy();
+      const status = written(decidePolicy(observe(p)));
+      const current = withStatus(p, status);
+      expect(
+        written(decidePolicy(observe(current, { runs: [managedRun("r1", "default")] }))).activeRuns,
+      ).to.equal(1);
+      const edited = { ...current, metadata: { ...current.metadata, generation: 4 } };
+      expect(written(decidePolicy(observe(edited))).observedGeneration).to.equal(4);
+      const other = policy("other", {}, { creationTimestamp: "2023-01-01T00:00:00Z" });
+      expect(
+        cond(written(decidePolicy(observe(current, { policies: [current, other] }))), "Overlapping")?.status,
+      ).to.equal("True");
+    });
+
+    it("keeps lastTransitionTime while a condition's status stays, and moves it when it changes", () => {
+      const p = policy("default", { mode: "isolate-pipelinerun" });
+      const before: AffinityPolicyStatus = {
+        observedGeneration: 3,
+        activeRuns: 0,
+        conditions: [
+          {
+            type: "Ready",
+            status: "True",
+            reason: "Active",
+            message: "old words",
+            lastTransitionTime: EARLIER,
+          },
+          {
+            type: "Overlapping",
+            status: "False",
+            reason: "NoOverlap",
+            message: "x",
+            lastTransitionTime: EARLIER,
+          },
+        ],
+      };
+      // Ready stays True with another message: its time stays.
+      const status = written(decidePolicy(observe(withStatus(p, before), { isolationGroup: "payments" })));
+      expect(cond(status, "Ready")?.lastTransitionTime).to.equal(EARLIER);
+      // Ready turns False: its time is now; Overlapping, unchanged, keeps its own.
+      const turned = written(decidePolicy(observe(withStatus(p, before), { coschedule: "workspaces" })));
+      expect(cond(turned, "Ready")?.lastTransitionTime).to.equal(new Date(NOW).toISOString());
+      expect(cond(turned, "Overlapping")?.lastTransitionTime).to.equal(EARLIER);
+    });
+  });
+
+  it("never reads the clock: time comes from the observation", () => {
+    const realNow = Date.now;
+    Date.now = () => {
+      throw new Error("Date.now() called in a decision");
+    };
+    try {
+      const status = written(decidePolicy(observe(policy(), { now: NOW + 1234 })));
+      expect(cond(status, "Ready")?.lastTransitionTime).to.equal(new Date(NOW + 1234).toISOString());
+    } finally {
+      Date.now = realNow;
+    }
+  });
+});
+
+// ---- the executor, against a fake API: the ServiceAccount lookup and the writes ----
+
+describe("AffinityPolicyReconciler executing the decisions", () => {
+  type Call = [string, unknown];
+  const notFound = () => Object.assign(new Error("not found"), { code: 404, body: "{}" });
+
+  function harness(
+    p: AffinityPolicy,
+    o: { serviceAccount?: () => unknown; coschedule?: string; events?: boolean } = {},
+  ) {
+    const calls: Call[] = [];
+    const events: [string, string, string][] = [];
+    const client = new Proxy(
+      {},
+      {
+        get: (_, name) => async (arg: unknown) => {
+          calls.push([String(name), arg]);
+          if (name === "readNamespacedServiceAccount" && o.serviceAccount) return o.serviceAccount();
+          return {};
+        },
+      },
+    );
+    const cache = <T extends { metadata?: { name?: string } }>(items: T[]) => ({
+      get: (name: string) => items.find((i) => i.metadata?.name === name),
+      list: () => items,
+    });
+    const caches = {
+      policies: cache([p]),
+      runs: cache([managedRun("r1", p.metadata.name)]),
+      namespaces: cache([]),
+    } as unknown as Caches;
+    const reconciler = new AffinityPolicyReconciler({
+      clients: { core: client, custom: client } as unknown as KubeClients,
+      caches,
+      logger: pino({ level: "silent" }),
+      tektonFlags: { coschedule: async () => o.coschedule } as unknown as TektonFlags,
+      ...(o.events === false
+        ? {}
+        : {
+            events: {
+              record: async (_t: unknown, type: string, reason: string, message: string) => {
+                calls.push(["event", reason]);
+                events.push([type, reason, message]);
+              },
+            } as unknown as EventRecorder,
+          }),
+    });
+    return { reconcile: () => reconciler.reconcile("team-a", p.metadata.name), calls, events };
+  }
+
+  const patches = (calls: Call[]) =>
+    calls.filter(([name]) => name === "patchNamespacedCustomObjectStatus").map(([, arg]) => arg);
+
+  it("looks the ServiceAccount up, records the event, then writes the status fenced by resourceVersion", async () => {
+    const p = policy("default", { mode: "pipelineruns", placeholder: { serviceAccountName: "builder" } });
+    const h = harness(p, {
+      serviceAccount: () => {
+        throw notFound();
+      },
+    });
+    expect(await h.reconcile()).to.deep.equal({});
+    expect(h.calls.map(([name]) => name)).to.deep.equal([
+      "readNamespacedServiceAccount",
+      "event",
+      "patchNamespacedCustomObjectStatus",
+    ]);
+    expect(h.calls[0]![1]).to.deep.equal({ name: "builder", namespace: "team-a" });
+    expect(h.events.map(([type, reason]) => [type, reason])).to.deep.equal([
+      ["Warning", "ServiceAccountNotFound"],
+    ]);
+    const [patch] = patches(h.calls) as {
+      namespace: string;
+      name: string;
+      body: { metadata: { resourceVersion: string }; status: AffinityPolicyStatus };
+    }[];
+    expect(patch).to.include({ namespace: "team-a", name: "default" });
+    expect(patch!.body.metadata).to.deep.equal({ resourceVersion: "17" });
+    expect(readyOf(patch!.body.status)?.reason).to.equal("ServiceAccountNotFound");
+    expect(patch!.body.status.activeRuns).to.equal(1);
+  });
+
+  it("fails the reconcile (for a retry) when the ServiceAccount lookup fails otherwise", async () => {
+    const p = policy("default", { placeholder: { serviceAccountName: "builder" } });
+    const h = harness(p, {
+      serviceAccount: () => {
+        throw Object.assign(new Error("forbidden"), { code: 403, body: "{}" });
+      },
+    });
+    let failed: unknown;
+    await h.reconcile().catch((err) => {
+      failed = err;
+    });
+    expect(failed).to.be.instanceOf(Error);
+    expect(patches(h.calls)).to.deep.equal([]);
+  });
+
+  it("writes the status without an event recorder, and nothing for a policy being deleted", async () => {
+    const h = harness(policy("default", {}), { coschedule: "workspaces", events: false });
+    await h.reconcile();
+    expect(h.calls.map(([name]) => name)).to.deep.equal(["patchNamespacedCustomObjectStatus"]);
+    const deleting = harness(policy("default", {}, { deletionTimestamp: EARLIER }), {
+      coschedule: "workspaces",
+    });
+    await deleting.reconcile();
+    expect(deleting.calls).to.deep.equal([]);
+  });
+});
