@@ -5,6 +5,8 @@
 // bound to a node or zone), and the tasks that follow it find their volumes there.
 //   workspaces              one placeholder per claim, mounting that claim;
 //   pipelineruns, isolate   one placeholder for the run, mounting every claim of the run.
+// Except a ReadWriteOncePod claim: only one pod may use it, and that must be the task's, so the
+// placeholder does not mount it (mountedClaims); the tasks still follow the placeholder.
 
 import type { Mode, PipelineRun } from "../api/types.js";
 import { placeholderName, tektonClaimName } from "./names.js";
@@ -16,43 +18,85 @@ export interface PlannedClaim {
   workspaces: string[];
   /** Set when the claim comes from a volumeClaimTemplate: we create it with Tekton's name. */
   template?: Record<string, unknown>;
+  /** Its spec.accessModes: the template's, or the user PVC's as read; unset when unknown (a PVC not
+   * found), which counts as ReadWriteOnce. */
+  accessModes?: string[];
+}
+
+export const READ_WRITE_ONCE = "ReadWriteOnce";
+export const READ_WRITE_ONCE_POD = "ReadWriteOncePod";
+
+/** Only one pod may use it (ReadWriteOncePod): the placeholder must not be that pod. */
+export function isOnePodClaim(claim: PlannedClaim): boolean {
+  return claim.accessModes?.includes(READ_WRITE_ONCE_POD) ?? false;
+}
+
+/** Its volume attaches to one node at a time: ReadWriteOnce or ReadWriteOncePod, or access modes unknown
+ * (the safe side). ReadWriteMany and ReadOnlyMany claims alone can be used from two nodes at once. */
+export function isSingleNodeClaim(claim: PlannedClaim): boolean {
+  const modes = claim.accessModes;
+  return !modes?.length || modes.includes(READ_WRITE_ONCE) || modes.includes(READ_WRITE_ONCE_POD);
+}
+
+/** The claims the plan's placeholder mounts: all it stands for but the ReadWriteOncePod ones. */
+export function mountedClaims(plan: PlaceholderPlan): PlannedClaim[] {
+  return plan.claims.filter((c) => !isOnePodClaim(c));
 }
 
 export interface PlaceholderPlan {
   /** StatefulSet name (and the value of the placeholder label its pod carries). */
   name: string;
-  /** The claims the placeholder mounts, so their volumes land on its node. */
+  /** The claims the placeholder stands for. It mounts them (mountedClaims), so their volumes land on its
+   * node, except ReadWriteOncePod ones: those land there with the first task that follows it. */
   claims: PlannedClaim[];
 }
 
 export const RUN_KEY = "pipelinerun";
 
+/** The access modes of the run's user PVCs (persistentVolumeClaim workspaces), by claim name, as read;
+ * a claim missing here has unknown access modes. */
+export type ClaimAccessModes = Readonly<Record<string, string[] | undefined>>;
+
 /** The run's claims in workspace order, one entry per claim (workspaces sharing one are merged). */
-export function runClaims(run: PipelineRun): PlannedClaim[] {
+export function runClaims(run: PipelineRun, accessModes: ClaimAccessModes = {}): PlannedClaim[] {
   const uid = run.metadata.uid ?? "";
   const byName = new Map<string, PlannedClaim>();
   for (const ws of run.spec.workspaces ?? []) {
     let name: string | undefined;
     let template: Record<string, unknown> | undefined;
+    let modes: string[] | undefined;
     if (ws.persistentVolumeClaim?.claimName) {
       name = ws.persistentVolumeClaim.claimName;
+      modes = accessModes[name];
     } else if (ws.volumeClaimTemplate) {
       const meta = ws.volumeClaimTemplate.metadata as { name?: string } | undefined;
       name = tektonClaimName(meta?.name, ws.name, uid);
       template = ws.volumeClaimTemplate;
+      modes = (ws.volumeClaimTemplate.spec as { accessModes?: string[] } | undefined)?.accessModes;
     }
     if (!name) continue;
     const existing = byName.get(name);
     if (existing) existing.workspaces.push(ws.name);
-    else byName.set(name, { name, workspaces: [ws.name], ...(template ? { template } : {}) });
+    else
+      byName.set(name, {
+        name,
+        workspaces: [ws.name],
+        ...(template ? { template } : {}),
+        ...(modes?.length ? { accessModes: [...modes] } : {}),
+      });
   }
   return [...byName.values()];
 }
 
-export function planPlaceholders(run: PipelineRun, mode: Mode): PlaceholderPlan[] {
+/** `accessModes`: those of the run's user PVCs, as read (runClaims). */
+export function planPlaceholders(
+  run: PipelineRun,
+  mode: Mode,
+  accessModes: ClaimAccessModes = {},
+): PlaceholderPlan[] {
   const uid = run.metadata.uid ?? "";
   if (mode === "disabled") return [];
-  const claims = runClaims(run);
+  const claims = runClaims(run, accessModes);
   if (mode !== "workspaces") return [{ name: placeholderName(uid, RUN_KEY), claims }];
   return claims.map((claim) => ({ name: placeholderName(uid, `claim:${claim.name}`), claims: [claim] }));
 }

@@ -21,7 +21,7 @@ import {
 } from "../api/placeholder-template.js";
 import { boundedTemplate, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
-import type { PlaceholderPlan } from "./plan.js";
+import { mountedClaims, type PlaceholderPlan } from "./plan.js";
 
 export const DEFAULT_TOPOLOGY_KEY = "kubernetes.io/hostname";
 /** On a placeholder StatefulSet: a hash of its pod template, to see that its policy changed since. */
@@ -138,6 +138,8 @@ export function placeholderStatefulSet(
   const t = boundedTemplate(effectivePlaceholderTemplate(spec, run, ctx.tektonDefaults), ctx.limits);
   const labels = placeholderLabels(run, plan);
   const podLabels = spec.mode === "isolate-pipelinerun" ? { ...labels, [ISOLATE_LABEL]: "true" } : labels;
+  // Not the ReadWriteOncePod claims: only one pod may use each, and that must be the task's.
+  const mounted = mountedClaims(plan);
   const template = {
     metadata: { labels: podLabels },
     spec: {
@@ -156,14 +158,14 @@ export function placeholderStatefulSet(
           image: t.image,
           resources: t.resources as never,
           securityContext: RESTRICTED_CONTAINER_SECURITY_CONTEXT as never,
-          ...(plan.claims.length
-            ? { volumeMounts: plan.claims.map((_, i) => ({ name: `claim-${i}`, mountPath: `/claims/${i}` })) }
+          ...(mounted.length
+            ? { volumeMounts: mounted.map((_, i) => ({ name: `claim-${i}`, mountPath: `/claims/${i}` })) }
             : {}),
         },
       ],
-      ...(plan.claims.length
+      ...(mounted.length
         ? {
-            volumes: plan.claims.map((c, i) => ({
+            volumes: mounted.map((c, i) => ({
               name: `claim-${i}`,
               persistentVolumeClaim: { claimName: c.name },
             })),

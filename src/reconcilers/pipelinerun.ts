@@ -13,7 +13,8 @@
 // cluster (test/unit/run-decisions.test.ts). A reconcile here gathers what the caches say into a
 // RunObservation (observe), asks decideRun, then decideGate once the creates were tried, for a list of
 // RunActions, and performs them in order (execute). Only what the apiserver alone can answer is asked
-// here: whether a create was refused, whether a claim's volume is pinned to its node, who owns a claim.
+// here: whether a create was refused, whether a claim's volume is pinned to its node, who owns a claim,
+// and (there is no claim cache) the access modes of the run's user PVCs, read while it is active.
 //
 // Every step is idempotent and every write to the run is fenced by resourceVersion, so a job that runs
 // twice, late, or on two replicas at once cannot do harm.
@@ -38,12 +39,13 @@ import type { Caches } from "../kube/informers.js";
 import type { TektonDefaults } from "../kube/tekton-defaults.js";
 import type { TektonFlags } from "../kube/tekton-flags.js";
 import type { Metrics } from "../metrics.js";
-import { planPlaceholders } from "../placement/plan.js";
+import { planPlaceholders, runClaims } from "../placement/plan.js";
 import type { ReconcileResult } from "../queue/work-queue.js";
 import { effectiveSpec } from "./effective-spec.js";
 import type { NodeTracker } from "./node-tracker.js";
 import {
   CLEANED_UP_ANNOTATION,
+  claimsMatter,
   currentPod,
   decideGate,
   decideRun,
@@ -119,8 +121,15 @@ interface Execution {
   refused?: string;
   /** Plans whose claim was refused: their placeholder is neither created nor replaced this time. */
   claimRefused: Set<string>;
+  /** Plans whose StatefulSet this reconcile created (not one that already existed). */
+  created: Set<string>;
+  /** The run's user PVCs as observe read them (undefined: not found), so they are not read twice. */
+  claims: ReadonlyMap<string, V1PersistentVolumeClaim | undefined>;
   requeueAfterMs?: number;
 }
+
+/** A run's user PVCs, by name, as read (undefined: not found). */
+type ReadClaims = Map<string, V1PersistentVolumeClaim | undefined>;
 
 export class PipelineRunReconciler {
   private readonly waitRequeueMs: number;
@@ -139,9 +148,9 @@ export class PipelineRunReconciler {
     const run = this.o.caches.runs.get(name, namespace);
     // Deleted runs need nothing: owner references let the garbage collector remove what we made.
     if (!run?.metadata.uid) return {};
-    const obs = this.observe(run);
+    const { obs, claims } = await this.observe(run);
     const log = this.o.logger.child({ namespace, name, uid: run.metadata.uid });
-    const x: Execution = { claimRefused: new Set() };
+    const x: Execution = { claimRefused: new Set(), created: new Set(), claims };
     await this.execute(run, decideRun(obs), x, log);
     // The gate needs to know whether a create was refused just now: that refusal is what the run shows.
     await this.execute(run, decideGate(obs, x.refused), x, log);
@@ -150,17 +159,22 @@ export class PipelineRunReconciler {
 
   // ---- observe ----
 
-  private observe(run: PipelineRun): RunObservation {
+  private async observe(run: PipelineRun): Promise<{ obs: RunObservation; claims: ReadClaims }> {
     const { caches } = this.o;
     const ns = run.metadata.namespace;
-    const now = Date.now();
     const spec = effectiveSpec(
       run,
       (namespace, name) => caches.policies.get(name, namespace),
       this.o.clusterDefault,
       this.limits,
     );
-    const plans = spec ? planPlaceholders(run, spec.mode) : [];
+    // The placeholder must not mount a ReadWriteOncePod claim, and only single-node claims keep it on a
+    // NotReady node: the plans need each claim's access modes (a template's are in the run).
+    const claims: ReadClaims = claimsMatter(run, spec) ? await this.readUserClaims(run) : new Map();
+    const accessModes = Object.fromEntries([...claims].map(([name, c]) => [name, c?.spec?.accessModes]));
+    // After the reads, so the observation's time is not older than what it holds.
+    const now = Date.now();
+    const plans = spec ? planPlaceholders(run, spec.mode, accessModes) : [];
     const placeholders = plans.map((plan): PlaceholderObservation => {
       // StatefulSet pods are named <set>-0.
       const set = caches.placeholderSets.get(plan.name, ns);
@@ -189,7 +203,7 @@ export class PipelineRunReconciler {
     const group = caches.namespaces.get(ns)?.metadata?.labels?.[this.limits.isolationGroupLabel];
     const conflict = this.o.tektonFlags.conflict();
     const tektonDefaults = this.o.tektonDefaults?.template();
-    return {
+    const obs: RunObservation = {
       ...(tektonDefaults ? { tektonDefaults } : {}),
       run,
       spec,
@@ -206,6 +220,30 @@ export class PipelineRunReconciler {
         waitRequeueMs: this.waitRequeueMs,
       },
     };
+    return { obs, claims };
+  }
+
+  /** Reads the run's user PVCs (persistentVolumeClaim workspaces; template claims are ours and their
+   * spec is in the run). Not found: undefined, access modes unknown. Other errors are thrown, for a retry. */
+  private async readUserClaims(run: PipelineRun): Promise<ReadClaims> {
+    const names = runClaims(run)
+      .filter((c) => !c.template)
+      .map((c) => c.name);
+    const read = await Promise.all(
+      names.map(async (name): Promise<[string, V1PersistentVolumeClaim | undefined]> => {
+        try {
+          const claim = await this.o.clients.core.readNamespacedPersistentVolumeClaim({
+            name,
+            namespace: run.metadata.namespace,
+          });
+          return [name, claim];
+        } catch (err) {
+          if (isNotFound(err)) return [name, undefined];
+          throw err;
+        }
+      }),
+    );
+    return new Map(read);
   }
 
   // ---- act ----
@@ -224,10 +262,14 @@ export class PipelineRunReconciler {
         case "createPlaceholder": {
           if (x.claimRefused.has(a.plan)) break;
           // Not `x.refused ??= await ...`: that would skip the create once an earlier one was refused.
-          const refusal = await this.createPlaceholder(run, a.plan, a.set);
+          const { created, refusal } = await this.createPlaceholder(run, a.plan, a.set);
+          if (created) x.created.add(a.plan);
           x.refused ??= refusal;
           break;
         }
+        case "claimNotMounted":
+          if (x.created.has(a.plan)) this.recordEvent(run, "Normal", "ClaimNotMounted", a.message);
+          break;
         case "replacePlaceholder":
           if (!x.claimRefused.has(a.plan)) await this.replacePlaceholder(run, a, log);
           break;
@@ -235,7 +277,7 @@ export class PipelineRunReconciler {
           await this.reportArrival(run, a);
           break;
         case "evict":
-          await this.evictUnlessPinned(run, a, log);
+          await this.evictUnlessPinned(run, a, x, log);
           break;
         case "cannotMigrate":
           this.recordEvent(run, "Warning", "CannotMigrate", a.message);
@@ -300,29 +342,33 @@ export class PipelineRunReconciler {
     return undefined;
   }
 
-  /** Creates a placeholder StatefulSet; returns the refusal, as createClaim does. */
+  /** Creates a placeholder StatefulSet; returns whether this call created it, and the refusal, as
+   * createClaim does. */
   private async createPlaceholder(
     run: PipelineRun,
     plan: string,
     desired: V1StatefulSet,
-  ): Promise<string | undefined> {
+  ): Promise<{ created: boolean; refusal?: string }> {
     const ns = run.metadata.namespace;
     try {
       await this.o.clients.apps.createNamespacedStatefulSet({ namespace: ns, body: desired });
     } catch (err) {
       if (!isRefusal(err)) {
         ignoreAlreadyExists(err);
-        return undefined;
+        return { created: false };
       }
       // Our cache may lag behind a set we created, and a full quota answers 403 before "exists".
       if (
         await this.exists(() => this.o.clients.apps.readNamespacedStatefulSet({ name: plan, namespace: ns }))
       )
-        return undefined;
+        return { created: false };
       this.o.metrics.placeholderRefused.inc({ kind: "StatefulSet" });
-      return `placeholder ${plan} cannot be created: StatefulSet was refused: ${apiMessage(err)}`;
+      return {
+        created: false,
+        refusal: `placeholder ${plan} cannot be created: StatefulSet was refused: ${apiMessage(err)}`,
+      };
     }
-    return undefined;
+    return { created: true };
   }
 
   private async replacePlaceholder(
@@ -429,9 +475,14 @@ export class PipelineRunReconciler {
 
   // ---- migration off nodes that can no longer hold a placeholder ----
 
-  private async evictUnlessPinned(run: PipelineRun, a: RunActionOf<"evict">, log: Logger): Promise<void> {
+  private async evictUnlessPinned(
+    run: PipelineRun,
+    a: RunActionOf<"evict">,
+    x: Execution,
+    log: Logger,
+  ): Promise<void> {
     for (const claimName of a.claimNames) {
-      const pinned = await this.volumePinnedTo(run, claimName, a.nodeName);
+      const pinned = await this.volumePinnedTo(run, claimName, a.nodeName, x.claims);
       if (pinned) {
         this.recordEvent(run, "Warning", "CannotMigrate", pinnedCannotMigrate(a, claimName, pinned).message);
         return;
@@ -440,18 +491,21 @@ export class PipelineRunReconciler {
     await this.evict(run, a, log);
   }
 
-  /** Reads the claim and its PV for pinnedNode (not found: not pinned). */
+  /** Reads the claim (unless observe did) and its PV for pinnedNode (not found: not pinned). */
   private async volumePinnedTo(
     run: PipelineRun,
     claimName: string,
     nodeName: string,
+    read: ReadonlyMap<string, V1PersistentVolumeClaim | undefined>,
   ): Promise<string | undefined> {
     try {
-      const claim = await this.o.clients.core.readNamespacedPersistentVolumeClaim({
-        name: claimName,
-        namespace: run.metadata.namespace,
-      });
-      if (!claim.spec?.volumeName) return undefined;
+      const claim = read.has(claimName)
+        ? read.get(claimName)
+        : await this.o.clients.core.readNamespacedPersistentVolumeClaim({
+            name: claimName,
+            namespace: run.metadata.namespace,
+          });
+      if (!claim?.spec?.volumeName) return undefined;
       const pv: V1PersistentVolume = await this.o.clients.core.readPersistentVolume({
         name: claim.spec.volumeName,
       });
@@ -464,7 +518,7 @@ export class PipelineRunReconciler {
 
   private async evict(
     run: PipelineRun,
-    { set, pod, nodeName, problem: { reason, message }, claimNames }: RunActionOf<"evict">,
+    { set, pod, nodeName, problem: { reason, message }, holdsSingleNodeClaim }: RunActionOf<"evict">,
     log: Logger,
   ): Promise<void> {
     // Record where it came from first (fenced), so the arrival can be reported even by another replica.
@@ -474,13 +528,15 @@ export class PipelineRunReconciler {
       [EVICTED_AT_ANNOTATION]: String(Date.now()),
     });
     // Delete the pod, never the StatefulSet: its controller recreates the pod on a usable node. The uid
-    // precondition makes a late duplicate of this job harmless. A placeholder without a claim holds no
-    // data, so it is force-deleted (its node may be gone or NotReady). One with a claim is deleted the
-    // normal way (its grace period is 0): its node is up here, and its kubelet confirms the container
-    // is gone, so the StatefulSet never runs two pods on one ReadWriteOnce volume. A node object that
-    // is gone has no kubelet left to confirm anything (whoever deleted it vouched for it, as the
-    // CannotMigrate event asks): waiting for a confirmation would only wait for pod garbage collection.
-    const holdsClaim = claimNames.length > 0 && reason !== "Gone";
+    // precondition makes a late duplicate of this job harmless. A placeholder that mounts no
+    // ReadWriteOnce claim (none, or only ReadWriteMany/ReadOnlyMany ones, which two nodes may use at
+    // once) is force-deleted (its node may be gone or NotReady). One with a ReadWriteOnce claim is
+    // deleted the normal way (its grace period is 0): its node is up here (NotReady keeps it there:
+    // CannotMigrate), and its kubelet confirms the container is gone, so the StatefulSet never runs two
+    // pods on one ReadWriteOnce volume. A node object that is gone has no kubelet left to confirm
+    // anything (whoever deleted it vouched for it, as the CannotMigrate event asks): waiting for a
+    // confirmation would only wait for pod garbage collection.
+    const holdsClaim = holdsSingleNodeClaim && reason !== "Gone";
     await this.o.clients.core
       .deleteNamespacedPod({
         name: pod.metadata!.name!,

@@ -5,7 +5,8 @@
 // decideGate) for a list of RunActions, and performs them in order. Nothing here does I/O or reads the
 // clock: the time is `now` in the observation. What only the apiserver can answer stays in the
 // executor and feeds back in as an argument: whether a create was refused (decideGate) and whether a
-// volume is pinned to its node (pinnedNode, checked when an `evict` is performed).
+// volume is pinned to its node (pinnedNode, checked when an `evict` is performed). The access modes of
+// the run's user PVCs are read before the plans are made (RunObservation.placeholders' claims).
 
 import type {
   CoreV1Event,
@@ -26,7 +27,14 @@ import type { TektonDefaultTemplate } from "../api/placeholder-template.js";
 import { effectiveMaxWaitMs, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import { tektonClaimName } from "../placement/names.js";
-import type { PlaceholderPlan } from "../placement/plan.js";
+import {
+  isOnePodClaim,
+  isSingleNodeClaim,
+  type PlaceholderPlan,
+  type PlannedClaim,
+  READ_WRITE_ONCE,
+  READ_WRITE_ONCE_POD,
+} from "../placement/plan.js";
 import {
   claimsFromTemplates,
   type PlacementContext,
@@ -77,7 +85,8 @@ export interface RunObservation {
   run: PipelineRun;
   /** Its policy spec in force (effectiveSpec); undefined when it has none. */
   spec: AffinityPolicySpec | undefined;
-  /** One entry per plan of planPlaceholders(run, spec.mode), in plan order. */
+  /** One entry per plan of planPlaceholders(run, spec.mode, accessModes), in plan order; the access
+   * modes of user PVCs as read while the run is active (claimsMatter), unknown otherwise. */
   placeholders: PlaceholderObservation[];
   /** The run's namespace's isolation group, if any. */
   isolationGroup?: string;
@@ -106,14 +115,18 @@ export type RunAction =
   | { type: "createClaim"; plan: string; claim: V1PersistentVolumeClaim }
   /** Create the placeholder StatefulSet; a refusal (the set does not exist) is the run's `refused`. */
   | { type: "createPlaceholder"; plan: string; set: V1StatefulSet }
+  /** After createPlaceholder: a Normal ClaimNotMounted event, if that step created the set just now (so
+   * once per placeholder, not once per reconcile). */
+  | { type: "claimNotMounted"; plan: string; claim: string; message: string }
   /** Delete a waiting placeholder whose template is stale (uid precondition) and say so in a
    * PlaceholderUpdated event; the next reconcile creates it anew. */
   | { type: "replacePlaceholder"; plan: string; set: V1StatefulSet }
   /** Clear the set's evicted-from annotation (fenced) and emit Migrated; a conflict skips both. */
   | { type: "reportArrival"; set: V1StatefulSet; from: string; to: string }
-  /** Move the placeholder off `nodeName`: unless its claim's volume is pinned there (pinnedNode, read
+  /** Move the placeholder off `nodeName`: unless a claim's volume is pinned there (pinnedNode, read
    * by the executor; then the cannotMigrate of pinnedCannotMigrate instead), mark the set
-   * evicted-from/at (fenced), delete the pod (uid precondition), count it and emit Migrating. */
+   * evicted-from/at (fenced), delete the pod (uid precondition; forced unless `holdsSingleNodeClaim`
+   * and the node still exists), count it and emit Migrating. */
   | {
       type: "evict";
       set: V1StatefulSet;
@@ -121,8 +134,12 @@ export type RunAction =
       nodeName: string;
       problem: NodeProblem;
       plan: string;
-      /** The claims the placeholder mounts; any of them pinned to the node keeps it there. */
+      /** The claims the placeholder stands for, mounted or not (ReadWriteOncePod); any of them pinned
+       * to the node keeps it there: the tasks that follow it must run where that volume is. */
       claimNames: string[];
+      /** It mounts a claim whose volume attaches to one node at a time (isSingleNodeClaim): its pod is
+       * deleted the normal way, so its kubelet confirms the volume is free before another starts. */
+      holdsSingleNodeClaim: boolean;
     }
   /** A Warning CannotMigrate event. */
   | { type: "cannotMigrate"; message: string }
@@ -148,13 +165,18 @@ export type RunActionOf<T extends RunAction["type"]> = Extract<RunAction, { type
 
 type Stage = "released" | "ignored" | "done" | "active";
 
-function stage(obs: RunObservation): Stage {
-  const { run, spec } = obs;
+function stage({ run, spec }: Pick<RunObservation, "run" | "spec">): Stage {
   // Released without co-scheduling: no longer ours, but a placeholder may be left to remove.
   if (run.metadata.annotations?.[RELEASED_UNCOSCHEDULED_ANNOTATION]) return "released";
   if (run.metadata.labels?.[MANAGED_LABEL] !== "true") return "ignored";
   if (!spec || spec.mode === "disabled") return "ignored";
   return isDone(run) ? "done" : "active";
+}
+
+/** Whether a reconcile of the run plans placeholders (it is ours, live, and not released): only then
+ * are its user PVCs read for their access modes. */
+export function claimsMatter(run: PipelineRun, spec: AffinityPolicySpec | undefined): boolean {
+  return stage({ run, spec }) === "active";
 }
 
 export function isGated(run: PipelineRun): boolean {
@@ -208,6 +230,14 @@ function decidePlaceholders(obs: RunObservation): RunAction[] {
     const existing = p.set;
     if (!existing) {
       actions.push({ type: "createPlaceholder", plan: plan.name, set: desired });
+      for (const claim of plan.claims.filter(isOnePodClaim)) {
+        actions.push({
+          type: "claimNotMounted",
+          plan: plan.name,
+          claim: claim.name,
+          message: `placeholder ${plan.name} does not mount claim ${claim.name} because it is ReadWriteOncePod (only one pod may use it, and that must be the task's), so its node is chosen by the tasks' affinity alone`,
+        });
+      }
       continue;
     }
     // Only a placeholder that holds nothing yet may be replaced when its policy changed.
@@ -251,14 +281,16 @@ function decideMigration(obs: RunObservation): RunAction[] {
       requeueAfterMs = Math.min(requeueAfterMs ?? settleLeft, settleLeft);
       continue;
     }
-    const claimNames = plan.claims.map((c) => c.name);
-    if (problem.reason === "NotReady" && claimNames.length) {
-      // The node may still be running the old pod with the claim attached, and we cannot ask it. A
-      // force delete would let the StatefulSet start a second pod elsewhere on the same ReadWriteOnce
-      // volume, breaking its at-most-one guarantee; so, as Kubernetes itself does, wait for the node.
+    const singleNode = plan.claims.filter(isSingleNodeClaim);
+    if (problem.reason === "NotReady" && singleNode.length) {
+      // The node may still be running the old pod (or a task's) with the claim attached, and we cannot
+      // ask it. A force delete would let the StatefulSet start a second pod elsewhere on the same
+      // ReadWriteOnce volume, breaking its at-most-one guarantee; so, as Kubernetes itself does, wait
+      // for the node. ReadWriteMany and ReadOnlyMany volumes may be used from two nodes: no reason to wait.
+      const many = singleNode.length > 1;
       actions.push({
         type: "cannotMigrate",
-        message: `${problem.message}, but placeholder ${plan.name} holds claim ${claimNames.join(", ")}, which may still be attached there: moving it now could use one ReadWriteOnce volume from two nodes; it moves once the node is Ready again or removed (kubectl delete node ${nodeName})`,
+        message: `${problem.message}, but placeholder ${plan.name} stands for claim${many ? "s" : ""} ${singleNode.map(describeClaim).join(", ")}, which may still be attached there: moving it now could use one ReadWriteOnce volume from two nodes; it moves once the node is Ready again or removed (kubectl delete node ${nodeName})`,
       });
       continue;
     }
@@ -269,7 +301,8 @@ function decideMigration(obs: RunObservation): RunAction[] {
       nodeName,
       problem,
       plan: plan.name,
-      claimNames,
+      claimNames: plan.claims.map((c) => c.name),
+      holdsSingleNodeClaim: plan.claims.some((c) => isSingleNodeClaim(c) && !isOnePodClaim(c)),
     });
   }
   // While the run is gated, the gate's answer (decideGate) is the reconcile's and these timers are
@@ -279,6 +312,13 @@ function decideMigration(obs: RunObservation): RunAction[] {
     actions.push({ type: "requeueAfter", ms: requeueAfterMs });
   }
   return actions;
+}
+
+/** A claim as a CannotMigrate message names it: with the access mode that keeps it on one node. */
+function describeClaim(claim: PlannedClaim): string {
+  const modes = claim.accessModes;
+  if (!modes?.length) return `${claim.name} (access modes unknown, taken as ReadWriteOnce)`;
+  return `${claim.name} (${modes.includes(READ_WRITE_ONCE_POD) ? READ_WRITE_ONCE_POD : READ_WRITE_ONCE})`;
 }
 
 /** Where a placeholder's volume must stay: set when its claim is bound to a PV that only `nodeName`

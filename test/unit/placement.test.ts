@@ -12,7 +12,14 @@ import {
 import { boundedSpec, DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
 import type { AffinityPolicySpec, Mode, PipelineRun, WorkspaceBinding } from "../../src/api/types.js";
 import { placeholderName, tektonClaimName } from "../../src/placement/names.js";
-import { type PlaceholderPlan, placeholderForPod, planPlaceholders } from "../../src/placement/plan.js";
+import {
+  isOnePodClaim,
+  isSingleNodeClaim,
+  mountedClaims,
+  type PlaceholderPlan,
+  placeholderForPod,
+  planPlaceholders,
+} from "../../src/placement/plan.js";
 import { mergeAffinity } from "../../src/placement/pod-affinity.js";
 import {
   claimsFromTemplates,
@@ -152,6 +159,58 @@ describe("planPlaceholders", () => {
     ]);
     expect(planPlaceholders(run, "workspaces")).to.deep.equal([]);
     expect(planPlaceholders(pipelineRun(), "workspaces")).to.deep.equal([]);
+  });
+
+  it("carries each claim's access modes: a template's from its spec, a user PVC's as read, else unknown", () => {
+    const rwop = {
+      name: "scratch",
+      volumeClaimTemplate: { metadata: { name: "scratch" }, spec: { accessModes: ["ReadWriteOncePod"] } },
+    };
+    const run = pipelineRun([...ws, rwop]);
+    const [shared, results, other, scratch] = planPlaceholders(run, "pipelineruns", {
+      shared: ["ReadWriteMany"],
+    })[0]!.claims;
+    expect(shared!.accessModes).to.deep.equal(["ReadWriteMany"]);
+    expect(results!.accessModes).to.deep.equal(["ReadWriteOnce"]);
+    // Not read (e.g. not found): unknown, which counts as ReadWriteOnce.
+    expect(other).to.not.have.property("accessModes");
+    expect(scratch!.accessModes).to.deep.equal(["ReadWriteOncePod"]);
+    expect([shared, results, other, scratch].map((c) => isSingleNodeClaim(c!))).to.deep.equal([
+      false,
+      true,
+      true,
+      true,
+    ]);
+    expect([shared, results, other, scratch].map((c) => isOnePodClaim(c!))).to.deep.equal([
+      false,
+      false,
+      false,
+      true,
+    ]);
+    // The same in workspaces mode, one claim per plan.
+    const plans = planPlaceholders(run, "workspaces", { shared: ["ReadWriteMany"] });
+    expect(plans.map((p) => p.claims[0]!.accessModes)).to.deep.equal([
+      ["ReadWriteMany"],
+      ["ReadWriteOnce"],
+      undefined,
+      ["ReadWriteOncePod"],
+    ]);
+  });
+
+  it("takes only ReadWriteMany and ReadOnlyMany claims (alone) as usable from two nodes at once", () => {
+    const claim = (accessModes?: string[]) => ({
+      name: "c",
+      workspaces: ["w"],
+      ...(accessModes ? { accessModes } : {}),
+    });
+    expect(isSingleNodeClaim(claim(["ReadWriteMany"]))).to.equal(false);
+    expect(isSingleNodeClaim(claim(["ReadOnlyMany"]))).to.equal(false);
+    expect(isSingleNodeClaim(claim(["ReadOnlyMany", "ReadWriteMany"]))).to.equal(false);
+    expect(isSingleNodeClaim(claim(["ReadWriteOnce"]))).to.equal(true);
+    expect(isSingleNodeClaim(claim(["ReadWriteOnce", "ReadOnlyMany"]))).to.equal(true);
+    expect(isSingleNodeClaim(claim(["ReadWriteOncePod"]))).to.equal(true);
+    expect(isSingleNodeClaim(claim([]))).to.equal(true);
+    expect(isSingleNodeClaim(claim())).to.equal(true);
   });
 
   it("agrees with placeholderForPod on the placeholder of a claim", () => {
@@ -507,6 +566,51 @@ describe("placeholderStatefulSet", () => {
       planPlaceholders(pipelineRun(), "pipelineruns")[0]!,
     );
     expect(noClaims.spec!.template.spec!.volumes).to.equal(undefined);
+  });
+
+  it("does not mount a ReadWriteOncePod claim in any mode: only one pod may use it, the task's", () => {
+    const rwopRun = pipelineRun([
+      { name: "source", persistentVolumeClaim: { claimName: "shared" } },
+      { name: "exclusive", persistentVolumeClaim: { claimName: "solo" } },
+      { name: "cache", persistentVolumeClaim: { claimName: "cache" } },
+    ]);
+    const modes = { solo: ["ReadWriteOncePod"], cache: ["ReadWriteMany"] };
+    for (const mode of ["pipelineruns", "isolate-pipelinerun"] as Mode[]) {
+      const plan = planPlaceholders(rwopRun, mode, modes)[0]!;
+      expect(mountedClaims(plan).map((c) => c.name)).to.deep.equal(["shared", "cache"]);
+      const pod = placeholderStatefulSet(rwopRun, { mode }, plan).spec!.template.spec!;
+      expect(pod.volumes).to.deep.equal([
+        { name: "claim-0", persistentVolumeClaim: { claimName: "shared" } },
+        { name: "claim-1", persistentVolumeClaim: { claimName: "cache" } },
+      ]);
+      expect(pod.containers[0]!.volumeMounts).to.deep.equal([
+        { name: "claim-0", mountPath: "/claims/0" },
+        { name: "claim-1", mountPath: "/claims/1" },
+      ]);
+    }
+    // workspaces mode: the claim's own placeholder still exists (the tasks follow it), mounting nothing.
+    const solo = planPlaceholders(rwopRun, "workspaces", modes)[1]!;
+    expect(solo.claims.map((c) => c.name)).to.deep.equal(["solo"]);
+    const sts = placeholderStatefulSet(rwopRun, { mode: "workspaces" }, solo);
+    expect(sts.spec!.template.spec!.volumes).to.equal(undefined);
+    expect(sts.spec!.template.spec!.containers[0]!.volumeMounts).to.equal(undefined);
+    // The same claim of unknown access modes is mounted (the safe side for ReadWriteOnce).
+    const unknown = planPlaceholders(rwopRun, "workspaces")[1]!;
+    expect(
+      placeholderStatefulSet(rwopRun, { mode: "workspaces" }, unknown).spec!.template.spec!.volumes,
+    ).to.deep.equal([{ name: "claim-0", persistentVolumeClaim: { claimName: "solo" } }]);
+  });
+
+  it("still has the claim of a ReadWriteOncePod volumeClaimTemplate created, only not mounted", () => {
+    const tmpl = { metadata: { name: "solo" }, spec: { accessModes: ["ReadWriteOncePod"] } };
+    const rwopRun = pipelineRun([{ name: "exclusive", volumeClaimTemplate: tmpl }]);
+    const plan = planPlaceholders(rwopRun, "pipelineruns")[0]!;
+    expect(claimsFromTemplates(rwopRun, plan).map((c) => c.metadata?.name)).to.deep.equal([
+      expectedTektonName("solo", "exclusive", UID),
+    ]);
+    expect(
+      placeholderStatefulSet(rwopRun, { mode: "pipelineruns" }, plan).spec!.template.spec!.volumes,
+    ).to.equal(undefined);
   });
 });
 

@@ -94,11 +94,11 @@ const pvc = (name: string, claimName: string): WorkspaceBinding => ({
   name,
   persistentVolumeClaim: { claimName },
 });
-const template = (name: string, prefix = "data"): WorkspaceBinding => ({
+const template = (name: string, prefix = "data", accessModes = ["ReadWriteOnce"]): WorkspaceBinding => ({
   name,
   volumeClaimTemplate: {
     metadata: { name: prefix },
-    spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } },
+    spec: { accessModes, resources: { requests: { storage: "1Gi" } } },
   },
 });
 
@@ -130,6 +130,8 @@ interface World {
   troubleSince?: Record<string, number>;
   tektonConflict?: string;
   now?: number;
+  /** The user PVCs' access modes, by claim name, as the reconciler read them; default: none known. */
+  accessModes?: Record<string, string[]>;
 }
 
 const setUid = (i: number) => `set-uid-${i}`;
@@ -137,7 +139,7 @@ const setUid = (i: number) => `set-uid-${i}`;
 function observe(run: PipelineRun, w: World = {}): RunObservation {
   const mode = run.metadata.annotations?.[MODE_ANNOTATION] as Mode;
   const spec = boundedSpec({ mode, ...w.spec }, DEFAULT_TENANCY_LIMITS);
-  const plans = planPlaceholders(run, spec.mode);
+  const plans = planPlaceholders(run, spec.mode, w.accessModes);
   const placeholders = plans.map((plan, i) => {
     const st = w.placeholders?.[i] ?? {};
     let set: V1StatefulSet | undefined;
@@ -310,6 +312,50 @@ describe("run decisions", () => {
     it("creates what is missing while the run runs, too (not only while gated)", () => {
       const r = managedRun({ gated: false });
       expect(types(decideRun(observe(r)))).to.deep.equal(["createPlaceholder"]);
+    });
+  });
+
+  describe("a ReadWriteOncePod claim", () => {
+    const volumes = (a: RunActionOf<"createPlaceholder">) =>
+      a.set.spec?.template.spec?.volumes?.map((v) => v.persistentVolumeClaim?.claimName);
+
+    it("is not mounted by the run-wide placeholder, which says so once, when it is created", () => {
+      const r = managedRun({ workspaces: [template("source"), pvc("solo", "solo-pvc")] });
+      const accessModes = { "solo-pvc": ["ReadWriteOncePod"] };
+      const actions = decideRun(observe(r, { accessModes }));
+      expect(types(actions)).to.deep.equal(["createClaim", "createPlaceholder", "claimNotMounted"]);
+      expect(volumes(only(actions, "createPlaceholder")[0]!)).to.deep.equal([
+        tektonClaimName("data", "source", UID),
+      ]);
+      const note = only(actions, "claimNotMounted")[0]!;
+      const [name] = planNames(r, "pipelineruns");
+      expect(note.plan).to.equal(name);
+      expect(note.claim).to.equal("solo-pvc");
+      expect(note.message).to.equal(
+        `placeholder ${name} does not mount claim solo-pvc because it is ReadWriteOncePod (only one pod may use it, and that must be the task's), so its node is chosen by the tasks' affinity alone`,
+      );
+      // Once the set exists: nothing more to say.
+      expect(types(decideRun(observe(r, { accessModes, placeholders: [{ set: true }] })))).to.deep.equal([
+        "createClaim",
+      ]);
+    });
+
+    it("from a volumeClaimTemplate is still created, but its own placeholder (workspaces mode) mounts nothing", () => {
+      const r = managedRun({
+        mode: "workspaces",
+        workspaces: [template("solo", "solo", ["ReadWriteOncePod"])],
+      });
+      const actions = decideRun(observe(r));
+      expect(types(actions)).to.deep.equal(["createClaim", "createPlaceholder", "claimNotMounted"]);
+      expect(only(actions, "createClaim")[0]!.claim.spec?.accessModes).to.deep.equal(["ReadWriteOncePod"]);
+      expect(volumes(only(actions, "createPlaceholder")[0]!)).to.equal(undefined);
+    });
+
+    it("of unknown access modes (not found) is mounted, as a ReadWriteOnce one, and nothing is said", () => {
+      const r = managedRun({ workspaces: [pvc("solo", "solo-pvc")] });
+      const actions = decideRun(observe(r));
+      expect(types(actions)).to.deep.equal(["createPlaceholder"]);
+      expect(volumes(only(actions, "createPlaceholder")[0]!)).to.deep.equal(["solo-pvc"]);
     });
   });
 
@@ -623,7 +669,7 @@ describe("run decisions", () => {
         const actions = decideRun(held(node("node-a", { notReadySince: NOW - 60_000 })));
         expect(types(actions)).to.deep.equal(["cannotMigrate"]);
         const { message } = only(actions, "cannotMigrate")[0]!;
-        expect(message).to.contain("holds claim claim-a");
+        expect(message).to.contain("stands for claim claim-a (access modes unknown, taken as ReadWriteOnce)");
         expect(message).to.contain("kubectl delete node node-a");
       });
 
@@ -647,9 +693,107 @@ describe("run decisions", () => {
           });
         const notReady = decideRun(on(node("node-a", { notReadySince: NOW - 60_000 })));
         expect(types(notReady)).to.deep.equal(["cannotMigrate"]);
-        expect(only(notReady, "cannotMigrate")[0]!.message).to.contain("holds claim claim-a, claim-b");
+        expect(only(notReady, "cannotMigrate")[0]!.message).to.contain(
+          "stands for claims claim-a (access modes unknown, taken as ReadWriteOnce), claim-b (access modes unknown",
+        );
         const cordoned = decideRun(on(node("node-a", { cordoned: true })));
         expect(only(cordoned, "evict")[0]!.claimNames).to.deep.equal(["claim-a", "claim-b"]);
+      });
+    });
+
+    describe("a NotReady node, by the access modes of the placeholder's claims", () => {
+      const notReadyFor = (run: PipelineRun, accessModes?: Record<string, string[]>) =>
+        decideRun(
+          observe(run, {
+            placeholders: [{ set: true, pod: { node: "node-a" } }],
+            nodes: [node("node-a", { notReadySince: NOW - 60_000 })],
+            troubleSince: { "node-a": NOW - 60_000 },
+            ...(accessModes ? { accessModes } : {}),
+          }),
+        );
+      const ws = managedRun({ gated: false, mode: "workspaces", workspaces: [pvc("src", "claim-a")] });
+
+      it("moves a placeholder whose claim is ReadWriteMany (or ReadOnlyMany): two nodes may use it", () => {
+        for (const mode of ["ReadWriteMany", "ReadOnlyMany"]) {
+          const actions = notReadyFor(ws, { "claim-a": [mode] });
+          expect(types(actions)).to.deep.equal(["evict"]);
+          const evict = only(actions, "evict")[0]!;
+          expect(evict.problem.reason).to.equal("NotReady");
+          // Still checked for a volume pinned to the node; force-deleted, as nothing waits on its kubelet.
+          expect(evict.claimNames).to.deep.equal(["claim-a"]);
+          expect(evict.holdsSingleNodeClaim).to.equal(false);
+        }
+        const fromTemplate = managedRun({
+          gated: false,
+          mode: "workspaces",
+          workspaces: [template("src", "data", ["ReadWriteMany"])],
+        });
+        // (A template claim is asked for on every reconcile.)
+        expect(types(notReadyFor(fromTemplate))).to.deep.equal(["createClaim", "evict"]);
+      });
+
+      it("keeps a placeholder whose claim is ReadWriteOnce: CannotMigrate, naming it", () => {
+        const actions = notReadyFor(ws, { "claim-a": ["ReadWriteOnce"] });
+        expect(types(actions)).to.deep.equal(["cannotMigrate"]);
+        expect(only(actions, "cannotMigrate")[0]!.message).to.contain(
+          "stands for claim claim-a (ReadWriteOnce), which may still be attached there",
+        );
+        const fromTemplate = managedRun({ gated: false, mode: "workspaces", workspaces: [template("src")] });
+        expect(types(notReadyFor(fromTemplate))).to.deep.equal(["createClaim", "cannotMigrate"]);
+        // Also when it allows more (RWO and ROX): the safe side.
+        expect(types(notReadyFor(ws, { "claim-a": ["ReadWriteOnce", "ReadOnlyMany"] }))).to.deep.equal([
+          "cannotMigrate",
+        ]);
+      });
+
+      it("keeps a placeholder whose claim's access modes are unknown (PVC not found): taken as ReadWriteOnce", () => {
+        const actions = notReadyFor(ws);
+        expect(types(actions)).to.deep.equal(["cannotMigrate"]);
+        expect(only(actions, "cannotMigrate")[0]!.message).to.contain(
+          "claim-a (access modes unknown, taken as ReadWriteOnce)",
+        );
+      });
+
+      it("keeps a placeholder that stands for a ReadWriteOncePod claim: a task may hold it there", () => {
+        const actions = notReadyFor(ws, { "claim-a": ["ReadWriteOncePod"] });
+        expect(types(actions)).to.deep.equal(["cannotMigrate"]);
+        expect(only(actions, "cannotMigrate")[0]!.message).to.contain("claim-a (ReadWriteOncePod)");
+      });
+
+      it("in pipelineruns mode names only the claims that keep it, and moves it when none does", () => {
+        const run = managedRun({
+          gated: false,
+          mode: "pipelineruns",
+          workspaces: [pvc("shared", "rwx"), pvc("src", "rwo")],
+        });
+        const kept = notReadyFor(run, { rwx: ["ReadWriteMany"], rwo: ["ReadWriteOnce"] });
+        expect(types(kept)).to.deep.equal(["cannotMigrate"]);
+        const { message } = only(kept, "cannotMigrate")[0]!;
+        expect(message).to.contain("stands for claim rwo (ReadWriteOnce), which");
+        expect(message).to.not.contain("rwx");
+        const moved = notReadyFor(run, { rwx: ["ReadWriteMany"], rwo: ["ReadOnlyMany"] });
+        expect(types(moved)).to.deep.equal(["evict"]);
+        expect(only(moved, "evict")[0]!.claimNames).to.deep.equal(["rwx", "rwo"]);
+      });
+
+      it("deletes a cordoned node's placeholder the normal way only while it mounts a ReadWriteOnce claim", () => {
+        const cordonedWith = (accessModes?: Record<string, string[]>) =>
+          only(
+            decideRun(
+              observe(ws, {
+                placeholders: [{ set: true, pod: { node: "node-a" } }],
+                nodes: [node("node-a", { cordoned: true })],
+                troubleSince: { "node-a": NOW - 60_000 },
+                ...(accessModes ? { accessModes } : {}),
+              }),
+            ),
+            "evict",
+          )[0]!.holdsSingleNodeClaim;
+        expect(cordonedWith()).to.equal(true);
+        expect(cordonedWith({ "claim-a": ["ReadWriteOnce"] })).to.equal(true);
+        expect(cordonedWith({ "claim-a": ["ReadWriteMany"] })).to.equal(false);
+        // Not mounted: nothing of it for the kubelet to release.
+        expect(cordonedWith({ "claim-a": ["ReadWriteOncePod"] })).to.equal(false);
       });
     });
 
@@ -1054,5 +1198,99 @@ describe("PipelineRunReconciler executing the decisions", () => {
       | undefined;
     expect(del, "the pod was deleted").to.not.equal(undefined);
     expect(del!.body.gracePeriodSeconds).to.equal(0);
+  });
+
+  it("reads the user PVCs' access modes: a ReadWriteOncePod one is not mounted, and said so once", async () => {
+    const r = managedRun({ workspaces: [pvc("src", "shared"), pvc("solo", "solo-pvc")] });
+    const claims: Record<string, V1PersistentVolumeClaim> = {
+      shared: { metadata: { name: "shared" }, spec: { accessModes: ["ReadWriteOnce"] } },
+      "solo-pvc": { metadata: { name: "solo-pvc" }, spec: { accessModes: ["ReadWriteOncePod"] } },
+    };
+    const read = (arg: unknown) => claims[(arg as { name: string }).name];
+    const h = harness(r, {}, { readNamespacedPersistentVolumeClaim: read });
+    await h.reconcile();
+    expect(names(h.calls)).to.deep.equal([
+      "readNamespacedPersistentVolumeClaim",
+      "readNamespacedPersistentVolumeClaim",
+      "createNamespacedStatefulSet",
+    ]);
+    const set = (h.calls[2]![1] as { body: V1StatefulSet }).body;
+    expect(set.spec?.template.spec?.volumes?.map((v) => v.persistentVolumeClaim?.claimName)).to.deep.equal([
+      "shared",
+    ]);
+    expect(h.events.map(([reason]) => reason)).to.deep.equal(["ClaimNotMounted"]);
+    expect(h.events[0]![1]).to.contain("does not mount claim solo-pvc because it is ReadWriteOncePod");
+
+    // A set that already existed (the cache had not seen it yet): no second event.
+    const again = harness(
+      r,
+      {},
+      {
+        readNamespacedPersistentVolumeClaim: read,
+        createNamespacedStatefulSet: () => {
+          throw apiError(409, "already exists");
+        },
+      },
+    );
+    await again.reconcile();
+    expect(again.events).to.deep.equal([]);
+  });
+
+  it("reads no PVC for a run that is not active, nor for template claims", async () => {
+    const done = harness(managedRun({ gated: false, done: true, workspaces: [pvc("src", "shared")] }), {});
+    await done.reconcile();
+    expect(names(done.calls)).to.not.include("readNamespacedPersistentVolumeClaim");
+    const templ = harness(managedRun({ workspaces: [template("src")] }), {});
+    await templ.reconcile();
+    expect(names(templ.calls)).to.not.include("readNamespacedPersistentVolumeClaim");
+  });
+
+  it("moves a ReadWriteMany placeholder off a NotReady node, force-deleting its pod", async () => {
+    const r = managedRun({ gated: false, mode: "workspaces", workspaces: [pvc("src", "claim-a")] });
+    const notReady = node("node-a", { notReadySince: Date.now() - 120_000 });
+    const world: World = { placeholders: [{ set: true, pod: { node: "node-a" } }], nodes: [notReady] };
+    const tracker = new NodeTracker();
+    tracker.observe(notReady, Date.now() - 120_000);
+    const h = harness(
+      r,
+      world,
+      {
+        readNamespacedPersistentVolumeClaim: () => ({
+          metadata: { name: "claim-a" },
+          spec: { accessModes: ["ReadWriteMany"], volumeName: "pv-nfs" },
+        }),
+        readPersistentVolume: () => ({ spec: {} }),
+      },
+      tracker,
+    );
+    await h.reconcile();
+    // The claim is read once (observe), then its PV for the pinned-volume check.
+    expect(names(h.calls)).to.deep.equal([
+      "readNamespacedPersistentVolumeClaim",
+      "readPersistentVolume",
+      "patchNamespacedStatefulSet",
+      "deleteNamespacedPod",
+      "metric:evictions",
+    ]);
+    const del = h.calls[3]![1] as { body: { gracePeriodSeconds?: number } };
+    // Its kubelet may never answer; two nodes may use the volume anyway.
+    expect(del.body.gracePeriodSeconds).to.equal(0);
+    expect(h.events.map(([reason]) => reason)).to.deep.equal(["Migrating"]);
+
+    // The same claim as ReadWriteOnce: CannotMigrate, nothing deleted.
+    const rwo = harness(
+      r,
+      world,
+      {
+        readNamespacedPersistentVolumeClaim: () => ({
+          metadata: { name: "claim-a" },
+          spec: { accessModes: ["ReadWriteOnce"] },
+        }),
+      },
+      tracker,
+    );
+    await rwo.reconcile();
+    expect(names(rwo.calls)).to.deep.equal(["readNamespacedPersistentVolumeClaim"]);
+    expect(rwo.events.map(([reason]) => reason)).to.deep.equal(["CannotMigrate"]);
   });
 });
