@@ -10,6 +10,7 @@
 //   Overlapping  True when another policy can select the same runs; says which one wins.
 //   activeRuns   runs this policy manages that have not finished.
 
+import { isDeepStrictEqual } from "node:util";
 import { POLICY_ANNOTATION } from "../api/constants.js";
 import { overlapReport } from "../api/resolve.js";
 import type { TenancyLimits } from "../api/tenancy.js";
@@ -196,9 +197,32 @@ export function readyOf(status: AffinityPolicyStatus | undefined): Condition | u
   return status?.conditions?.find((c) => c.type === "Ready");
 }
 
-/** Whether `a` says what `b` says, lastTransitionTime aside. */
+/**
+ * Whether `a` says what `b` says, lastTransitionTime aside. `b` is the status as the apiserver returned
+ * it, with its own key order (alphabetical) and without the fields we leave undefined, so conditions are
+ * compared as JSON values (sameJson), not as JSON text: otherwise every reconcile would PATCH.
+ */
 export function sameStatus(a: AffinityPolicyStatus, b: AffinityPolicyStatus | undefined): boolean {
   if (!b || a.observedGeneration !== b.observedGeneration || a.activeRuns !== b.activeRuns) return false;
   const strip = (cs: Condition[] = []) => cs.map(({ lastTransitionTime: _, ...rest }) => rest);
-  return JSON.stringify(strip(a.conditions)) === JSON.stringify(strip(b.conditions));
+  return sameJson(strip(a.conditions), strip(b.conditions));
+}
+
+/** Whether `a` and `b` are the same JSON value once sent: the order of object keys does not matter,
+ * and a field whose value is undefined is the same as an absent one (JSON drops it). */
+export function sameJson(a: unknown, b: unknown): boolean {
+  return isDeepStrictEqual(asJson(a), asJson(b));
+}
+
+/** `value` without the object fields that JSON drops (undefined), with toJSON applied (Dates). */
+function asJson(value: unknown): unknown {
+  if (value === null || typeof value !== "object") return value;
+  const json = (value as { toJSON?: () => unknown }).toJSON;
+  if (typeof json === "function") return asJson(json.call(value));
+  if (Array.isArray(value)) return value.map(asJson);
+  return Object.fromEntries(
+    Object.entries(value)
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => [k, asJson(v)]),
+  );
 }

@@ -23,6 +23,7 @@ import {
   type PolicyActionOf,
   type PolicyObservation,
   readyOf,
+  sameJson,
 } from "../../src/reconcilers/policy-decisions.js";
 import { policy as basePolicy, run as baseRun } from "./helpers.js";
 
@@ -60,6 +61,22 @@ const cond = (status: AffinityPolicyStatus, type: string) => status.conditions?.
 const eventsOf = (actions: PolicyAction[]) => actions.filter((a) => a.type === "event");
 /** The policy as it is once `status` was written. */
 const withStatus = (p: AffinityPolicy, status: AffinityPolicyStatus): AffinityPolicy => ({ ...p, status });
+
+/** A value as the apiserver returns a custom resource: JSON with every object's keys in alphabetical
+ * order (Go encodes the stored unstructured maps sorted), so undefined fields are absent. */
+function asApiserverReturns<T>(value: T): T {
+  const sorted = (v: unknown): unknown =>
+    Array.isArray(v)
+      ? v.map(sorted)
+      : v !== null && typeof v === "object"
+        ? Object.fromEntries(
+            Object.entries(v)
+              .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+              .map(([k, x]) => [k, sorted(x)]),
+          )
+        : v;
+  return JSON.parse(JSON.stringify(sorted(value))) as T;
+}
 
 describe("policy decisions", () => {
   describe("Ready", () => {
@@ -256,6 +273,68 @@ describe("policy decisions", () => {
       expect(decidePolicy(observe(withStatus(p, status), { runs, now: NOW + 3_600_000 }))).to.deep.equal([]);
     });
 
+    it("writes nothing when the apiserver returns the same status with its keys in its own order", () => {
+      const p = policy("default", { topologyKey: "example.com/rack" });
+      const runs = [managedRun("r1", "default")];
+      const status = asApiserverReturns(written(decidePolicy(observe(p, { runs }))));
+      expect(Object.keys(status.conditions![0]!)).to.deep.equal([
+        "lastTransitionTime",
+        "message",
+        "observedGeneration",
+        "reason",
+        "status",
+        "type",
+      ]);
+      expect(decidePolicy(observe(withStatus(p, status), { runs }))).to.deep.equal([]);
+      // Keys in yet another order, and without the optional fields that we leave undefined.
+      const ungenerated = policy("default", {}, { generation: undefined });
+      const mine = written(decidePolicy(observe(ungenerated)));
+      expect(cond(mine, "Ready")).to.have.property("observedGeneration", undefined);
+      const reordered: AffinityPolicyStatus = {
+        conditions: asApiserverReturns(mine).conditions!.map(
+          ({ lastTransitionTime, message, reason, status, type }) => ({
+            message,
+            lastTransitionTime,
+            status,
+            type,
+            reason,
+          }),
+        ),
+        activeRuns: 0,
+      };
+      expect(reordered).to.not.have.property("observedGeneration");
+      expect(decidePolicy(observe(withStatus(ungenerated, reordered)))).to.deep.equal([]);
+    });
+
+    it("writes when what the apiserver returns differs in any field but lastTransitionTime", () => {
+      const p = policy();
+      const status = asApiserverReturns(written(decidePolicy(observe(p))));
+      const { lastTransitionTime: _, ...overlapping } = status.conditions![1]!;
+      const changed = (change: (c: Condition) => void): AffinityPolicy => {
+        const copy = asApiserverReturns(status);
+        change(copy.conditions![1]!);
+        return withStatus(p, copy);
+      };
+      expect(decidePolicy(observe(changed((c) => (c.lastTransitionTime = EARLIER))))).to.deep.equal([]);
+      const cases: [string, AffinityPolicy][] = [
+        ["message", changed((c) => (c.message = "other words"))],
+        ["reason", changed((c) => (c.reason = "Other"))],
+        ["status", changed((c) => (c.status = "Unknown"))],
+        ["observedGeneration", changed((c) => (c.observedGeneration = 2))],
+        ["observedGeneration missing", changed((c) => delete c.observedGeneration)],
+        ["an unknown field", changed((c) => Object.assign(c, { severity: "Info" }))],
+        ["type", changed((c) => (c.type = "Overlaps"))],
+      ];
+      for (const [what, stale] of cases) {
+        const actions = decidePolicy(observe(stale));
+        expect(
+          actions.map((a) => a.type),
+          what,
+        ).to.deep.equal(["writeStatus"]);
+        expect(cond(written(actions), "Overlapping"), what).to.deep.include(overlapping);
+      }
+    });
+
     it("writes again when activeRuns, the generation or a condition's message changes", () => {
       const p = policy();
       const status = written(decidePolicy(observe(p)));
@@ -301,6 +380,14 @@ describe("policy decisions", () => {
       expect(cond(turned, "Ready")?.lastTransitionTime).to.equal(new Date(NOW).toISOString());
       expect(cond(turned, "Overlapping")?.lastTransitionTime).to.equal(EARLIER);
     });
+  });
+
+  it("compares JSON values, not JSON text: key order and undefined fields aside", () => {
+    expect(sameJson({ a: 1, b: [{ c: 2, d: undefined }] }, { b: [{ c: 2 }], a: 1 })).to.equal(true);
+    expect(sameJson({ at: new Date(NOW) }, { at: new Date(NOW).toISOString() })).to.equal(true);
+    expect(sameJson({ a: 1, b: [1, 2] }, { a: 1, b: [2, 1] })).to.equal(false);
+    expect(sameJson({ a: 1 }, { a: 1, b: null })).to.equal(false);
+    expect(sameJson({ a: 1 }, { a: "1" })).to.equal(false);
   });
 
   it("never reads the clock: time comes from the observation", () => {
@@ -396,6 +483,21 @@ describe("AffinityPolicyReconciler executing the decisions", () => {
     expect(patch!.body.metadata).to.deep.equal({ resourceVersion: "17" });
     expect(readyOf(patch!.body.status)?.reason).to.equal("ServiceAccountNotFound");
     expect(patch!.body.status.activeRuns).to.equal(1);
+  });
+
+  it("sends no PATCH when the cache holds, as the apiserver returned it, the status it wrote", async () => {
+    const p = policy("default", { mode: "pipelineruns" });
+    const first = harness(p);
+    await first.reconcile();
+    const [patch] = patches(first.calls) as { body: { status: AffinityPolicyStatus } }[];
+    const stored = asApiserverReturns({
+      ...p,
+      metadata: { ...p.metadata, resourceVersion: "18" },
+      status: patch!.body.status,
+    });
+    const again = harness(stored);
+    await again.reconcile();
+    expect(again.calls).to.deep.equal([]);
   });
 
   it("fails the reconcile (for a retry) when the ServiceAccount lookup fails otherwise", async () => {
