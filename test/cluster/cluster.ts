@@ -39,11 +39,15 @@ import {
   startProcess,
   stopProcess,
 } from "./processes.js";
+import { LOCAL_PROVISIONER, ZONAL_PROVISIONER } from "./storage/model.js";
 import { installTekton, tektonControllerArgs, tektonControllerEnv } from "./tekton.js";
 
 export interface ClusterOptions {
   /** Number of fake KWOK nodes to create. Default 3. */
   nodes?: number;
+  /** Number of zones the nodes are spread over (topology.kubernetes.io/zone: zone-a, zone-b, ...).
+   * Default 3. */
+  zones?: number;
   /** Directory for data, logs, kubeconfig and state. Default: a new temp dir. */
   dir?: string;
   /** Stop everything when this process exits (tests: yes; the CLI's `up`: no). Default true. */
@@ -56,12 +60,20 @@ export interface ClusterState {
   kubeconfig: string;
   apiserverUrl: string;
   redisPort: number;
+  /** The zones nodes are spread over, in order. */
+  zones?: string[];
   binaries: Binaries;
   components: ComponentRecord[];
 }
 
 const ADMIN_TOKEN = "tekton-affinity-harness-admin";
-export const ZONES = ["zone-a", "zone-b", "zone-c"];
+/** zone-a, zone-b, ... (the default cluster's three zones are ZONES). */
+export function zoneNames(count: number): string[] {
+  if (!Number.isInteger(count) || count < 1 || count > 26)
+    throw new Error(`the zone count must be a whole number from 1 to 26, got ${count}`);
+  return Array.from({ length: count }, (_, i) => `zone-${String.fromCharCode(97 + i)}`);
+}
+export const ZONES = zoneNames(3);
 export const ZONE_LABEL = "topology.kubernetes.io/zone";
 const FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node";
 /** Nodes with this annotation keep the status we write instead of KWOK's heartbeat (for NotReady). */
@@ -88,6 +100,10 @@ export class LocalCluster {
   get kubectl(): string {
     return this.state.binaries.kubectl;
   }
+  /** The zones this cluster's nodes are spread over. */
+  get zones(): string[] {
+    return this.state.zones ?? ZONES;
+  }
   component(name: string): ComponentRecord {
     const c = this.state.components.find((x) => x.name === name);
     if (!c) throw new Error(`no component named ${name}`);
@@ -111,6 +127,7 @@ export class LocalCluster {
       kubeconfig: join(dir, "kubeconfig"),
       apiserverUrl: "",
       redisPort: await freePort(),
+      zones: zoneNames(options.zones ?? 3),
       binaries,
       components: [],
     };
@@ -201,6 +218,7 @@ export class LocalCluster {
     await this.startControllerManager();
     await this.startScheduler();
     await this.startKwok();
+    await this.startStorageController();
     await installTekton(
       this.clients,
       { kubectl: bin.kubectl, kubeconfig: this.state.kubeconfig },
@@ -335,6 +353,27 @@ export class LocalCluster {
     await this.waitUp(record, () => httpOk(`http://127.0.0.1:${port}/healthz`));
   }
 
+  /** The attach model and the dynamic provisioners (storage/controller.ts), as their own process. */
+  async startStorageController(): Promise<void> {
+    const port = await freePort();
+    const record = this.launch(
+      "storage-controller",
+      [
+        process.execPath,
+        "--import",
+        "tsx",
+        join(import.meta.dirname, "storage", "controller.ts"),
+        "--kubeconfig",
+        this.state.kubeconfig,
+        "--port",
+        String(port),
+      ],
+      {},
+      port,
+    );
+    await this.waitUp(record, () => httpOk(`http://127.0.0.1:${port}/`));
+  }
+
   async startTektonController(): Promise<void> {
     const port = await freePort();
     const record = this.launch(
@@ -371,16 +410,33 @@ export class LocalCluster {
     await this.waitUp(record, () => redisPing(port), 20_000);
   }
 
-  /** A default StorageClass and a pool of PVs, so volumeClaimTemplate PVCs bind through the real PV
-   * controller. The PVs are not node-bound: the fake nodes have no disks. */
+  /**
+   * The StorageClasses (docs/local-cluster.md says which to use when):
+   *  - `standard` (the default): Immediate binding from a pool of pre-made volumes that any node can
+   *    attach, one node at a time (ReadWriteOnce, enforced by the attach model): network block storage
+   *    in a one-zone cluster, the case co-scheduling exists for, and one a placeholder can migrate with;
+   *  - `local-wffc`: WaitForFirstConsumer; the volume is made on the node of the first pod using it and
+   *    can never leave it (local disks);
+   *  - `zonal` (Immediate, zones taken in turn, or `parameters.zone`) and `zonal-wffc` (in the first
+   *    consumer's zone): volumes any node of one zone can attach (cloud disks).
+   */
   private async createStorage(pvCount = 200): Promise<void> {
-    await this.clients.objects.create({
-      apiVersion: "storage.k8s.io/v1",
-      kind: "StorageClass",
-      metadata: { name: "standard", annotations: { "storageclass.kubernetes.io/is-default-class": "true" } },
-      provisioner: "kubernetes.io/no-provisioner",
-      volumeBindingMode: "Immediate",
-    } as never);
+    const storageClass = (name: string, provisioner: string, mode: string, isDefault = false) =>
+      this.clients.objects.create({
+        apiVersion: "storage.k8s.io/v1",
+        kind: "StorageClass",
+        metadata: {
+          name,
+          ...(isDefault ? { annotations: { "storageclass.kubernetes.io/is-default-class": "true" } } : {}),
+        },
+        provisioner,
+        volumeBindingMode: mode,
+        reclaimPolicy: "Delete",
+      } as never);
+    await storageClass("standard", "kubernetes.io/no-provisioner", "Immediate", true);
+    await storageClass("local-wffc", LOCAL_PROVISIONER, "WaitForFirstConsumer");
+    await storageClass("zonal", ZONAL_PROVISIONER, "Immediate");
+    await storageClass("zonal-wffc", ZONAL_PROVISIONER, "WaitForFirstConsumer");
     for (let i = 0; i < pvCount; i++) await this.createVolume(`pv-${i}`);
   }
 
@@ -441,7 +497,7 @@ export class LocalCluster {
     return (await this.clients.core.listNode()).items;
   }
 
-  /** Creates `count` fake nodes named kwok-node-<i>, spread over three zones. */
+  /** Creates `count` fake nodes named kwok-node-<i>; node i is in zone i mod the zone count. */
   async addNodes(count: number): Promise<string[]> {
     const existing = new Set((await this.listNodes()).map((n) => n.metadata?.name));
     const names: string[] = [];
@@ -454,7 +510,9 @@ export class LocalCluster {
     await Promise.all(
       Array.from({ length: Math.min(20, names.length) }, async () => {
         for (let i = next++; i < names.length; i = next++) {
-          await this.clients.core.createNode({ body: fakeNode(names[i]!, ZONES[i % ZONES.length]!) });
+          const zones = this.zones;
+          const index = Number(names[i]!.slice("kwok-node-".length));
+          await this.clients.core.createNode({ body: fakeNode(names[i]!, zones[index % zones.length]!) });
         }
       }),
     );
