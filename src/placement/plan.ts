@@ -38,9 +38,13 @@ export function isSingleNodeClaim(claim: PlannedClaim): boolean {
   return !modes?.length || modes.includes(READ_WRITE_ONCE) || modes.includes(READ_WRITE_ONCE_POD);
 }
 
-/** The claims the plan's placeholder mounts: all it stands for but the ReadWriteOncePod ones. */
-export function mountedClaims(plan: PlaceholderPlan): PlannedClaim[] {
-  return plan.claims.filter((c) => !isOnePodClaim(c));
+/** The claims the plan's placeholder mounts: all it stands for but the ReadWriteOncePod ones; and when
+ * the run shares a domain wider than a node (`nodeWide` false: topologyKey zone, say), none that attaches
+ * to one node at a time. Mounting one would hold its volume on the placeholder's node for the whole run,
+ * and a task the scheduler puts on another node of the domain would wait on a Multi-Attach forever;
+ * the placeholder follows such a volume through its node affinity instead (volumeAffinity). */
+export function mountedClaims(plan: PlaceholderPlan, nodeWide = true): PlannedClaim[] {
+  return plan.claims.filter((c) => !isOnePodClaim(c) && (nodeWide || !isSingleNodeClaim(c)));
 }
 
 export interface PlaceholderPlan {
@@ -49,6 +53,32 @@ export interface PlaceholderPlan {
   /** The claims the placeholder stands for. It mounts them (mountedClaims), so their volumes land on its
    * node, except ReadWriteOncePod ones: those land there with the first task that follows it. */
   claims: PlannedClaim[];
+  /** Node requirements of the bound volumes of claims it does not mount (mountedClaims), so it still
+   * lands where they can be used. Filled in by the reconciler from the PersistentVolumes it read. */
+  volumeAffinity?: VolumeRequirement[];
+}
+
+/** One node-selector requirement (key In values, ...) of a PersistentVolume's node affinity. */
+export interface VolumeRequirement {
+  key: string;
+  operator: string;
+  values?: string[];
+}
+
+/** What a PersistentVolume asks of a node (its required node affinity), when it is one term: several
+ * terms are alternatives, which cannot be added to every term of ours; then nothing is asked. */
+export function volumeRequirements(pv: {
+  spec?: {
+    nodeAffinity?: { required?: { nodeSelectorTerms?: { matchExpressions?: VolumeRequirement[] }[] } };
+  };
+}): VolumeRequirement[] {
+  const terms = pv.spec?.nodeAffinity?.required?.nodeSelectorTerms ?? [];
+  if (terms.length !== 1) return [];
+  return (terms[0]!.matchExpressions ?? []).map((e) => ({
+    key: e.key,
+    operator: e.operator,
+    ...(e.values ? { values: [...e.values] } : {}),
+  }));
 }
 
 export const RUN_KEY = "pipelinerun";

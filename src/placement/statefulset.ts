@@ -21,7 +21,7 @@ import {
 } from "../api/placeholder-template.js";
 import { boundedTemplate, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
-import { mountedClaims, type PlaceholderPlan } from "./plan.js";
+import { mountedClaims, type PlaceholderPlan, type VolumeRequirement } from "./plan.js";
 
 export const DEFAULT_TOPOLOGY_KEY = "kubernetes.io/hostname";
 /** On a placeholder StatefulSet: a hash of its pod template, to see that its policy changed since. */
@@ -113,6 +113,34 @@ export function spreadAffinity() {
   };
 }
 
+/** Whether the run shares one node (the default topologyKey), as opposed to a wider domain. */
+export function isNodeWide(spec: AffinityPolicySpec): boolean {
+  return (spec.topologyKey ?? DEFAULT_TOPOLOGY_KEY) === DEFAULT_TOPOLOGY_KEY;
+}
+
+/** Adds the volumes' requirements to every required term of a node affinity (terms are ORed, so each
+ * must carry them). */
+export function withVolumeAffinity(
+  nodeAffinity: Record<string, unknown> | undefined,
+  volume: VolumeRequirement[] | undefined,
+): Record<string, unknown> | undefined {
+  if (!volume?.length) return nodeAffinity;
+  const required = nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution as
+    | { nodeSelectorTerms?: { matchExpressions?: VolumeRequirement[] }[] }
+    | undefined;
+  const terms = required?.nodeSelectorTerms?.length ? required.nodeSelectorTerms : [{}];
+  return {
+    ...nodeAffinity,
+    requiredDuringSchedulingIgnoredDuringExecution: {
+      ...required,
+      nodeSelectorTerms: terms.map((t) => ({
+        ...t,
+        matchExpressions: [...(t.matchExpressions ?? []), ...volume],
+      })),
+    },
+  };
+}
+
 function placeholderAffinity(
   spec: AffinityPolicySpec,
   ctx: PlacementContext,
@@ -138,8 +166,9 @@ export function placeholderStatefulSet(
   const t = boundedTemplate(effectivePlaceholderTemplate(spec, run, ctx.tektonDefaults), ctx.limits);
   const labels = placeholderLabels(run, plan);
   const podLabels = spec.mode === "isolate-pipelinerun" ? { ...labels, [ISOLATE_LABEL]: "true" } : labels;
-  // Not the ReadWriteOncePod claims: only one pod may use each, and that must be the task's.
-  const mounted = mountedClaims(plan);
+  // Not the ReadWriteOncePod claims: only one pod may use each, and that must be the task's; nor, when
+  // the run shares a zone rather than a node, a claim that attaches to one node at a time.
+  const mounted = mountedClaims(plan, isNodeWide(spec));
   const template = {
     metadata: { labels: podLabels },
     spec: {
@@ -151,7 +180,7 @@ export function placeholderStatefulSet(
       securityContext: t.securityContext as never,
       imagePullSecrets: t.imagePullSecrets as never,
       terminationGracePeriodSeconds: 0,
-      affinity: placeholderAffinity(spec, ctx, t.nodeAffinity),
+      affinity: placeholderAffinity(spec, ctx, withVolumeAffinity(t.nodeAffinity, plan.volumeAffinity)),
       containers: [
         {
           name: "placeholder",

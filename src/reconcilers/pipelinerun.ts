@@ -39,7 +39,15 @@ import type { Caches } from "../kube/informers.js";
 import type { TektonDefaults } from "../kube/tekton-defaults.js";
 import type { TektonFlags } from "../kube/tekton-flags.js";
 import type { Metrics } from "../metrics.js";
-import { planPlaceholders, runClaims } from "../placement/plan.js";
+import {
+  isSingleNodeClaim,
+  type PlaceholderPlan,
+  planPlaceholders,
+  runClaims,
+  type VolumeRequirement,
+  volumeRequirements,
+} from "../placement/plan.js";
+import { isNodeWide } from "../placement/statefulset.js";
 import type { ReconcileResult } from "../queue/work-queue.js";
 import { effectiveSpec } from "./effective-spec.js";
 import type { NodeTracker } from "./node-tracker.js";
@@ -175,6 +183,10 @@ export class PipelineRunReconciler {
     // After the reads, so the observation's time is not older than what it holds.
     const now = Date.now();
     const plans = spec ? planPlaceholders(run, spec.mode, accessModes) : [];
+    // Sharing a zone, a placeholder does not mount single-node claims: it follows their volumes.
+    if (spec && !isNodeWide(spec) && claims.size) {
+      for (const plan of plans) plan.volumeAffinity = await this.volumeAffinity(plan, claims);
+    }
     const placeholders = plans.map((plan): PlaceholderObservation => {
       // StatefulSet pods are named <set>-0.
       const set = caches.placeholderSets.get(plan.name, ns);
@@ -225,6 +237,23 @@ export class PipelineRunReconciler {
 
   /** Reads the run's user PVCs (persistentVolumeClaim workspaces; template claims are ours and their
    * spec is in the run). Not found: undefined, access modes unknown. Other errors are thrown, for a retry. */
+  /** The node requirements of the bound volumes of the plan's single-node claims (read from the API). */
+  private async volumeAffinity(plan: PlaceholderPlan, claims: ReadClaims): Promise<VolumeRequirement[]> {
+    const requirements: VolumeRequirement[] = [];
+    for (const c of plan.claims.filter(isSingleNodeClaim)) {
+      const volumeName = claims.get(c.name)?.spec?.volumeName;
+      if (!volumeName) continue;
+      try {
+        requirements.push(
+          ...volumeRequirements(await this.o.clients.core.readPersistentVolume({ name: volumeName })),
+        );
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+    }
+    return requirements;
+  }
+
   private async readUserClaims(run: PipelineRun): Promise<ReadClaims> {
     const names = runClaims(run)
       .filter((c) => !c.template)

@@ -19,6 +19,7 @@ import {
   type PlaceholderPlan,
   placeholderForPod,
   planPlaceholders,
+  volumeRequirements,
 } from "../../src/placement/plan.js";
 import { mergeAffinity } from "../../src/placement/pod-affinity.js";
 import {
@@ -599,6 +600,73 @@ describe("placeholderStatefulSet", () => {
     expect(
       placeholderStatefulSet(rwopRun, { mode: "workspaces" }, unknown).spec!.template.spec!.volumes,
     ).to.deep.equal([{ name: "claim-0", persistentVolumeClaim: { claimName: "solo" } }]);
+  });
+
+  it("sharing a zone, mounts no single-node claim and follows the bound volumes' node affinity", () => {
+    const run = pipelineRun([
+      { name: "source", persistentVolumeClaim: { claimName: "shared" } },
+      { name: "cache", persistentVolumeClaim: { claimName: "cache" } },
+    ]);
+    const zone = "topology.kubernetes.io/zone";
+    const plan = planPlaceholders(run, "pipelineruns", {
+      shared: ["ReadWriteOnce"],
+      cache: ["ReadWriteMany"],
+    })[0]!;
+    // Sharing a node: both mounted, as before.
+    expect(mountedClaims(plan).map((c) => c.name)).to.deep.equal(["shared", "cache"]);
+    // Sharing a zone: a mounted ReadWriteOnce volume would stay on the placeholder's node all run long.
+    expect(mountedClaims(plan, false).map((c) => c.name)).to.deep.equal(["cache"]);
+    plan.volumeAffinity = [{ key: zone, operator: "In", values: ["zone-b"] }];
+    const spec: AffinityPolicySpec = { mode: "pipelineruns", topologyKey: zone };
+    // The run's own node affinity (the placeholder must land where its tasks may).
+    run.spec.taskRunTemplate = {
+      podTemplate: {
+        affinity: {
+          nodeAffinity: {
+            requiredDuringSchedulingIgnoredDuringExecution: {
+              nodeSelectorTerms: [
+                { matchExpressions: [{ key: "disk", operator: "In", values: ["ssd"] }] },
+                { matchExpressions: [{ key: "disk", operator: "In", values: ["nvme"] }] },
+              ],
+            },
+          },
+        },
+      },
+    } as PipelineRun["spec"]["taskRunTemplate"];
+    const pod = placeholderStatefulSet(run, spec, plan).spec!.template.spec!;
+    expect(pod.volumes).to.deep.equal([{ name: "claim-0", persistentVolumeClaim: { claimName: "cache" } }]);
+    // Each alternative term also asks for the volume's zone.
+    expect(
+      pod.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms,
+    ).to.deep.equal([
+      {
+        matchExpressions: [
+          { key: "disk", operator: "In", values: ["ssd"] },
+          { key: zone, operator: "In", values: ["zone-b"] },
+        ],
+      },
+      {
+        matchExpressions: [
+          { key: "disk", operator: "In", values: ["nvme"] },
+          { key: zone, operator: "In", values: ["zone-b"] },
+        ],
+      },
+    ]);
+  });
+
+  it("reads a volume's node requirements only from a single required term", () => {
+    const term = (value: string) => ({
+      matchExpressions: [{ key: "topology.kubernetes.io/zone", operator: "In", values: [value] }],
+    });
+    expect(
+      volumeRequirements({ spec: { nodeAffinity: { required: { nodeSelectorTerms: [term("a")] } } } }),
+    ).to.deep.equal([{ key: "topology.kubernetes.io/zone", operator: "In", values: ["a"] }]);
+    expect(
+      volumeRequirements({
+        spec: { nodeAffinity: { required: { nodeSelectorTerms: [term("a"), term("b")] } } },
+      }),
+    ).to.deep.equal([]);
+    expect(volumeRequirements({ spec: {} })).to.deep.equal([]);
   });
 
   it("still has the claim of a ReadWriteOncePod volumeClaimTemplate created, only not mounted", () => {
