@@ -92,18 +92,30 @@ export function placeholderSetFingerprint(set: k8s.V1StatefulSet): string {
   ]);
 }
 
+/** A string map's entries in key order, whatever order the object was built in. */
+function sortedEntries(map: Record<string, string> | undefined): [string, string][] {
+  return Object.entries(map ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
 /**
  * What decides whether a node may keep or take a placeholder: cordon, taints, readiness, labels (node
  * affinity, topology) and allocatable room. A status heartbeat changes none of these.
+ *
+ * The nodes cache gets its objects two ways: the list through client-node's typed deserializer (its
+ * own key order, timeAdded as a Date) and watch events as the apiserver's raw JSON. The fingerprint
+ * must not tell them apart, or every tainted node's first watch event after a start or relist is
+ * "news". So only plain values go in, in a fixed order: taints as sorted key=value:effect (timeAdded
+ * is when, not what), and maps as sorted entries.
  */
 export function nodeSchedulingFingerprint(node: k8s.V1Node): string {
-  const ready = node.status?.conditions?.find((c) => c.type === "Ready")?.status;
+  const ready = node.status?.conditions?.find((c) => c.type === "Ready")?.status ?? "";
+  const taints = (node.spec?.taints ?? []).map((t) => `${t.key}=${t.value ?? ""}:${t.effect}`).sort();
   return JSON.stringify([
     node.spec?.unschedulable ?? false,
-    node.spec?.taints ?? [],
+    taints,
     ready,
-    node.metadata?.labels ?? {},
-    node.status?.allocatable ?? {},
+    sortedEntries(node.metadata?.labels),
+    sortedEntries(node.status?.allocatable),
   ]);
 }
 

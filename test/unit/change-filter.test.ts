@@ -111,6 +111,86 @@ describe("what counts as a change", () => {
       expect(nodeSchedulingFingerprint(changed)).not.to.equal(base);
   });
 
+  // The nodes cache gets the list through client-node's typed deserializer and watch events as raw
+  // JSON: the same node must fingerprint the same either way, or every tainted node's first watch event
+  // after a start or relist re-queues runs.
+  const watched = (taints: string): V1Node =>
+    JSON.parse(`{
+      "metadata": { "name": "n1", "labels": { "kubernetes.io/hostname": "n1", "pool": "ci" } },
+      "spec": { "taints": ${taints}, "unschedulable": true },
+      "status": {
+        "allocatable": { "cpu": "4", "memory": "8Gi", "pods": "110" },
+        "conditions": [
+          { "type": "Ready", "status": "True", "lastHeartbeatTime": "2026-01-01T00:00:10Z",
+            "lastTransitionTime": "2026-01-01T00:00:00Z", "reason": "KubeletReady", "message": "ok" }
+        ]
+      }
+    }`);
+  const rawTaints = `[
+    { "key": "dedicated", "value": "ci", "effect": "NoSchedule", "timeAdded": "2026-01-01T00:00:00Z" },
+    { "key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule", "timeAdded": "2026-01-01T00:00:05Z" }
+  ]`;
+  // As V1Node's deserializer builds it: attribute-map key order, Dates for date-times.
+  const listed = (): V1Node => ({
+    metadata: { labels: { pool: "ci", "kubernetes.io/hostname": "n1" }, name: "n1" },
+    spec: {
+      taints: [
+        { effect: "NoSchedule", key: "dedicated", timeAdded: new Date("2026-01-01T00:00:00Z"), value: "ci" },
+        {
+          effect: "NoSchedule",
+          key: "node.kubernetes.io/unschedulable",
+          timeAdded: new Date("2026-01-01T00:00:05Z"),
+        },
+      ],
+      unschedulable: true,
+    },
+    status: {
+      allocatable: { pods: "110", memory: "8Gi", cpu: "4" },
+      conditions: [
+        {
+          lastHeartbeatTime: new Date("2026-01-01T00:00:10Z"),
+          lastTransitionTime: new Date("2026-01-01T00:00:00Z"),
+          message: "ok",
+          reason: "KubeletReady",
+          status: "True",
+          type: "Ready",
+        },
+      ],
+    },
+  });
+
+  it("a node: the typed list and the raw watch give the same node the same fingerprint", () => {
+    expect(nodeSchedulingFingerprint(listed())).to.equal(nodeSchedulingFingerprint(watched(rawTaints)));
+
+    const f = new ChangeFilter(nodeSchedulingFingerprint);
+    f.changed("n1", listed());
+    expect(f.changed("n1", watched(rawTaints)), "first watch event after a list").to.equal(false);
+
+    const retimed = listed();
+    retimed.spec!.taints![0]!.timeAdded = new Date("2026-02-01T00:00:00Z");
+    expect(nodeSchedulingFingerprint(retimed), "timeAdded is not a change").to.equal(
+      nodeSchedulingFingerprint(listed()),
+    );
+    const reordered = listed();
+    reordered.spec!.taints!.reverse();
+    expect(nodeSchedulingFingerprint(reordered)).to.equal(nodeSchedulingFingerprint(listed()));
+  });
+
+  it("a node: a real taint change differs between the typed list and the raw watch", () => {
+    const base = nodeSchedulingFingerprint(listed());
+    const revalued = rawTaints.replace(`"value": "ci"`, `"value": "gpu"`);
+    const reeffected = rawTaints.replace(
+      `"effect": "NoSchedule", "timeAdded": "2026-01-01T00:00:00Z"`,
+      `"effect": "NoExecute", "timeAdded": "2026-01-01T00:00:00Z"`,
+    );
+    const removed = `[${rawTaints.slice(rawTaints.indexOf("},") + 2)}`;
+    const added = rawTaints.replace("[", `[{ "key": "gpu", "effect": "PreferNoSchedule" },`);
+    for (const taints of [revalued, reeffected, removed, added]) {
+      expect(taints).not.to.equal(rawTaints);
+      expect(nodeSchedulingFingerprint(watched(taints)), taints).not.to.equal(base);
+    }
+  });
+
   it("a placeholder pod: scheduling, its reason, deletion and owner do; readiness and IPs do not", () => {
     const pod = (): V1Pod => ({
       metadata: { name: "p-0", uid: "p", ownerReferences: [{ controller: true, uid: "s1" } as never] },
