@@ -19,7 +19,12 @@
 // Every step is idempotent and every write to the run is fenced by resourceVersion, so a job that runs
 // twice, late, or on two replicas at once cannot do harm.
 
-import type { V1PersistentVolume, V1PersistentVolumeClaim, V1StatefulSet } from "@kubernetes/client-node";
+import type {
+  V1Node,
+  V1PersistentVolume,
+  V1PersistentVolumeClaim,
+  V1StatefulSet,
+} from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import {
   GATED_ANNOTATION,
@@ -47,9 +52,10 @@ import {
   type VolumeRequirement,
   volumeRequirements,
 } from "../placement/plan.js";
-import { isNodeWide } from "../placement/statefulset.js";
+import { DEFAULT_TOPOLOGY_KEY, isNodeWide } from "../placement/statefulset.js";
 import type { ReconcileResult } from "../queue/work-queue.js";
 import { effectiveSpec } from "./effective-spec.js";
+import { nodeProblem } from "./node-health.js";
 import type { NodeTracker } from "./node-tracker.js";
 import {
   CLEANED_UP_ANNOTATION,
@@ -212,6 +218,7 @@ export class PipelineRunReconciler {
       if (node) nodes[nodeName] = node;
       troubleSince[nodeName] = this.o.nodeTracker.troubleSince(nodeName, now);
     }
+    const domainNodes = spec && !isNodeWide(spec) ? this.domainNodes(spec, nodes, now) : undefined;
     const group = caches.namespaces.get(ns)?.metadata?.labels?.[this.limits.isolationGroupLabel];
     const conflict = this.o.tektonFlags.conflict();
     const tektonDefaults = this.o.tektonDefaults?.template();
@@ -223,6 +230,7 @@ export class PipelineRunReconciler {
       ...(group ? { isolationGroup: group } : {}),
       nodes,
       troubleSince,
+      ...(domainNodes ? { domainNodes } : {}),
       ...(conflict ? { tektonConflict: conflict } : {}),
       now,
       options: {
@@ -237,6 +245,21 @@ export class PipelineRunReconciler {
 
   /** Reads the run's user PVCs (persistentVolumeClaim workspaces; template claims are ours and their
    * spec is in the run). Not found: undefined, access modes unknown. Other errors are thrown, for a retry. */
+  /** For placeholder nodes that look unusable (any problem, tolerations aside), the other nodes of their
+   * topology domain: migration moves a zone-wide placeholder only when its whole domain is unusable. */
+  private domainNodes(spec: AffinityPolicySpec, nodes: Record<string, V1Node>, now: number) {
+    const key = spec.topologyKey ?? DEFAULT_TOPOLOGY_KEY;
+    const out: Record<string, V1Node[]> = {};
+    for (const [name, node] of Object.entries(nodes)) {
+      const value = node.metadata?.labels?.[key];
+      if (!value || !nodeProblem(node, [], now, 0)) continue;
+      out[name] = this.o.caches.nodes
+        .list()
+        .filter((n) => n.metadata?.name !== name && n.metadata?.labels?.[key] === value);
+    }
+    return out;
+  }
+
   /** The node requirements of the bound volumes of the plan's single-node claims (read from the API). */
   private async volumeAffinity(plan: PlaceholderPlan, claims: ReadClaims): Promise<VolumeRequirement[]> {
     const requirements: VolumeRequirement[] = [];

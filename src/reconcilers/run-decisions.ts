@@ -94,6 +94,9 @@ export interface RunObservation {
   nodes: Record<string, V1Node>;
   /** When each of those nodes started to look unusable (NodeTracker); missing: not seen, i.e. now. */
   troubleSince: Record<string, number>;
+  /** With a topologyKey wider than a node: for a placeholder node that looks unusable, the other nodes of
+   * its domain (same topologyKey value), by the placeholder node's name. */
+  domainNodes?: Record<string, V1Node[]>;
   /** Set when Tekton's own affinity assistant is on (TektonFlags.conflict()). */
   tektonConflict?: string;
   /** Tekton's config-defaults default-affinity-assistant-pod-template, when set and valid. */
@@ -267,8 +270,19 @@ function decideMigration(obs: RunObservation): RunAction[] {
     const from = set.metadata?.annotations?.[EVICTED_FROM_ANNOTATION];
     if (from && from !== nodeName) actions.push({ type: "reportArrival", set, from, to: nodeName });
 
-    const problem = nodeProblem(obs.nodes[nodeName], pod.spec?.tolerations ?? [], now, notReadyGraceMs);
+    const tolerations = pod.spec?.tolerations ?? [];
+    const problem = nodeProblem(obs.nodes[nodeName], tolerations, now, notReadyGraceMs);
     if (!problem) continue;
+    // Sharing a zone, the run needs the zone, not this node: while another node of it is usable the
+    // tasks go there, and the placeholder (which holds no single-node volume then) stays. A node that
+    // is gone takes its pods with it, so that one still moves.
+    const domain = obs.domainNodes?.[nodeName];
+    if (
+      problem.reason !== "Gone" &&
+      domain?.some((n) => !nodeProblem(n, tolerations, now, notReadyGraceMs))
+    ) {
+      continue;
+    }
     // NotReady waits out its grace period; every problem waits out the settle period, so a quick
     // uncordon cancels the move; and a placeholder moves at most once per settle period.
     const lastEviction = Number(set.metadata?.annotations?.[EVICTED_AT_ANNOTATION] ?? 0);

@@ -591,6 +591,25 @@ describe("run decisions", () => {
       expect(decideRun(onA())).to.deep.equal([]);
     });
 
+    it("sharing a zone, stays while another node of the zone is usable, and moves once none is", () => {
+      const zoneWide = (others: V1Node[], nodeA = node("node-a", { cordoned: true })) => {
+        const obs = onA({ nodes: [nodeA], troubleSince: { "node-a": NOW - SETTLE } });
+        return { ...obs, domainNodes: { "node-a": others } };
+      };
+      // node-b, in node-a's zone, can take the tasks: nothing moves.
+      expect(decideRun(zoneWide([node("node-b")]))).to.deep.equal([]);
+      // Every other node of the zone is unusable too: the placeholder moves, as it would sharing a node.
+      const noRoom = decideRun(zoneWide([node("node-b", { cordoned: true })]));
+      expect(types(noRoom)).to.deep.equal(["evict"]);
+      expect(types(decideRun(zoneWide([])))).to.deep.equal(["evict"]);
+      // A node that is gone takes its pods with it: the placeholder moves whatever the zone.
+      const gone = decideRun({
+        ...onA({ nodes: [], troubleSince: { "node-a": NOW - SETTLE } }),
+        domainNodes: { "node-a": [node("node-b")] },
+      });
+      expect(types(gone)).to.deep.equal(["evict"]);
+    });
+
     it("waits out the settle period since the trouble began, then evicts", () => {
       const early = decideRun(onA({ nodes: cordoned, troubleSince: { "node-a": NOW - 4000 } }));
       expect(early).to.deep.equal([{ type: "requeueAfter", ms: 6000 }]);
