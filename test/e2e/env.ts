@@ -7,6 +7,7 @@ import { join, resolve } from "node:path";
 import { LocalCluster } from "../cluster/cluster.js";
 import { waitFor } from "../cluster/kube.js";
 import { ControllerProcess } from "./controller-process.js";
+import { VolumeInvariants } from "./volume-invariants.js";
 
 const REPO = resolve(import.meta.dirname, "..", "..");
 
@@ -16,6 +17,8 @@ export interface E2E {
   logDir: string;
   /** Started by this process (and so stopped by it), as opposed to attached to. */
   owned: boolean;
+  /** The volume invariant every test is checked against at its end (hooks.ts). */
+  volumes: VolumeInvariants;
 }
 
 /** Controller timings shortened so that tests of waits, grace and settle periods run in seconds. */
@@ -34,6 +37,11 @@ let env: Promise<E2E> | undefined;
 export function e2e(): Promise<E2E> {
   env ??= setUp();
   return env;
+}
+
+/** The environment if a test has set it up (the root hooks check it without starting it). */
+export function e2eIfStarted(): Promise<E2E | undefined> | undefined {
+  return env?.catch(() => undefined);
 }
 
 async function setUp(): Promise<E2E> {
@@ -55,9 +63,11 @@ async function setUp(): Promise<E2E> {
     replicaId: "replica-0",
     args: TEST_CONTROLLER_ARGS,
   });
+  const volumes = new VolumeInvariants(cluster.clients.kc);
+  await volumes.start();
   await controller.start();
   await waitForGate(cluster);
-  return { cluster, controller, logDir, owned: !attachTo };
+  return { cluster, controller, logDir, owned: !attachTo, volumes };
 }
 
 const PROBE_NAMESPACE = "e2e-gate-probe";
@@ -105,6 +115,7 @@ export async function tearDown(): Promise<void> {
   const e = await env.catch(() => undefined);
   env = undefined;
   if (!e) return;
+  e.volumes.stop();
   await e.controller.stop();
   if (e.owned) await e.cluster.stop();
 }
