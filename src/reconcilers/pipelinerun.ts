@@ -612,12 +612,11 @@ export class PipelineRunReconciler {
     run: PipelineRun,
     { set, from, to }: RunActionOf<"reportArrival">,
   ): Promise<void> {
-    try {
-      await annotateSetFenced(this.o.clients.apps, set, { [EVICTED_FROM_ANNOTATION]: null });
-    } catch (err) {
-      if (isConflict(err)) return; // someone else reported it, or the set changed: the next job decides
-      throw err;
-    }
+    // A conflict (the StatefulSet controller updated the set's status since our cache saw it, or another
+    // replica reported the arrival) is thrown: the job is retried from fresh state, which reports it or
+    // finds it reported. Waiting for "the next job" instead lost the report: the set's status updates
+    // are no news, so no next job may come (found with pods that wait on a volume attach).
+    await annotateSetFenced(this.o.clients.apps, set, { [EVICTED_FROM_ANNOTATION]: null });
     this.recordEvent(
       run,
       "Normal",

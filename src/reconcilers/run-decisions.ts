@@ -124,7 +124,7 @@ export type RunAction =
   /** Delete a waiting placeholder whose template is stale (uid precondition) and say so in a
    * PlaceholderUpdated event; the next reconcile creates it anew. */
   | { type: "replacePlaceholder"; plan: string; set: V1StatefulSet }
-  /** Clear the set's evicted-from annotation (fenced) and emit Migrated; a conflict skips both. */
+  /** Clear the set's evicted-from annotation (fenced) and emit Migrated; a conflict fails the job, which is retried from fresh state. */
   | { type: "reportArrival"; set: V1StatefulSet; from: string; to: string }
   /** Move the placeholder off `nodeName`: unless a claim's volume is pinned there (pinnedNode, read
    * by the executor; then the cannotMigrate of pinnedCannotMigrate instead), mark the set

@@ -1255,6 +1255,32 @@ describe("PipelineRunReconciler executing the decisions", () => {
     expect(again.events).to.deep.equal([]);
   });
 
+  it("reports a placeholder's arrival, and fails the job on a conflict so that a retry reports it", async () => {
+    const r = managedRun({ gated: false });
+    const world: World = {
+      placeholders: [
+        { set: true, pod: { node: "node-a" }, setAnnotations: { [EVICTED_FROM_ANNOTATION]: "node-old" } },
+      ],
+    };
+    const ok = harness(r, world);
+    await ok.reconcile();
+    expect(names(ok.calls)).to.include("patchNamespacedStatefulSet");
+    expect(ok.events.map(([reason]) => reason)).to.deep.equal(["Migrated"]);
+    // The set changed since the cache saw it (its controller writes status): no event, and the job fails
+    // for a retry, rather than waiting for a next event that may never come.
+    const stale = harness(r, world, {
+      patchNamespacedStatefulSet: () => {
+        throw apiError(409, "the object has been modified");
+      },
+    });
+    let failed: unknown;
+    await stale.reconcile().catch((err: unknown) => {
+      failed = err;
+    });
+    expect((failed as { code?: number } | undefined)?.code).to.equal(409);
+    expect(stale.events).to.deep.equal([]);
+  });
+
   it("reads no PVC for a run that is not active, nor for template claims", async () => {
     const done = harness(managedRun({ gated: false, done: true, workspaces: [pvc("src", "shared")] }), {});
     await done.reconcile();
