@@ -28,8 +28,8 @@ const table = (rows: string[][]) => {
 
 const FOUR_TASKS = [
   { name: "fetch", workspaces: ["source"] },
-  { name: "build", runAfter: ["fetch"], workspaces: ["source"] },
-  { name: "test", runAfter: ["fetch"], workspaces: ["source"] },
+  { name: "build", seconds: 10, runAfter: ["fetch"], workspaces: ["source"] },
+  { name: "test", seconds: 10, runAfter: ["fetch"], workspaces: ["source"] },
   { name: "publish", runAfter: ["build", "test"], workspaces: ["source"] },
 ];
 
@@ -56,7 +56,10 @@ async function main(): Promise<void> {
       `[2/5] controller replica running: webhooks on https://127.0.0.1:${controller.port}, log ${controller.log}`,
     );
 
-    say("[3/5] three teams, three choices; each runs a four-task pipeline sharing one RWO workspace:");
+    say("[3/5] three teams, three choices; each runs a four-task pipeline sharing one RWO workspace");
+    say("      (build and test run side by side for 10 s). The team without a policy gets what the");
+    say("      scheduler may well do: build and test on two nodes (pinned here so the demo is repeatable),");
+    say("      and one of them waits on a Multi-Attach until the other lets the volume go:");
     const teams = [
       { ns: "team-workspaces", spec: { mode: "workspaces" as const } },
       { ns: "team-isolate", spec: { mode: "isolate-pipelinerun" as const } },
@@ -69,10 +72,9 @@ async function main(): Promise<void> {
         cluster.clients.core.readNamespacedServiceAccount({ name: "default", namespace: t.ns }),
       );
       if (t.spec) await applyPolicy(cluster, t.ns, t.spec);
-      const run = await createRun(
-        cluster,
-        pipelineRun(t.ns, { name: "ci", workspaces: { source: RWO_TEMPLATE }, tasks: FOUR_TASKS }),
-      );
+      const ci = pipelineRun(t.ns, { name: "ci", workspaces: { source: RWO_TEMPLATE }, tasks: FOUR_TASKS });
+      if (!t.spec) ci.spec.taskRunSpecs = splitOverNodes(await nodeNames(cluster));
+      const run = await createRun(cluster, ci);
       runs.push({
         ns: t.ns,
         name: run.metadata.name,
@@ -91,6 +93,7 @@ async function main(): Promise<void> {
       );
     }
     table(rows);
+    await showAttachWaits(cluster, "team-free");
 
     say();
     await isolationStory(cluster);
@@ -181,6 +184,38 @@ async function releasedOn(cluster: LocalCluster, ns: string, name: string): Prom
       ? run.metadata.annotations?.["affinity.tekton.dev/placed-on"]
       : undefined;
   });
+}
+
+async function nodeNames(cluster: LocalCluster): Promise<string[]> {
+  return (await cluster.listNodes()).map((n) => n.metadata!.name!).sort();
+}
+
+/** build on one node, test on another: a placement the scheduler is free to choose. */
+function splitOverNodes(nodes: string[]) {
+  return ["build", "test"].map((task, i) => ({
+    pipelineTaskName: task,
+    podTemplate: { nodeSelector: { "kubernetes.io/hostname": nodes[i % nodes.length]! } },
+  })) as never;
+}
+
+/** The Multi-Attach waits of a namespace's pods (FailedAttachVolume events), with how long each lasted. */
+async function showAttachWaits(cluster: LocalCluster, ns: string): Promise<void> {
+  const events = (
+    await cluster.clients.core.listNamespacedEvent({
+      namespace: ns,
+      fieldSelector: "reason=FailedAttachVolume",
+    })
+  ).items;
+  if (events.length === 0) {
+    say(`      ${ns}: no task waited for its volume this time`);
+    return;
+  }
+  for (const e of events) {
+    const waited =
+      (new Date(e.lastTimestamp ?? 0).getTime() - new Date(e.firstTimestamp ?? 0).getTime()) / 1000;
+    say(`      ${ns}: pod ${e.involvedObject.name} waited ${waited.toFixed(0)}+ s: ${e.message}`);
+  }
+  say("      (with a longer build, that task is stuck for as long: the failure co-scheduling prevents)");
 }
 
 function podWhere(pod: V1Pod | undefined): string {
