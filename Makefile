@@ -45,6 +45,7 @@ bench: deps
 	npx tsx bench/webhooks.ts
 	npx tsx bench/vs-tekton.ts
 	npx tsx bench/scale.ts
+	npx tsx bench/reserve.ts
 
 clean:
 	rm -rf dist .cluster
