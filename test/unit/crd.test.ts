@@ -81,8 +81,10 @@ describe("AffinityPolicy CRD", () => {
     const rules = spec["x-kubernetes-validations"] as { rule: string; message: string }[];
     expect(rules.map((r) => r.rule)).to.deep.equal([
       "!has(self.isolation) || self.mode == 'isolate-pipelinerun'",
+      "!has(self.reserve) || self.reserve == 'None' || self.mode == 'pipelineruns' || self.mode == 'isolate-pipelinerun'",
       "!has(self.placeholder) || self.mode != 'disabled'",
     ]);
+    expect(props.reserve).to.deep.include({ default: "None", enum: ["None", "LargestTask"] });
     for (const r of rules) expect(r.message).to.match(/remove spec\.\w+/);
     const status = (root.properties as Record<string, Schema>).status!;
     const conditions = (status.properties as Record<string, Schema>).conditions!;

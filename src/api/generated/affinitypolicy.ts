@@ -28,6 +28,10 @@ export interface AffinityPolicySpec {
    */
   onMaxWait?: "Fail" | "Release";
   isolation?: IsolationSpec;
+  /**
+   * Room the run's node must have. 'None': any node the placeholder fits (as Tekton's assistant does), so a later, larger task may find its node full and wait forever. 'LargestTask': the run is placed only where its largest task pod fits (requests per resource: the largest cpu and the largest memory among its tasks, with the namespace's LimitRange defaults and the run's taskRunSpecs), and that room is held between tasks by a lowest-priority reservation pod that the run's task pods (and any other pod) preempt when they need the room. A run whose largest task fits no node waits, saying so, until maxWait. Tasks that cannot be resolved (remote resolvers) fall back to 'None' with a Warning event. Not in 'workspaces' mode. Defaults to "None".
+   */
+  reserve?: "None" | "LargestTask";
   placeholder?: PlaceholderSpec;
 }
 /**
