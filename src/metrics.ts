@@ -79,6 +79,33 @@ export function createMetrics() {
       labelNames: ["kind"],
       registers: [registry],
     }),
+    reservations: new Counter({
+      name: "tekton_affinity_reservations_total",
+      help: "Reservations (reserve: LargestTask) created: room for a run's largest task held on its node.",
+      registers: [registry],
+    }),
+    reservedCpu: new Histogram({
+      name: "tekton_affinity_reserved_cpu_millicores",
+      help: "CPU (millicores) a run's reservation holds for its largest task, per reservation created.",
+      buckets: [100, 250, 500, 1000, 2000, 4000, 8000, 16000],
+      registers: [registry],
+    }),
+    reservedMemory: new Histogram({
+      name: "tekton_affinity_reserved_memory_bytes",
+      help: "Memory (bytes) a run's reservation holds for its largest task, per reservation created.",
+      buckets: [2 ** 27, 2 ** 28, 2 ** 29, 2 ** 30, 2 ** 31, 2 ** 32, 2 ** 33, 2 ** 34],
+      registers: [registry],
+    }),
+    reservationPreemptions: new Counter({
+      name: "tekton_affinity_reservation_preemptions_total",
+      help: "Reservation pods the scheduler preempted to make room (for a task of the run, or any other pod).",
+      registers: [registry],
+    }),
+    reservationUnfit: new Counter({
+      name: "tekton_affinity_reservation_unfit_total",
+      help: "Times a run was seen waiting because no node had room for its largest task.",
+      registers: [registry],
+    }),
     evictions: new Counter({
       name: "tekton_affinity_placeholder_evictions_total",
       help: "Placeholder pods deleted so they move off a node, by reason.",

@@ -30,5 +30,11 @@ export const PLACEHOLDER_COMPONENT = "affinity-placeholder";
 export const PLACEHOLDER_LABEL = `${GROUP}/placeholder`;
 export const PLACEHOLDER_RUN_UID_LABEL = `${GROUP}/pipelinerun-uid`;
 export const ISOLATE_LABEL = `${GROUP}/isolate`;
+/** A run's reservation (reserve: LargestTask): its own component, so isolation and spreading, which select
+ * placeholders, ignore it. Its pod and the placeholder's carry RESERVATION_LABEL (value: the plan). */
+export const RESERVATION_COMPONENT = "affinity-reservation";
+export const RESERVATION_LABEL = `${GROUP}/reservation`;
+/** The lowest-priority, never-preempting PriorityClass deploy/ installs for reservation pods. */
+export const RESERVATION_PRIORITY_CLASS = "tekton-affinity-reservation";
 
 export const PENDING_STATUS = "PipelineRunPending";

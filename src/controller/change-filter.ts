@@ -72,6 +72,8 @@ export function runFingerprint(run: PipelineRun): string {
  */
 export function placeholderPodFingerprint(pod: k8s.V1Pod): string {
   const scheduled = pod.status?.conditions?.find((c) => c.type === "PodScheduled");
+  // A reservation preempted (reserve: LargestTask) is counted by its run's reconcile.
+  const disrupted = pod.status?.conditions?.find((c) => c.type === "DisruptionTarget");
   return JSON.stringify([
     pod.metadata?.uid,
     pod.spec?.nodeName ?? "",
@@ -80,6 +82,7 @@ export function placeholderPodFingerprint(pod: k8s.V1Pod): string {
     scheduled?.reason ?? "",
     scheduled?.message ?? "",
     pod.metadata?.ownerReferences?.find((o) => o.controller)?.uid ?? "",
+    disrupted?.reason ?? "",
   ]);
 }
 

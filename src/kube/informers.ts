@@ -9,6 +9,7 @@ import {
   MANAGED_LABEL,
   PLACEHOLDER_COMPONENT,
   PLURAL,
+  RESERVATION_COMPONENT,
   TEKTON_GROUP,
   TEKTON_VERSION,
   VERSION,
@@ -160,7 +161,8 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
   const custom = kc.makeApiClient(k8s.CustomObjectsApi);
   const apps = kc.makeApiClient(k8s.AppsV1Api);
   const core = kc.makeApiClient(k8s.CoreV1Api);
-  const placeholders = `${COMPONENT_LABEL}=${PLACEHOLDER_COMPONENT}`;
+  // Placeholders and the reservations that hold room beside them (reserve: LargestTask).
+  const placeholders = `${COMPONENT_LABEL} in (${PLACEHOLDER_COMPONENT},${RESERVATION_COMPONENT})`;
   // Only the runs the gate marked as ours: a cluster's other runs (often most of them) cost no memory.
   const managed = `${MANAGED_LABEL}=true`;
   return {

@@ -10,6 +10,7 @@ import {
   PLACEHOLDER_COMPONENT,
   PLACEHOLDER_LABEL,
   PLACEHOLDER_RUN_UID_LABEL,
+  RESERVATION_LABEL,
   RUN_LABEL,
   TEKTON_GROUP,
   TEKTON_VERSION,
@@ -22,12 +23,13 @@ import {
 import { boundedTemplate, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import { mountedClaims, type PlaceholderPlan, type VolumeRequirement } from "./plan.js";
+import { reservationAffinityTerm } from "./reservation.js";
 
 export const DEFAULT_TOPOLOGY_KEY = "kubernetes.io/hostname";
 /** On a placeholder StatefulSet: a hash of its pod template, to see that its policy changed since. */
 export const TEMPLATE_HASH_ANNOTATION = "affinity.tekton.dev/template-hash";
 
-function templateHash(template: unknown): string {
+export function templateHash(template: unknown): string {
   return createHash("sha256").update(JSON.stringify(template)).digest("hex").slice(0, 16);
 }
 
@@ -58,6 +60,8 @@ export interface PlacementContext {
   isolationGroup?: string;
   /** Tekton's config-defaults default-affinity-assistant-pod-template, the lowest layer. */
   tektonDefaults?: TektonDefaultTemplate;
+  /** reserve: LargestTask is in force: the placeholder joins its reservation (reservation.ts). */
+  reserving?: boolean;
 }
 
 /**
@@ -145,6 +149,7 @@ function placeholderAffinity(
   spec: AffinityPolicySpec,
   ctx: PlacementContext,
   nodeAffinity: Record<string, unknown> | undefined,
+  plan: PlaceholderPlan,
 ) {
   const isolate = spec.mode === "isolate-pipelinerun";
   // Isolation's required anti-affinity already keeps placeholders apart.
@@ -153,8 +158,15 @@ function placeholderAffinity(
     : spec.placeholder?.spread !== false
       ? spreadAffinity()
       : undefined;
-  if (!apart && !nodeAffinity) return undefined;
-  return { ...(nodeAffinity ? { nodeAffinity: nodeAffinity as never } : {}), ...apart };
+  const beside = ctx.reserving
+    ? {
+        podAffinity: {
+          requiredDuringSchedulingIgnoredDuringExecution: [reservationAffinityTerm(spec, plan)],
+        },
+      }
+    : undefined;
+  if (!apart && !nodeAffinity && !beside) return undefined;
+  return { ...(nodeAffinity ? { nodeAffinity: nodeAffinity as never } : {}), ...apart, ...beside };
 }
 
 export function placeholderStatefulSet(
@@ -165,7 +177,12 @@ export function placeholderStatefulSet(
 ): V1StatefulSet {
   const t = boundedTemplate(effectivePlaceholderTemplate(spec, run, ctx.tektonDefaults), ctx.limits);
   const labels = placeholderLabels(run, plan);
-  const podLabels = spec.mode === "isolate-pipelinerun" ? { ...labels, [ISOLATE_LABEL]: "true" } : labels;
+  const podLabels = {
+    ...labels,
+    ...(spec.mode === "isolate-pipelinerun" ? { [ISOLATE_LABEL]: "true" } : {}),
+    // Beside its reservation, which follows it back there after a preemption (reservation.ts).
+    ...(ctx.reserving ? { [RESERVATION_LABEL]: plan.name } : {}),
+  };
   // Not the ReadWriteOncePod claims: only one pod may use each, and that must be the task's; nor, when
   // the run shares a zone rather than a node, a claim that attaches to one node at a time.
   const mounted = mountedClaims(plan, isNodeWide(spec));
@@ -180,7 +197,7 @@ export function placeholderStatefulSet(
       securityContext: t.securityContext as never,
       imagePullSecrets: t.imagePullSecrets as never,
       terminationGracePeriodSeconds: 0,
-      affinity: placeholderAffinity(spec, ctx, withVolumeAffinity(t.nodeAffinity, plan.volumeAffinity)),
+      affinity: placeholderAffinity(spec, ctx, withVolumeAffinity(t.nodeAffinity, plan.volumeAffinity), plan),
       containers: [
         {
           name: "placeholder",

@@ -20,9 +20,11 @@
 // twice, late, or on two replicas at once cannot do harm.
 
 import type {
+  CoreV1Event,
   V1Node,
   V1PersistentVolume,
   V1PersistentVolumeClaim,
+  V1Pod,
   V1StatefulSet,
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
@@ -52,7 +54,20 @@ import {
   type VolumeRequirement,
   volumeRequirements,
 } from "../placement/plan.js";
+import { NO_ROOM, reservationName, reservesLargestTask } from "../placement/reservation.js";
 import { DEFAULT_TOPOLOGY_KEY, isNodeWide } from "../placement/statefulset.js";
+import {
+  largestTask,
+  limitRangeDefaults,
+  type PipelineSpec,
+  pipelineSource,
+  pipelineTasks,
+  type Resources,
+  type TaskSpec,
+  taskPodRequests,
+  taskRunSpecFor,
+  taskSource,
+} from "../placement/task-resources.js";
 import type { ReconcileResult } from "../queue/work-queue.js";
 import { effectiveSpec } from "./effective-spec.js";
 import { nodeProblem } from "./node-health.js";
@@ -65,6 +80,7 @@ import {
   decideRun,
   EVICTED_AT_ANNOTATION,
   EVICTED_FROM_ANNOTATION,
+  isGated,
   type PlaceholderObservation,
   pinnedCannotMigrate,
   pinnedNode,
@@ -207,8 +223,17 @@ export class PipelineRunReconciler {
       if (uid && !currentPod(p)) {
         p.failedCreates = caches.failedCreates.list(ns).filter((e) => e.involvedObject.uid === uid);
       }
+      if (reservesLargestTask(spec)) p.reservation = this.observeReservation(plan, ns);
       return p;
     });
+    // The largest task is resolved only while a reservation is still to be made (its size is then fixed).
+    const reserve =
+      reservesLargestTask(spec) &&
+      claimsMatter(run, spec) &&
+      isGated(run) &&
+      placeholders.some((p) => !p.reservation?.set)
+        ? await this.resolveReservation(run)
+        : undefined;
     const nodes: RunObservation["nodes"] = {};
     const troubleSince: RunObservation["troubleSince"] = {};
     for (const p of placeholders) {
@@ -231,6 +256,7 @@ export class PipelineRunReconciler {
       nodes,
       troubleSince,
       ...(domainNodes ? { domainNodes } : {}),
+      ...(reserve ? { reserve } : {}),
       ...(conflict ? { tektonConflict: conflict } : {}),
       now,
       options: {
@@ -245,6 +271,107 @@ export class PipelineRunReconciler {
 
   /** Reads the run's user PVCs (persistentVolumeClaim workspaces; template claims are ours and their
    * spec is in the run). Not found: undefined, access modes unknown. Other errors are thrown, for a retry. */
+  /** A plan's reservation set and pod from the caches (they hold reservations too), and the set's
+   * FailedCreate events while it has no pod. */
+  private observeReservation(
+    plan: PlaceholderPlan,
+    ns: string,
+  ): NonNullable<PlaceholderObservation["reservation"]> {
+    const name = reservationName(plan);
+    const set = this.o.caches.placeholderSets.get(name, ns);
+    const r = {
+      set,
+      pod: this.o.caches.placeholderPods.get(`${name}-0`, ns),
+      failedCreates: [] as CoreV1Event[],
+    };
+    this.countPreemption(r.pod);
+    const uid = set?.metadata?.uid;
+    if (uid && !currentPod({ plan, ...r })) {
+      r.failedCreates = this.o.caches.failedCreates.list(ns).filter((e) => e.involvedObject.uid === uid);
+    }
+    return r;
+  }
+
+  /** Reservation pods preempted, each counted once (by uid) however many reconciles see it. */
+  private readonly preempted = new Set<string>();
+  private countPreemption(pod: V1Pod | undefined): void {
+    const uid = pod?.metadata?.uid;
+    const byScheduler = pod?.status?.conditions?.some(
+      (c) => c.type === "DisruptionTarget" && c.status === "True" && c.reason === "PreemptionByScheduler",
+    );
+    if (!uid || !byScheduler || this.preempted.has(uid)) return;
+    if (this.preempted.size > 10_000) this.preempted.clear();
+    this.preempted.add(uid);
+    this.o.metrics.reservationPreemptions.inc();
+  }
+
+  /**
+   * The run's largest task pod (task-resources.ts), from its inline specs or the Pipeline and Task objects
+   * it references (read from the API: only while a reservation is to be made), with the namespace's
+   * LimitRange defaults and the run's taskRunSpecs; or why it cannot be known.
+   */
+  private async resolveReservation(run: PipelineRun): Promise<NonNullable<RunObservation["reserve"]>> {
+    const ns = run.metadata.namespace;
+    const fallBack = (why: string) => ({
+      unresolvable: `${why}: reserve: LargestTask falls back to None for this run`,
+    });
+    const read = async (plural: "pipelines" | "tasks", name: string, namespace: string) => {
+      try {
+        return (await this.o.clients.custom.getNamespacedCustomObject({
+          group: TEKTON_GROUP,
+          version: TEKTON_VERSION,
+          plural,
+          namespace,
+          name,
+        })) as { spec?: unknown };
+      } catch (err) {
+        if (isNotFound(err)) return undefined;
+        throw err;
+      }
+    };
+    const pipeline = pipelineSource(run);
+    if ("unresolvable" in pipeline) return { unresolvable: pipeline.unresolvable };
+    let spec: PipelineSpec;
+    if ("inline" in pipeline) spec = pipeline.inline;
+    else {
+      const found = await read("pipelines", pipeline.ref.name, pipeline.ref.namespace);
+      if (!found?.spec)
+        return fallBack(`Pipeline ${pipeline.ref.namespace}/${pipeline.ref.name} was not found`);
+      spec = found.spec as PipelineSpec;
+    }
+    const limitRange = limitRangeDefaults(
+      (await this.o.clients.core.listNamespacedLimitRange({ namespace: ns })).items,
+    );
+    const tasks: { name: string; requests: Resources }[] = [];
+    for (const pt of pipelineTasks(spec)) {
+      const source = taskSource(pt, ns);
+      if ("unresolvable" in source) return { unresolvable: source.unresolvable };
+      let taskSpec: TaskSpec;
+      if ("inline" in source) taskSpec = source.inline;
+      else {
+        const found = await read("tasks", source.ref.name, source.ref.namespace);
+        if (!found?.spec)
+          return fallBack(`Task ${source.ref.namespace}/${source.ref.name} (task ${pt.name}) was not found`);
+        taskSpec = found.spec as TaskSpec;
+      }
+      try {
+        const taskRunSpec = taskRunSpecFor(run, pt.name);
+        tasks.push({
+          name: pt.name,
+          requests: taskPodRequests(taskSpec, {
+            ...(limitRange ? { limitRange } : {}),
+            ...(taskRunSpec ? { taskRunSpec } : {}),
+          }),
+        });
+      } catch (err) {
+        return fallBack(`task ${pt.name}: ${(err as Error).message}`);
+      }
+    }
+    const largest = largestTask(tasks);
+    if (!largest) return fallBack("the run has no tasks");
+    return { reservation: { task: largest.name, requests: largest.requests } };
+  }
+
   /** For placeholder nodes that look unusable (any problem, tolerations aside), the other nodes of their
    * topology domain: migration moves a zone-wide placeholder only when its whole domain is unusable. */
   private domainNodes(spec: AffinityPolicySpec, nodes: Record<string, V1Node>, now: number) {
@@ -319,6 +446,24 @@ export class PipelineRunReconciler {
           x.refused ??= refusal;
           break;
         }
+        case "createReservation": {
+          const { created, refusal } = await this.createPlaceholder(
+            run,
+            a.set.metadata!.name!,
+            a.set,
+            "reservation",
+          );
+          if (created) {
+            this.o.metrics.reservations.inc();
+            this.o.metrics.reservedCpu.observe(a.reservation.requests.cpuMillis);
+            this.o.metrics.reservedMemory.observe(a.reservation.requests.memoryBytes);
+          }
+          x.refused ??= refusal;
+          break;
+        }
+        case "reserveUnresolved":
+          if (x.created.has(a.plan)) this.recordEvent(run, "Warning", "ReserveUnresolved", a.message);
+          break;
         case "claimNotMounted":
           if (x.created.has(a.plan)) this.recordEvent(run, "Normal", "ClaimNotMounted", a.message);
           break;
@@ -340,6 +485,7 @@ export class PipelineRunReconciler {
         case "setWaiting":
           await this.patchRun(run, { metadata: { annotations: { [WAITING_ANNOTATION]: a.reason } } });
           this.recordEvent(run, "Warning", "Waiting", a.reason);
+          if (a.reason.startsWith(NO_ROOM)) this.o.metrics.reservationUnfit.inc();
           break;
         case "failRun":
           await this.failRun(run, a.message, log);
@@ -400,6 +546,7 @@ export class PipelineRunReconciler {
     run: PipelineRun,
     plan: string,
     desired: V1StatefulSet,
+    what: "placeholder" | "reservation" = "placeholder",
   ): Promise<{ created: boolean; refusal?: string }> {
     const ns = run.metadata.namespace;
     try {
@@ -417,7 +564,7 @@ export class PipelineRunReconciler {
       this.o.metrics.placeholderRefused.inc({ kind: "StatefulSet" });
       return {
         created: false,
-        refusal: `placeholder ${plan} cannot be created: StatefulSet was refused: ${apiMessage(err)}`,
+        refusal: `${what} ${plan} cannot be created: StatefulSet was refused: ${apiMessage(err)}`,
       };
     }
     return { created: true };
@@ -570,7 +717,14 @@ export class PipelineRunReconciler {
 
   private async evict(
     run: PipelineRun,
-    { set, pod, nodeName, problem: { reason, message }, holdsSingleNodeClaim }: RunActionOf<"evict">,
+    {
+      set,
+      pod,
+      reservationPod,
+      nodeName,
+      problem: { reason, message },
+      holdsSingleNodeClaim,
+    }: RunActionOf<"evict">,
     log: Logger,
   ): Promise<void> {
     // Record where it came from first (fenced), so the arrival can be reported even by another replica.
@@ -598,6 +752,18 @@ export class PipelineRunReconciler {
       .catch((err) => {
         if (!isNotFound(err) && !isConflict(err)) throw err;
       });
+    // Its reservation holds no volume: it goes at once, so the pair lands again together.
+    if (reservationPod) {
+      await this.o.clients.core
+        .deleteNamespacedPod({
+          name: reservationPod.metadata!.name!,
+          namespace: run.metadata.namespace,
+          body: { preconditions: { uid: reservationPod.metadata?.uid }, gracePeriodSeconds: 0 },
+        })
+        .catch((err) => {
+          if (!isNotFound(err) && !isConflict(err)) throw err;
+        });
+    }
     this.o.metrics.evictions.inc({ reason });
     log.info({ node: nodeName, reason }, "placeholder evicted");
     this.recordEvent(

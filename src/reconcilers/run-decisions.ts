@@ -36,6 +36,13 @@ import {
   READ_WRITE_ONCE_POD,
 } from "../placement/plan.js";
 import {
+  NO_ROOM,
+  RESERVED_FOR_ANNOTATION,
+  type Reservation,
+  reservationStatefulSet,
+  reservesLargestTask,
+} from "../placement/reservation.js";
+import {
   claimsFromTemplates,
   type PlacementContext,
   placeholderStatefulSet,
@@ -71,6 +78,9 @@ export interface PlaceholderObservation {
   pod?: V1Pod;
   /** The set's FailedCreate events (matched by its uid); only gathered while it has no pod of its own. */
   failedCreates: CoreV1Event[];
+  /** With reserve: LargestTask, its reservation (reservation.ts): the set named reservationName(plan),
+   * its pod `<set>-0`, and the set's FailedCreate events while it has no pod. */
+  reservation?: { set?: V1StatefulSet; pod?: V1Pod; failedCreates: CoreV1Event[] };
 }
 
 export interface RunOptions {
@@ -99,6 +109,9 @@ export interface RunObservation {
   domainNodes?: Record<string, V1Node[]>;
   /** Set when Tekton's own affinity assistant is on (TektonFlags.conflict()). */
   tektonConflict?: string;
+  /** reserve: LargestTask, while a reservation is still to be made: the run's largest task, or why its
+   * tasks cannot be resolved (then the run goes on as with None, and says so). */
+  reserve?: { reservation: Reservation } | { unresolvable: string };
   /** Tekton's config-defaults default-affinity-assistant-pod-template, when set and valid. */
   tektonDefaults?: TektonDefaultTemplate;
   now: number;
@@ -118,6 +131,12 @@ export type RunAction =
   | { type: "createClaim"; plan: string; claim: V1PersistentVolumeClaim }
   /** Create the placeholder StatefulSet; a refusal (the set does not exist) is the run's `refused`. */
   | { type: "createPlaceholder"; plan: string; set: V1StatefulSet }
+  /** Create the reservation StatefulSet (reserve: LargestTask) before the placeholder; a refusal is the
+   * run's `refused`. */
+  | { type: "createReservation"; plan: string; set: V1StatefulSet; reservation: Reservation }
+  /** After createPlaceholder, if it created the set just now: a Warning ReserveUnresolved event (the run
+   * goes on without a reservation). */
+  | { type: "reserveUnresolved"; plan: string; message: string }
   /** After createPlaceholder: a Normal ClaimNotMounted event, if that step created the set just now (so
    * once per placeholder, not once per reconcile). */
   | { type: "claimNotMounted"; plan: string; claim: string; message: string }
@@ -134,6 +153,8 @@ export type RunAction =
       type: "evict";
       set: V1StatefulSet;
       pod: V1Pod;
+      /** reserve: LargestTask: the reservation pod beside it, deleted with it. */
+      reservationPod?: V1Pod;
       nodeName: string;
       problem: NodeProblem;
       plan: string;
@@ -229,10 +250,22 @@ function decidePlaceholders(obs: RunObservation): RunAction[] {
     // does (so a claim deleted since is made again, and a refused one keeps the run waiting).
     for (const claim of claimsFromTemplates(run, plan))
       actions.push({ type: "createClaim", plan: plan.name, claim });
-    const desired = placeholderStatefulSet(run, spec, plan, ctx);
+    // reserve: LargestTask: the reservation first; the placeholder once it holds a node (reservation.ts).
+    const reserving =
+      reservesLargestTask(spec) && (!!p.reservation?.set || "reservation" in (obs.reserve ?? {}));
+    if (reserving && !p.reservation?.set && obs.reserve && "reservation" in obs.reserve) {
+      const set = reservationStatefulSet(run, spec, plan, obs.reserve.reservation, ctx);
+      actions.push({ type: "createReservation", plan: plan.name, set, reservation: obs.reserve.reservation });
+    }
+    const reservationPod = p.reservation && currentPod({ plan, ...p.reservation });
+    if (reserving && !p.set && gated && !reservationPod?.spec?.nodeName) continue;
+    const desired = placeholderStatefulSet(run, spec, plan, { ...ctx, reserving });
     const existing = p.set;
     if (!existing) {
       actions.push({ type: "createPlaceholder", plan: plan.name, set: desired });
+      if (obs.reserve && "unresolvable" in obs.reserve) {
+        actions.push({ type: "reserveUnresolved", plan: plan.name, message: obs.reserve.unresolvable });
+      }
       for (const claim of plan.claims.filter(isOnePodClaim)) {
         actions.push({
           type: "claimNotMounted",
@@ -308,10 +341,13 @@ function decideMigration(obs: RunObservation): RunAction[] {
       });
       continue;
     }
+    // Its reservation goes too: the pair lands again together, wherever the first of them fits.
+    const reservationPod = p.reservation && currentPod({ plan, ...p.reservation });
     actions.push({
       type: "evict",
       set,
       pod,
+      ...(reservationPod ? { reservationPod } : {}),
       nodeName,
       problem,
       plan: plan.name,
@@ -429,6 +465,18 @@ export function decideGate(obs: RunObservation, refused: string | undefined): Ru
 /** Why the first unscheduled placeholder is not placed, if anything says so yet. */
 function whyNotPlaced(obs: RunObservation, first: PlaceholderObservation | undefined): string | undefined {
   if (!first) return undefined;
+  // reserve: LargestTask: the placeholder waits for its reservation to find room.
+  if (first.reservation?.set && !first.set) {
+    const r: PlaceholderObservation = { plan: first.plan, ...first.reservation };
+    const pod = currentPod(r);
+    const task = first.reservation.set.metadata?.annotations?.[RESERVED_FOR_ANNOTATION];
+    const unschedulable = scheduleFailure(pod);
+    if (unschedulable) return `${NO_ROOM} (${task}): ${unschedulable}`;
+    const failedCreate = latestFailedCreate(r, pod);
+    if (failedCreate)
+      return `the reservation of room for the run's largest task (${task}) cannot be created: ${failedCreate}`;
+    return undefined;
+  }
   const name = first.plan.name;
   const pod = currentPod(first);
   const unschedulable = scheduleFailure(pod);

@@ -132,6 +132,9 @@ const ALLOWED = [
   "cluster tekton.dev pipelineruns patch",
   "cluster tekton.dev pipelineruns/finalizers update",
   "cluster tekton.dev pipelineruns/status patch",
+  "cluster tekton.dev pipelines get",
+  "cluster tekton.dev tasks get",
+  "cluster core limitranges list",
   "cluster affinity.tekton.dev affinitypolicies get",
   "cluster affinity.tekton.dev affinitypolicies list",
   "cluster affinity.tekton.dev affinitypolicies watch",
@@ -252,6 +255,12 @@ describe("deploy/ (kustomize install)", function () {
     expect(deployment.spec?.strategy?.rollingUpdate?.maxUnavailable).to.equal(0);
     const drain = Number(env.TEKTON_AFFINITY_SHUTDOWN_DRAIN_SECONDS?.value);
     expect(deployment.spec?.template.spec?.terminationGracePeriodSeconds).to.be.above(drain + 30);
+    // reserve: LargestTask's reservations: below every pod, preempting none.
+    expect(find("PriorityClass", "tekton-affinity-reservation")).to.deep.include({
+      value: -1000,
+      preemptionPolicy: "Never",
+      globalDefault: false,
+    });
     const service = find("Service", "tekton-affinity-webhook") as unknown as V1Service;
     expect(service.spec?.ports?.[0]).to.include({ port: 443, targetPort: "https" });
     expect(

@@ -100,8 +100,11 @@ export async function waitForGate(cluster: LocalCluster): Promise<void> {
   });
 }
 
+/** The cluster-scoped pieces of deploy/ the controller relies on: the CRD and the reservations'
+ * PriorityClass (reserve: LargestTask). */
 export async function installCrd(cluster: LocalCluster): Promise<void> {
   await cluster.apply(readFileSync(join(REPO, "crds", "affinitypolicy.yaml"), "utf8"));
+  await cluster.apply(readFileSync(join(REPO, "deploy", "base", "priority-class.yaml"), "utf8"));
   await cluster.kubectlRun(
     "wait",
     "--for=condition=Established",

@@ -28,6 +28,7 @@ import type { TektonFlags } from "../../src/kube/tekton-flags.js";
 import type { Metrics } from "../../src/metrics.js";
 import { tektonClaimName } from "../../src/placement/names.js";
 import { type PlaceholderPlan, planPlaceholders } from "../../src/placement/plan.js";
+import { reservationName, reservationStatefulSet } from "../../src/placement/reservation.js";
 import { placeholderStatefulSet, TEMPLATE_HASH_ANNOTATION } from "../../src/placement/statefulset.js";
 import { NodeTracker } from "../../src/reconcilers/node-tracker.js";
 import { PipelineRunReconciler } from "../../src/reconcilers/pipelinerun.js";
@@ -909,6 +910,127 @@ describe("run decisions", () => {
         type: "cannotMigrate",
         message: `node node-a is cordoned, but placeholder ${evict.plan} cannot move: its volume claim-a is bound to node node-a (PersistentVolume pv-1); the run's remaining tasks wait until the node is usable again`,
       });
+    });
+  });
+
+  describe("reserve: LargestTask", () => {
+    const RESERVE = { reservation: { task: "build", requests: { cpuMillis: 2000, memoryBytes: 2 ** 30 } } };
+    const reserving = (r: PipelineRun, w: World = {}, extra: Partial<RunObservation> = {}) => {
+      const obs = observe(r, {
+        ...w,
+        spec: { reserve: "LargestTask", ...w.spec } as Partial<AffinityPolicySpec>,
+      });
+      return { ...obs, ...extra };
+    };
+    /** The plan's reservation as the caches would hold it: its set, and its pod (scheduled or not). */
+    const withReservation = (
+      obs: RunObservation,
+      podNode?: string,
+      unschedulable?: string,
+    ): RunObservation => {
+      const p = obs.placeholders[0]!;
+      const set = reservationStatefulSet(obs.run, obs.spec!, p.plan, RESERVE.reservation, {
+        limits: DEFAULT_TENANCY_LIMITS,
+      });
+      set.metadata = { ...set.metadata, uid: "reservation-uid" };
+      const reservationPod = {
+        ...pod(p.plan, { node: podNode, unschedulable }, "reservation-uid"),
+        metadata: {
+          name: `${reservationName(p.plan)}-0`,
+          uid: "reservation-pod",
+          ownerReferences: [
+            {
+              apiVersion: "apps/v1",
+              kind: "StatefulSet",
+              name: "x",
+              uid: "reservation-uid",
+              controller: true,
+            },
+          ],
+        },
+      };
+      return {
+        ...obs,
+        placeholders: [{ ...p, reservation: { set, pod: reservationPod, failedCreates: [] } }],
+      };
+    };
+
+    it("creates the reservation first, sized to the largest task, and no placeholder until it holds a node", () => {
+      const actions = decideRun(reserving(managedRun(), {}, { reserve: RESERVE }));
+      expect(types(actions)).to.deep.equal(["createReservation"]);
+      const set = only(actions, "createReservation")[0]!.set;
+      const pod = set.spec!.template.spec!;
+      expect(pod.priorityClassName).to.equal("tekton-affinity-reservation");
+      expect(pod.containers[0]!.resources?.requests).to.deep.equal({ cpu: "2000m", memory: String(2 ** 30) });
+      expect(set.metadata?.annotations?.["affinity.tekton.dev/reserved-for"]).to.equal(
+        "build: cpu 2, memory 1Gi",
+      );
+    });
+
+    it("isolated, the reservation refuses the nodes its placeholder will refuse", () => {
+      const r = managedRun({ mode: "isolate-pipelinerun" });
+      const set = only(decideRun(reserving(r, {}, { reserve: RESERVE })), "createReservation")[0]!.set;
+      const anti =
+        set.spec!.template.spec!.affinity?.podAntiAffinity?.requiredDuringSchedulingIgnoredDuringExecution;
+      expect(anti?.[0]?.labelSelector?.matchLabels).to.deep.equal({
+        "app.kubernetes.io/component": "affinity-placeholder",
+      });
+      const shared = managedRun();
+      const plain = only(decideRun(reserving(shared, {}, { reserve: RESERVE })), "createReservation")[0]!.set;
+      expect(plain.spec!.template.spec!.affinity?.podAntiAffinity).to.equal(undefined);
+    });
+
+    it("while the reservation finds no room, the run waits and says which task needs how much", () => {
+      const obs = withReservation(
+        reserving(managedRun()),
+        undefined,
+        "0/3 nodes are available: 3 Insufficient cpu.",
+      );
+      expect(decideRun(obs)).to.deep.equal([]);
+      const gate = decideGate(obs, undefined);
+      const waiting = only(gate, "setWaiting")[0]!.reason;
+      expect(waiting).to.equal(
+        "no node has room for the run's largest task (build: cpu 2, memory 1Gi): Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.",
+      );
+    });
+
+    it("once the reservation holds a node, creates the placeholder beside it", () => {
+      const actions = decideRun(withReservation(reserving(managedRun()), "node-b"));
+      expect(types(actions)).to.deep.equal(["createPlaceholder"]);
+      const pod = only(actions, "createPlaceholder")[0]!.set.spec!.template;
+      const plan = planPlaceholders(managedRun(), "pipelineruns")[0]!;
+      expect(pod.metadata?.labels?.["affinity.tekton.dev/reservation"]).to.equal(plan.name);
+      expect(pod.spec?.affinity?.podAffinity?.requiredDuringSchedulingIgnoredDuringExecution).to.deep.equal([
+        {
+          labelSelector: { matchLabels: { "affinity.tekton.dev/reservation": plan.name } },
+          topologyKey: "kubernetes.io/hostname",
+        },
+      ]);
+    });
+
+    it("tasks it cannot resolve: no reservation, the placeholder at once, and a warning", () => {
+      const why = "taskRef resolver git: reserve: LargestTask falls back to None for this run";
+      const actions = decideRun(reserving(managedRun(), {}, { reserve: { unresolvable: why } }));
+      expect(types(actions)).to.deep.equal(["createPlaceholder", "reserveUnresolved"]);
+      expect(only(actions, "reserveUnresolved")[0]!.message).to.equal(why);
+      const pod = only(actions, "createPlaceholder")[0]!.set.spec!.template;
+      expect(pod.spec?.affinity?.podAffinity).to.equal(undefined);
+    });
+
+    it("moving the placeholder off a node takes its reservation pod along", () => {
+      const r = managedRun({ gated: false });
+      const obs = withReservation(
+        reserving(r, {
+          placeholders: [{ set: true, pod: { node: "node-a" } }],
+          nodes: [node("node-a", { cordoned: true })],
+          troubleSince: { "node-a": NOW - SETTLE },
+        }),
+        "node-a",
+      );
+      const evict = only(decideRun(obs), "evict")[0]!;
+      expect(evict.reservationPod?.metadata?.name).to.equal(
+        `${reservationName(obs.placeholders[0]!.plan)}-0`,
+      );
     });
   });
 
