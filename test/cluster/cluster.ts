@@ -497,8 +497,9 @@ export class LocalCluster {
     return (await this.clients.core.listNode()).items;
   }
 
-  /** Creates `count` fake nodes named kwok-node-<i>; node i is in zone i mod the zone count. */
-  async addNodes(count: number): Promise<string[]> {
+  /** Creates `count` fake nodes named kwok-node-<i>; node i is in zone i mod the zone count. `shape` sets
+   * their allocatable cpu and memory (default 32 and 256Gi), extra labels and taints. */
+  async addNodes(count: number, shape: NodeShape = {}): Promise<string[]> {
     const existing = new Set((await this.listNodes()).map((n) => n.metadata?.name));
     const names: string[] = [];
     for (let i = 0; names.length < count; i++) {
@@ -512,7 +513,9 @@ export class LocalCluster {
         for (let i = next++; i < names.length; i = next++) {
           const zones = this.zones;
           const index = Number(names[i]!.slice("kwok-node-".length));
-          await this.clients.core.createNode({ body: fakeNode(names[i]!, zones[index % zones.length]!) });
+          await this.clients.core.createNode({
+            body: fakeNode(names[i]!, zones[index % zones.length]!, shape),
+          });
         }
       }),
     );
@@ -686,7 +689,15 @@ export class LocalCluster {
 /** client-node 1.x picks a patch's content type from a request option. */
 const mergePatch = () => k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch);
 
-function fakeNode(name: string, zone: string): V1Node {
+export interface NodeShape {
+  cpu?: string;
+  memory?: string;
+  labels?: Record<string, string>;
+  taints?: { key: string; value?: string; effect: string }[];
+}
+
+function fakeNode(name: string, zone: string, shape: NodeShape = {}): V1Node {
+  const room = { cpu: shape.cpu ?? "32", memory: shape.memory ?? "256Gi", pods: "250" };
   return {
     apiVersion: "v1",
     kind: "Node",
@@ -699,12 +710,11 @@ function fakeNode(name: string, zone: string): V1Node {
         "kubernetes.io/arch": "amd64",
         [ZONE_LABEL]: zone,
         type: "kwok",
+        ...shape.labels,
       },
     },
-    status: {
-      allocatable: { cpu: "32", memory: "256Gi", pods: "250" },
-      capacity: { cpu: "32", memory: "256Gi", pods: "250" },
-    },
+    ...(shape.taints ? { spec: { taints: shape.taints } } : {}),
+    status: { allocatable: room, capacity: room },
   };
 }
 
