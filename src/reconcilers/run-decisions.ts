@@ -246,10 +246,16 @@ function decidePlaceholders(obs: RunObservation): RunAction[] {
   const actions: RunAction[] = [];
   for (const p of obs.placeholders) {
     const { plan } = p;
-    // No claim cache: every reconcile asks to create it, and "already exists" is the answer that it
-    // does (so a claim deleted since is made again, and a refused one keeps the run waiting).
-    for (const claim of claimsFromTemplates(run, plan))
-      actions.push({ type: "createClaim", plan: plan.name, claim });
+    // No claim cache: it is asked for, and "already exists" is the answer that it does (so a claim
+    // deleted since is made again, and a refused one keeps the run waiting). Only while that can
+    // matter: while the run is gated, or while this plan's set is missing (created, or made again,
+    // this reconcile, after its claim). Once the run is released and its set exists, Tekton creates
+    // any missing template claim with the TaskRuns' pods; asking on every reconcile of a running run
+    // would only cost a refused POST per claim.
+    if (gated || !p.set) {
+      for (const claim of claimsFromTemplates(run, plan))
+        actions.push({ type: "createClaim", plan: plan.name, claim });
+    }
     // reserve: LargestTask: the reservation first; the placeholder once it holds a node (reservation.ts).
     const reserving =
       reservesLargestTask(spec) && (!!p.reservation?.set || "reservation" in (obs.reserve ?? {}));

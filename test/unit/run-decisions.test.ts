@@ -275,7 +275,8 @@ describe("run decisions", () => {
         const isolated = antiAffinity?.requiredDuringSchedulingIgnoredDuringExecution !== undefined;
         expect(isolated).to.equal(mode === "isolate-pipelinerun");
 
-        // Present: only the template claim is asked for again (no claim cache; 409 means it exists).
+        // Present, the run gated: only the template claim is asked for again (no claim cache; 409 means
+        // it exists).
         expect(types(decideRun(observe(r, { placeholders: [{ set: true }] })))).to.deep.equal([
           "createClaim",
         ]);
@@ -299,10 +300,37 @@ describe("run decisions", () => {
       expect(claim.metadata?.ownerReferences?.[0]?.uid).to.equal(UID);
     });
 
-    it("asks for the template claim on every reconcile, as there is no claim cache (409: it exists)", () => {
-      const r = managedRun({ mode: "workspaces", workspaces: [template("cache")] });
-      const actions = decideRun(observe(r, { placeholders: [{ set: true, pod: { node: "node-a" } }] }));
-      expect(types(actions)).to.deep.equal(["createClaim"]);
+    it("asks for the template claim only while it can matter: while gated, or while its set is missing", () => {
+      const present: World = { placeholders: [{ set: true, pod: { node: "node-a" } }] };
+      // Gated: asked on every reconcile, as there is no claim cache (409: it exists).
+      const gated = managedRun({ mode: "workspaces", workspaces: [template("cache")] });
+      expect(types(decideRun(observe(gated, present)))).to.deep.equal(["createClaim"]);
+      // Released, its set present: Tekton creates a missing claim with the TaskRuns' pods; no POST.
+      const released = managedRun({ gated: false, mode: "workspaces", workspaces: [template("cache")] });
+      expect(decideRun(observe(released, present))).to.deep.equal([]);
+      // Released, its set missing (deleted): the claim first, then the set that mounts it.
+      const missing = decideRun(observe(released));
+      expect(types(missing)).to.deep.equal(["createClaim", "createPlaceholder"]);
+      expect(only(missing, "createClaim")[0]!.claim.metadata?.name).to.equal(
+        tektonClaimName("data", "cache", UID),
+      );
+    });
+
+    it("asks, once the run is released, only for the claims of the plans whose set is missing", () => {
+      const r = managedRun({
+        gated: false,
+        mode: "workspaces",
+        workspaces: [template("a", "first"), template("b", "second")],
+      });
+      const [, second] = planNames(r, "workspaces");
+      const actions = decideRun(observe(r, { placeholders: [{ set: true, pod: { node: "node-a" } }, {}] }));
+      expect(actions.map((a) => [a.type, "plan" in a ? a.plan : undefined])).to.deep.equal([
+        ["createClaim", second],
+        ["createPlaceholder", second],
+      ]);
+      expect(only(actions, "createClaim")[0]!.claim.metadata?.name).to.equal(
+        tektonClaimName("second", "b", UID),
+      );
     });
 
     it("creates nothing in workspaces mode without a PVC-backed workspace", () => {
@@ -748,8 +776,8 @@ describe("run decisions", () => {
           mode: "workspaces",
           workspaces: [template("src", "data", ["ReadWriteMany"])],
         });
-        // (A template claim is asked for on every reconcile.)
-        expect(types(notReadyFor(fromTemplate))).to.deep.equal(["createClaim", "evict"]);
+        // (The run is released and its set exists: its template claim is not asked for.)
+        expect(types(notReadyFor(fromTemplate))).to.deep.equal(["evict"]);
       });
 
       it("keeps a placeholder whose claim is ReadWriteOnce: CannotMigrate, naming it", () => {
@@ -759,7 +787,7 @@ describe("run decisions", () => {
           "stands for claim claim-a (ReadWriteOnce), which may still be attached there",
         );
         const fromTemplate = managedRun({ gated: false, mode: "workspaces", workspaces: [template("src")] });
-        expect(types(notReadyFor(fromTemplate))).to.deep.equal(["createClaim", "cannotMigrate"]);
+        expect(types(notReadyFor(fromTemplate))).to.deep.equal(["cannotMigrate"]);
         // Also when it allows more (RWO and ROX): the safe side.
         expect(types(notReadyFor(ws, { "claim-a": ["ReadWriteOnce", "ReadOnlyMany"] }))).to.deep.equal([
           "cannotMigrate",
@@ -1241,6 +1269,20 @@ describe("PipelineRunReconciler executing the decisions", () => {
         "Waiting",
         `placeholder ${first} cannot be created: PersistentVolumeClaim ${claimA} was refused: quota`,
       ],
+    ]);
+  });
+
+  it("sends no claim POST while a released run's placeholder set exists", async () => {
+    const r = managedRun({ gated: false, mode: "workspaces", workspaces: [template("cache")] });
+    const h = harness(r, { placeholders: [{ set: true, pod: { node: "node-a" } }] });
+    expect(await h.reconcile()).to.deep.equal({});
+    expect(names(h.calls)).to.deep.equal([]);
+    // Its set gone (deleted): the claim is asked for again before the set is made anew.
+    const gone = harness(r, {});
+    await gone.reconcile();
+    expect(names(gone.calls)).to.deep.equal([
+      "createNamespacedPersistentVolumeClaim",
+      "createNamespacedStatefulSet",
     ]);
   });
 
