@@ -1,10 +1,18 @@
 // The AffinityPolicy reconciler's decisions as a table: an observation in, the actions out. No cluster.
 
+import { isDeepStrictEqual } from "node:util";
 import { expect } from "chai";
 import { pino } from "pino";
 import { POLICY_ANNOTATION } from "../../src/api/constants.js";
+import { effectivePlaceholderTemplate } from "../../src/api/placeholder-template.js";
 import { RESOLUTION_RULE } from "../../src/api/resolve.js";
-import { DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
+import {
+  boundedSpec,
+  boundedTemplate,
+  DEFAULT_TENANCY_LIMITS,
+  effectiveMaxWaitMs,
+  parseDuration,
+} from "../../src/api/tenancy.js";
 import type {
   AffinityPolicy,
   AffinityPolicySpec,
@@ -183,6 +191,60 @@ describe("policy decisions", () => {
         "mode isolate-pipelinerun applies to the PipelineRuns this policy selects",
       );
     });
+  });
+
+  describe("a spec beyond the operator's bounds", () => {
+    // The placeholder is built within the bounds whatever the policy says (boundedSpec, boundedTemplate,
+    // effectiveMaxWaitMs), so a value the operator does not allow is ignored or capped at run time. That
+    // must never be silent: every such value is also reported on the policy (Ready=False, InvalidSpec,
+    // naming the field and the value, and a Warning event), even when the policy predates a tightened
+    // flag or got in without the webhook.
+    const limits = {
+      ...DEFAULT_TENANCY_LIMITS,
+      allowedPriorityClasses: ["low", "batch"],
+      allowedImageRegistries: ["registry.k8s.io"],
+    };
+    const cases: [string, string, Partial<AffinityPolicySpec>][] = [
+      ["spec.topologyKey", '"kubernetes.io/os"', { topologyKey: "kubernetes.io/os" }],
+      ["spec.maxWait", '"100h"', { maxWait: "100h" }],
+      ["spec.placeholder.priorityClassName", '"high"', { placeholder: { priorityClassName: "high" } }],
+      [
+        "spec.placeholder.image",
+        '"evil.example/miner:1"',
+        { placeholder: { image: "evil.example/miner:1" } },
+      ],
+      [
+        "spec.placeholder.resources.requests.cpu",
+        "2",
+        { placeholder: { resources: { requests: { cpu: "2" } } } },
+      ],
+      [
+        "spec.placeholder.resources.limits.memory",
+        "2Gi",
+        { placeholder: { resources: { limits: { memory: "2Gi" } } } },
+      ],
+    ];
+
+    for (const [field, value, spec] of cases) {
+      it(`reports ${field} ${value}, which the bounds change, on Ready with a Warning event`, () => {
+        const p = policy("default", { mode: "pipelineruns", ...spec });
+        // The bounds do change what the policy asks for: otherwise this case proves nothing.
+        const asked = effectivePlaceholderTemplate(p.spec, baseRun(), {});
+        const changed =
+          !isDeepStrictEqual(boundedSpec(p.spec, limits), p.spec) ||
+          !isDeepStrictEqual(boundedTemplate(asked, limits), asked) ||
+          effectiveMaxWaitMs(p.spec, limits) !== parseDuration(p.spec.maxWait ?? "");
+        expect(changed, "the bounds change the spec").to.equal(true);
+
+        const actions = decidePolicy(observe(p, { limits }));
+        const ready = readyOf(written(actions))!;
+        expect(ready).to.include({ status: "False", reason: "InvalidSpec" });
+        expect(ready.message).to.contain(`${field}: ${value} `);
+        expect(eventsOf(actions)).to.deep.equal([
+          { type: "event", eventType: "Warning", reason: "InvalidSpec", message: ready.message },
+        ]);
+      });
+    }
   });
 
   describe("a missing ServiceAccount", () => {
