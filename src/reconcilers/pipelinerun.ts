@@ -461,6 +461,9 @@ export class PipelineRunReconciler {
           x.refused ??= refusal;
           break;
         }
+        case "priorityClassIgnored":
+          if (x.created.has(a.plan)) this.recordEvent(run, "Warning", "PriorityClassIgnored", a.message);
+          break;
         case "reserveUnresolved":
           if (x.created.has(a.plan)) this.recordEvent(run, "Warning", "ReserveUnresolved", a.message);
           break;

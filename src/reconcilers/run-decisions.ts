@@ -23,7 +23,7 @@ import {
   PENDING_STATUS,
   WAITING_ANNOTATION,
 } from "../api/constants.js";
-import type { TektonDefaultTemplate } from "../api/placeholder-template.js";
+import { effectivePlaceholderTemplate, type TektonDefaultTemplate } from "../api/placeholder-template.js";
 import { effectiveMaxWaitMs, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import { tektonClaimName } from "../placement/names.js";
@@ -140,6 +140,9 @@ export type RunAction =
   /** After createPlaceholder: a Normal ClaimNotMounted event, if that step created the set just now (so
    * once per placeholder, not once per reconcile). */
   | { type: "claimNotMounted"; plan: string; claim: string; message: string }
+  /** After createPlaceholder, if it created the set just now: a Warning PriorityClassIgnored event (a
+   * priorityClassName the operator does not allow was left off the placeholder). */
+  | { type: "priorityClassIgnored"; plan: string; message: string }
   /** Delete a waiting placeholder whose template is stale (uid precondition) and say so in a
    * PlaceholderUpdated event; the next reconcile creates it anew. */
   | { type: "replacePlaceholder"; plan: string; set: V1StatefulSet }
@@ -272,6 +275,8 @@ function decidePlaceholders(obs: RunObservation): RunAction[] {
       if (obs.reserve && "unresolvable" in obs.reserve) {
         actions.push({ type: "reserveUnresolved", plan: plan.name, message: obs.reserve.unresolvable });
       }
+      const ignored = ignoredPriorityClass(spec, run, ctx);
+      if (ignored) actions.push({ type: "priorityClassIgnored", plan: plan.name, message: ignored });
       for (const claim of plan.claims.filter(isOnePodClaim)) {
         actions.push({
           type: "claimNotMounted",
@@ -292,6 +297,20 @@ function decidePlaceholders(obs: RunObservation): RunAction[] {
     }
   }
   return actions;
+}
+
+/** Why the placeholder gets no priority class although one was asked for (by the run's podTemplate, the
+ * policy or Tekton's default template, in that order): the operator does not allow it. The policy's
+ * own disallowed class already shows on the policy (Ready=False); the run's shows nowhere else. */
+export function ignoredPriorityClass(
+  spec: AffinityPolicySpec,
+  run: PipelineRun,
+  ctx: PlacementContext,
+): string | undefined {
+  const wanted = effectivePlaceholderTemplate(spec, run, ctx.tektonDefaults).priorityClassName;
+  const allowed = ctx.limits.allowedPriorityClasses;
+  if (!wanted || allowed.includes(wanted)) return undefined;
+  return `priorityClassName "${wanted}" is not allowed by the operator (allowed: ${allowed.length ? allowed.join(", ") : "none"}; --allowed-priority-classes), so the placeholder has no priority class: remove it from the run's taskRunTemplate.podTemplate or the policy, or ask the operator to allow it`;
 }
 
 // ---- migration off nodes that can no longer hold a placeholder ----

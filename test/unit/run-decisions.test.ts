@@ -941,6 +941,35 @@ describe("run decisions", () => {
     });
   });
 
+  describe("a priority class the operator does not allow", () => {
+    it("is left off the placeholder, and the run says so once, when the placeholder is created", () => {
+      const r = managedRun();
+      r.spec.taskRunTemplate = {
+        podTemplate: { priorityClassName: "high" },
+      } as PipelineRun["spec"]["taskRunTemplate"];
+      const actions = decideRun(observe(r));
+      expect(types(actions)).to.deep.equal(["createPlaceholder", "priorityClassIgnored"]);
+      expect(only(actions, "createPlaceholder")[0]!.set.spec!.template.spec!.priorityClassName).to.equal(
+        undefined,
+      );
+      expect(only(actions, "priorityClassIgnored")[0]!.message).to.contain(
+        'priorityClassName "high" is not allowed',
+      );
+      // Allowed: used, nothing said.
+      const allowed = {
+        ...observe(r),
+        options: { ...OPTIONS, limits: { ...DEFAULT_TENANCY_LIMITS, allowedPriorityClasses: ["high"] } },
+      };
+      const ok = decideRun(allowed);
+      expect(types(ok)).to.deep.equal(["createPlaceholder"]);
+      expect(only(ok, "createPlaceholder")[0]!.set.spec!.template.spec!.priorityClassName).to.equal("high");
+      // Once the placeholder exists, nothing more is said.
+      expect(types(decideRun(observe(r, { placeholders: [{ set: true }] })))).to.not.include(
+        "priorityClassIgnored",
+      );
+    });
+  });
+
   describe("reserve: LargestTask", () => {
     const RESERVE = { reservation: { task: "build", requests: { cpuMillis: 2000, memoryBytes: 2 ** 30 } } };
     const reserving = (r: PipelineRun, w: World = {}, extra: Partial<RunObservation> = {}) => {
