@@ -5,17 +5,14 @@ import type { Server } from "node:https";
 import * as k8s from "@kubernetes/client-node";
 import { type Logger, pino } from "pino";
 import {
-  GATED_ANNOTATION,
   GROUP,
   MANAGED_LABEL,
   PLURAL,
   POLICY_ANNOTATION,
-  RUN_LABEL,
   TEKTON_GROUP,
   TEKTON_VERSION,
   VERSION,
 } from "../api/constants.js";
-import { selectorsOverlap } from "../api/selector.js";
 import type { AffinityPolicy, AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import { apiMessage, isNotFound, type KubeClients, loadKubeConfig, makeClients } from "../kube/clients.js";
 import { EventRecorder } from "../kube/events.js";
@@ -32,24 +29,19 @@ import { startAdminUi } from "../queue/admin-ui.js";
 import { type CauseKind, cacheHasSeen, type WorkCause, type WorkItem } from "../queue/work-item.js";
 import { type ReconcileResult, WorkQueue } from "../queue/work-queue.js";
 import { AffinityPolicyReconciler } from "../reconcilers/affinitypolicy.js";
+import { watchPolicyInputs } from "../reconcilers/affinitypolicy-watches.js";
 import { effectiveSpec } from "../reconcilers/effective-spec.js";
 import { NodeTracker } from "../reconcilers/node-tracker.js";
-import { CLEANED_UP_ANNOTATION, isDone, PipelineRunReconciler } from "../reconcilers/pipelinerun.js";
+import { CLEANED_UP_ANNOTATION, PipelineRunReconciler } from "../reconcilers/pipelinerun.js";
+import { enqueueWaitingRuns, watchRunInputs } from "../reconcilers/pipelinerun-watches.js";
+import { causeOf, runKey, runNews, type Versioned, type WorkSink } from "../reconcilers/work-sink.js";
 import { CertificateManager, caBundle } from "../webhooks/certificate-manager.js";
 import { webhookConfigurations } from "../webhooks/configurations.js";
 import { CLUSTER_DEFAULT_POLICY, gatePipelineRun } from "../webhooks/gate.js";
 import { mutateTaskPod } from "../webhooks/pods.js";
 import { validateAffinityPolicy } from "../webhooks/policies.js";
 import { createApp, listen } from "../webhooks/server.js";
-import {
-  ChangeFilter,
-  nodeSchedulingFingerprint,
-  placeholderPodFingerprint,
-  placeholderPodIsNoNews,
-  placeholderSetFingerprint,
-  placeholderSetIsNoNews,
-  runFingerprint,
-} from "./change-filter.js";
+import { ChangeFilter, runFingerprint } from "./change-filter.js";
 import { type ControllerOptions, clusterDefaultSpec, redisConnection } from "./options.js";
 
 /** The webhooks' fallback reads must answer well inside the apiserver's 5 s webhook timeout, so that
@@ -124,11 +116,6 @@ const REDIS_KEYS_CHECK_MS = 5_000;
 const POLICY_COUNT_THROTTLE_MS = 2_000;
 /** Enqueues that may wait for Redis at once (each is a small command in ioredis' offline queue). */
 const MAX_PENDING_ENQUEUES = 10_000;
-/** What naming an event needs of an object, whichever its kind. */
-interface Versioned {
-  metadata?: { name?: string; namespace?: string; resourceVersion?: string };
-}
-
 /** What waiting for an event needs of a cache, whichever its kind. */
 interface VersionedCache {
   get(name: string, namespace?: string): Versioned | undefined;
@@ -139,19 +126,6 @@ interface VersionedCache {
 const CACHE_CATCH_UP_MS = 2_000;
 /** When a job ran without its event in the cache: how soon it looks again. */
 const CATCH_UP_RETRY_MS = 1_000;
-
-/** The watch event an object's add, update or delete is, to name the work it causes. */
-function causeOf(kind: CauseKind, obj: Versioned, deleted = false): WorkCause | undefined {
-  const resourceVersion = obj.metadata?.resourceVersion;
-  if (!resourceVersion) return undefined;
-  return {
-    kind,
-    namespace: obj.metadata?.namespace ?? "",
-    name: obj.metadata?.name ?? "",
-    resourceVersion,
-    ...(deleted ? { deleted } : {}),
-  };
-}
 
 /** Tekton labels every TaskRun pod with its PipelineRun's name. */
 const TEKTON_PIPELINERUN_LABEL = "tekton.dev/pipelineRun";
@@ -170,6 +144,12 @@ export class Controller {
   private draining = false;
   /** Which run events are new work; told of our own writes so they do not come back as work. */
   private readonly runChanges = new ChangeFilter(runFingerprint);
+  /** What the watches (src/reconcilers/*-watches.ts) enqueue through. */
+  private readonly sink: WorkSink = {
+    enqueue: (item) => this.enqueue(item),
+    enqueuePolicyCount: (namespace, name, cause) => this.enqueuePolicyCount(namespace, name, false, cause),
+    synced: () => this.synced,
+  };
 
   constructor(private readonly o: ControllerOptions) {
     this.logger = pino({ level: o.logLevel, base: { replica: o.replicaId } });
@@ -261,7 +241,7 @@ export class Controller {
       settlePeriodMs: o.settleSeconds * 1000,
       tenancy: o.tenancy,
       onRunWritten: (run) => {
-        this.runChanges.observe(`${run.metadata.namespace}/${run.metadata.name}`, run);
+        this.runChanges.observe(runKey(run), run);
         const cause = causeOf("PipelineRun", run);
         if (cause) void this.queue?.markOwnWrite(cause);
       },
@@ -469,7 +449,7 @@ export class Controller {
     } else if (state.status === "loaded") {
       this.logger.info({ template: state.template }, `placeholders take ${where} as their lowest layer`);
     }
-    if (!first) this.enqueueWaitingRuns();
+    if (!first && this.caches) enqueueWaitingRuns(this.caches.runs, this.sink);
   }
 
   private async applyWebhookConfigurations(kc: k8s.KubeConfig, bundle: string): Promise<void> {
@@ -511,8 +491,11 @@ export class Controller {
       .finally(() => this.pendingEnqueues--);
   }
 
-  /** A managed run, and (when `withPolicy`) its policy, whose activeRuns count may have changed. */
-  private enqueueRun(run: PipelineRun, withPolicy = true, resync = false): void {
+  /**
+   * A managed run, and its policy, whose activeRuns count may have changed: the resync's. The work of
+   * watch events is enqueued by the watches (src/reconcilers/*-watches.ts).
+   */
+  private enqueueRun(run: PipelineRun, resync = false): void {
     if (run.metadata.labels?.[MANAGED_LABEL] !== "true") return;
     const cause = resync ? undefined : causeOf("PipelineRun", run);
     this.enqueue(
@@ -520,7 +503,7 @@ export class Controller {
       { resync },
     );
     const policy = run.metadata.annotations?.[POLICY_ANNOTATION];
-    if (policy && withPolicy) this.enqueuePolicyCount(run.metadata.namespace, policy, resync, cause);
+    if (policy) this.enqueuePolicyCount(run.metadata.namespace, policy, resync, cause);
   }
 
   /**
@@ -535,145 +518,18 @@ export class Controller {
   }
 
   /**
-   * Policies whose Overlapping condition may change with `policy`: those whose selector overlaps its
-   * selector now or before. One pass, O(P); the others' status cannot change.
-   */
-  private enqueueOverlappingSiblings(
-    policy: AffinityPolicy,
-    before: AffinityPolicy | undefined,
-    cause?: WorkCause,
-  ): void {
-    const ns = policy.metadata.namespace;
-    for (const p of this.caches?.policies.list(ns) ?? []) {
-      if (p.metadata.name === policy.metadata.name) continue;
-      const selector = p.spec.pipelineRunSelector;
-      if (
-        selectorsOverlap(selector, policy.spec.pipelineRunSelector) ||
-        (before && selectorsOverlap(selector, before.spec.pipelineRunSelector))
-      )
-        this.enqueue({ kind: "policy", namespace: ns, name: p.metadata.name, cause });
-    }
-  }
-
-  /**
-   * Informer events become work for the objects they concern, when they change something the
-   * reconciler reads (change-filter.ts): Tekton's status writes, node heartbeats and StatefulSet
-   * counters are not work. A run that waits is looked at again by its own requeue-after.
+   * Informer events become work for the objects they concern. Each reconciler's watches live beside it
+   * (src/reconcilers/pipelinerun-watches.ts, affinitypolicy-watches.ts); what stays here is what they
+   * share: the run change filter, which this controller also tells of its own writes (onRunWritten).
    */
   private watch(caches: Caches): void {
-    // A run's policy counts its active runs: it needs a look only when a run appears, finishes or goes,
-    // not on each of Tekton's status writes.
-    const runDone = new Map<string, boolean>();
-    const runs = this.runChanges;
-    caches.runs.onChange((run) => {
-      const key = `${run.metadata.namespace}/${run.metadata.name}`;
-      if (!runs.changed(key, run)) return;
-      const done = isDone(run);
-      const changed = runDone.get(key) !== done;
-      runDone.set(key, done);
-      this.enqueueRun(run, changed);
-    });
-    caches.runs.onDelete((run) => {
-      const key = `${run.metadata.namespace}/${run.metadata.name}`;
-      runDone.delete(key);
-      runs.forget(key);
-      const policy = run.metadata.annotations?.[POLICY_ANNOTATION];
-      const cause = causeOf("PipelineRun", run, true);
-      if (policy) this.enqueuePolicyCount(run.metadata.namespace, policy, false, cause);
-    });
-    const byRunLabel = (obj: k8s.KubernetesObject, cause: WorkCause | undefined) => {
-      const name = obj.metadata?.labels?.[RUN_LABEL];
-      if (name) this.enqueue({ kind: "run", namespace: obj.metadata?.namespace ?? "", name, cause });
-    };
-    // A placeholder event concerns its run while the run runs; once the run is done or gone, the
-    // placeholder going away is the cleanup we started, not news.
-    const filtered = <T extends k8s.KubernetesObject>(kind: CauseKind, filter: ChangeFilter<T>) => {
-      const forLiveRun = (obj: T, deleted: boolean) => {
-        const run = caches.runs.get(obj.metadata?.labels?.[RUN_LABEL] ?? "", obj.metadata?.namespace ?? "");
-        if (run && !isDone(run)) byRunLabel(obj, causeOf(kind, obj, deleted));
-      };
-      return {
-        onChange: (obj: T) => {
-          if (filter.changed(`${obj.metadata?.namespace}/${obj.metadata?.name}`, obj)) forLiveRun(obj, false);
-        },
-        onDelete: (obj: T) => {
-          filter.forget(`${obj.metadata?.namespace}/${obj.metadata?.name}`);
-          forLiveRun(obj, true);
-        },
-      };
-    };
-    const pods = filtered("Pod", new ChangeFilter(placeholderPodFingerprint, placeholderPodIsNoNews));
-    caches.placeholderPods.onChange(pods.onChange);
-    caches.placeholderPods.onDelete(pods.onDelete);
-    const sets = filtered("StatefulSet", new ChangeFilter(placeholderSetFingerprint, placeholderSetIsNoNews));
-    caches.placeholderSets.onChange(sets.onChange);
-    caches.placeholderSets.onDelete(sets.onDelete);
-    // A placeholder pod the StatefulSet controller could not create (quota, Pod Security): tell its run.
-    caches.failedCreates.onChange((event) => {
-      const set = caches.placeholderSets.get(
-        event.involvedObject.name ?? "",
-        event.involvedObject.namespace ?? "",
-      );
-      if (set) byRunLabel(set, causeOf("Event", event));
-    });
-    // A node whose schedulability changed (cordon, taint, NotReady) concerns the runs whose placeholders
-    // sit on it; a node that is new or newly usable may fit the runs that wait. Heartbeats are not work.
-    const nodes = new ChangeFilter(nodeSchedulingFingerprint);
-    const nodesSeen = new Set<string>();
-    // The nodes listed before these handlers existed are known already: their first heartbeat after a
-    // start is not a node becoming usable (it was, for every waiting run, one job per replica start).
-    for (const node of caches.nodes.list()) {
-      const name = node.metadata?.name ?? "";
-      nodes.changed(name, node);
-      nodesSeen.add(name);
-    }
-    caches.nodes.onChange((node) => {
-      const name = node.metadata?.name ?? "";
-      if (!nodes.changed(name, node)) return;
-      const cause = causeOf("Node", node);
-      for (const pod of caches.placeholderPods.list())
-        if (pod.spec?.nodeName === name) byRunLabel(pod, cause);
-      const known = nodesSeen.has(name);
-      nodesSeen.add(name);
-      if (known || this.synced) this.enqueueWaitingRuns(undefined, undefined, cause);
-    });
-    caches.nodes.onDelete((node) => {
-      const name = node.metadata?.name ?? "";
-      nodes.forget(name);
-      nodesSeen.delete(name);
-      const cause = causeOf("Node", node, true);
-      for (const pod of caches.placeholderPods.list())
-        if (pod.spec?.nodeName === name) byRunLabel(pod, cause);
-    });
-    // A policy's spec change concerns itself, the policies it overlaps (before or after) and the runs
-    // waiting under it. Our own status writes do not change its generation: they are not new work.
-    const policiesSeen = new Map<string, AffinityPolicy>();
-    caches.policies.onChange((policy) => {
-      const key = `${policy.metadata.namespace}/${policy.metadata.name}`;
-      const before = policiesSeen.get(key);
-      policiesSeen.set(key, policy);
-      if (before && before.metadata.generation === policy.metadata.generation) return;
-      const cause = causeOf("AffinityPolicy", policy);
-      this.enqueue({
-        kind: "policy",
-        namespace: policy.metadata.namespace,
-        name: policy.metadata.name,
-        cause,
-      });
-      this.enqueueOverlappingSiblings(policy, before, cause);
-      this.enqueueWaitingRuns(policy.metadata.namespace, policy.metadata.name, cause);
-    });
-    // A namespace's isolation-group label (set by cluster admins) shows in its isolate policies' status.
-    caches.namespaces.onChange((namespace) => {
-      const ns = namespace.metadata?.name ?? "";
-      const cause = causeOf("Namespace", namespace);
-      for (const p of caches.policies.list(ns))
-        this.enqueue({ kind: "policy", namespace: ns, name: p.metadata.name, cause });
-    });
-    caches.policies.onDelete((policy) => {
-      policiesSeen.delete(`${policy.metadata.namespace}/${policy.metadata.name}`);
-      this.enqueueOverlappingSiblings(policy, undefined, causeOf("AffinityPolicy", policy, true));
-    });
+    const runs = runNews(caches.runs, this.runChanges);
+    // Policy watches first, so that a policy's change enqueues the policy and the policies it overlaps
+    // before its waiting runs, as when one handler did both. A run's change then enqueues its policy's
+    // count before the run (it used to be after): a job for another object, delayed by the count's
+    // throttle, so the order reaches no reconciler.
+    watchPolicyInputs(caches, runs, this.sink);
+    watchRunInputs(caches, runs, this.sink);
   }
 
   /**
@@ -720,16 +576,6 @@ export class Controller {
     return byKind[kind];
   }
 
-  /** Runs still held at the gate (optionally only those of one policy). */
-  private enqueueWaitingRuns(namespace?: string, policy?: string, cause?: WorkCause): void {
-    for (const run of this.caches?.runs.list(namespace) ?? []) {
-      const a = run.metadata.annotations;
-      if (a?.[GATED_ANNOTATION] !== "true" || (policy && a[POLICY_ANNOTATION] !== policy)) continue;
-      if (run.metadata.labels?.[MANAGED_LABEL] !== "true") continue;
-      this.enqueue({ kind: "run", namespace: run.metadata.namespace, name: run.metadata.name, cause });
-    }
-  }
-
   /** Redis emptied without a reconnect (FLUSHALL, failover to an empty replica): its jobs are gone. */
   private async resyncIfRedisLostItsKeys(): Promise<void> {
     let lost: boolean | undefined;
@@ -771,7 +617,7 @@ export class Controller {
     for (const run of caches.runs.list()) {
       if (run.metadata.annotations?.[CLEANED_UP_ANNOTATION] === "true") continue;
       if (run.metadata.labels?.[MANAGED_LABEL] !== "true") continue;
-      this.enqueueRun(run, true, true);
+      this.enqueueRun(run, true);
       runs++;
     }
     for (const p of caches.policies.list())
