@@ -2,6 +2,7 @@
 // Used by the validating webhook and the policy reconciler. Each problem names the field path and
 // says how to fix it.
 
+import { parseQuantity as parseExactQuantity } from "./quantity.js";
 import type { AffinityPolicy, LabelSelector, Toleration } from "./types.js";
 
 export interface FieldError {
@@ -13,28 +14,6 @@ const DNS1123_LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const DNS1123_SUBDOMAIN_RE = new RegExp(`^${DNS1123_LABEL}(\\.${DNS1123_LABEL})*$`);
 const QUALIFIED_NAME_RE = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 const LABEL_VALUE_RE = QUALIFIED_NAME_RE;
-/** Kubernetes resource.Quantity: signed decimal number, then a binary-SI, decimal-SI or exponent suffix. */
-const QUANTITY_RE = /^([+-]?)(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?\d+)?$/;
-
-const BINARY_SUFFIX: Record<string, number> = {
-  Ki: 2 ** 10,
-  Mi: 2 ** 20,
-  Gi: 2 ** 30,
-  Ti: 2 ** 40,
-  Pi: 2 ** 50,
-  Ei: 2 ** 60,
-};
-const DECIMAL_SUFFIX: Record<string, number> = {
-  m: 1e-3,
-  "": 1,
-  k: 1e3,
-  M: 1e6,
-  G: 1e9,
-  T: 1e12,
-  P: 1e15,
-  E: 1e18,
-};
-
 /** Why `key` is not a valid label key, or undefined if it is. */
 export function labelKeyProblem(key: string): string | undefined {
   if (key === "") return "must not be empty";
@@ -74,16 +53,13 @@ function dnsSubdomainProblem(name: string): string | undefined {
   return undefined;
 }
 
-/** The value of a Kubernetes quantity, or undefined when it does not parse. */
+/** The value of a Kubernetes quantity, or undefined when it does not parse (quantity.ts parses it). */
 export function parseQuantity(q: number | string): number | undefined {
-  if (typeof q === "number") return Number.isFinite(q) ? q : undefined;
-  const m = QUANTITY_RE.exec(q);
-  if (!m) return undefined;
-  const [, sign, digits, , suffix = ""] = m;
-  const n = Number(digits) * (sign === "-" ? -1 : 1);
-  if (suffix in BINARY_SUFFIX) return n * BINARY_SUFFIX[suffix]!;
-  if (suffix in DECIMAL_SUFFIX) return n * DECIMAL_SUFFIX[suffix]!;
-  return n * 10 ** Number(suffix.slice(1));
+  try {
+    return parseExactQuantity(q);
+  } catch {
+    return undefined;
+  }
 }
 
 function checkLabelKey(errors: FieldError[], field: string, key: string, what: string): void {
