@@ -31,6 +31,7 @@ import {
   waitUntilSteady,
 } from "../test/e2e/helpers.js";
 import { ReplicaSet } from "../test/e2e/replicas.js";
+import { percentile } from "./measure.js";
 
 const RESULTS = resolve(import.meta.dirname, "results", "placement.json");
 const runsArg = process.argv.indexOf("--runs");
@@ -53,10 +54,6 @@ function cpuSeconds(pgid: number): number {
     }
   }
   return ticks / 100;
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
 /** Watches a namespace's runs and records when each is released from the gate (placed). */

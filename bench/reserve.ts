@@ -28,7 +28,7 @@
 import { writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join, resolve } from "node:path";
-import * as k8s from "@kubernetes/client-node";
+import type * as k8s from "@kubernetes/client-node";
 import { PENDING_STATUS } from "../src/api/constants.js";
 import type { AffinityPolicySpec, PipelineRun } from "../src/api/types.js";
 import { PLACED_ON_ANNOTATION } from "../src/reconcilers/pipelinerun.js";
@@ -39,6 +39,7 @@ import { sleep } from "../test/cluster/processes.js";
 import { installCrd } from "../test/e2e/env.js";
 import { applyPolicy, createNamespace, createRun, metricSum, uniqueName } from "../test/e2e/helpers.js";
 import { ReplicaSet } from "../test/e2e/replicas.js";
+import { inform, percentile } from "./measure.js";
 
 const RESULTS = resolve(import.meta.dirname, "results", "reserve.json");
 
@@ -93,32 +94,6 @@ function benchRun(ns: string): PipelineRun {
         })),
       },
     },
-  };
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
-}
-
-/** A namespaced informer that restarts after a watch error (a lost watch would lose timestamps). */
-async function inform<T extends k8s.KubernetesObject>(
-  cluster: LocalCluster,
-  path: string,
-  list: () => Promise<k8s.KubernetesListObject<T>>,
-  observe: (obj: T) => void,
-  labelSelector?: string,
-) {
-  const informer = k8s.makeInformer<T>(cluster.clients.kc, path, list, labelSelector);
-  let stopped = false;
-  informer.on("add", observe);
-  informer.on("update", observe);
-  informer.on("error", () => {
-    if (!stopped) setTimeout(() => void informer.start().catch(() => undefined), 1000);
-  });
-  await informer.start();
-  return async () => {
-    stopped = true;
-    await informer.stop();
   };
 }
 

@@ -35,6 +35,7 @@ import {
   succeeded,
 } from "../test/e2e/helpers.js";
 import { ReplicaSet } from "../test/e2e/replicas.js";
+import { percentile } from "./measure.js";
 
 const RESULTS = resolve(import.meta.dirname, "results", "scale.json");
 
@@ -52,10 +53,6 @@ const CONCURRENT_CREATES = 10;
 
 type Strategy = "baseline" | "podAffinity" | "nodePinning";
 const STRATEGIES: Strategy[] = ["baseline", "podAffinity", "nodePinning"];
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0;
-}
 
 /** Records, per task pod of a namespace, when it was first seen and when it was first seen bound. */
 async function watchTaskPods(cluster: LocalCluster, namespace: string) {
@@ -153,7 +150,10 @@ async function phase(cluster: LocalCluster, nodes: number, strategy: Strategy, s
     strategy,
     taskPods: expected,
     podsPerSecond: +(expected / ((last - first) / 1000)).toFixed(1),
-    createdToBoundMs: { p50: Math.round(percentile(pending, 50)), p99: Math.round(percentile(pending, 99)) },
+    createdToBoundMs: {
+      p50: Math.round(percentile(pending, 50) || 0),
+      p99: Math.round(percentile(pending, 99) || 0),
+    },
   };
 }
 

@@ -14,7 +14,7 @@
 import { writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { resolve } from "node:path";
-import * as k8s from "@kubernetes/client-node";
+import type * as k8s from "@kubernetes/client-node";
 import { PLACEHOLDER_LABEL } from "../src/api/constants.js";
 import type { PipelineRun } from "../src/api/types.js";
 import { LocalCluster } from "../test/cluster/cluster.js";
@@ -23,6 +23,7 @@ import { TEKTON_NAMESPACE } from "../test/cluster/tekton.js";
 import { installCrd } from "../test/e2e/env.js";
 import { applyPolicy, createNamespace, createRun, pipelineRun, RWO_TEMPLATE } from "../test/e2e/helpers.js";
 import { ReplicaSet } from "../test/e2e/replicas.js";
+import { inform, percentile } from "./measure.js";
 
 const RESULTS = resolve(import.meta.dirname, "results", "vs-tekton.json");
 const runsArg = process.argv.indexOf("--runs");
@@ -53,10 +54,6 @@ const benchRun = (ns: string) =>
       { name: "c", workspaces: ["src"], runAfter: ["b"] },
     ],
   });
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
 
 const patchCoschedule = (cluster: LocalCluster, coschedule: string) =>
   cluster.kubectlRun(
@@ -107,27 +104,6 @@ async function deleteNamespace(cluster: LocalCluster, name: string): Promise<voi
     () => cluster.clients.core.readNamespace({ name }).then(() => false, isNotFound),
     { timeoutMs: 180_000, intervalMs: 1000 },
   ).catch((err) => console.error(`[bench] ${(err as Error).message}; going on`));
-}
-
-/** A namespaced informer that restarts after a watch error (a lost watch would lose timestamps). */
-async function inform<T extends k8s.KubernetesObject>(
-  cluster: LocalCluster,
-  path: string,
-  list: () => Promise<k8s.KubernetesListObject<T>>,
-  observe: (obj: T) => void,
-) {
-  const informer = k8s.makeInformer<T>(cluster.clients.kc, path, list);
-  let stopped = false;
-  informer.on("add", observe);
-  informer.on("update", observe);
-  informer.on("error", () => {
-    if (!stopped) setTimeout(() => void informer.start().catch(() => undefined), 1000);
-  });
-  await informer.start();
-  return async () => {
-    stopped = true;
-    await informer.stop();
-  };
 }
 
 /** Watches a phase's runs and pods; timestamps are taken when the change reaches us (performance.now()),

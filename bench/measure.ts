@@ -1,0 +1,32 @@
+// Measuring helpers shared by the cluster benchmarks (placement, scale, vs-tekton, reserve).
+
+import * as k8s from "@kubernetes/client-node";
+import type { LocalCluster } from "../test/cluster/cluster.js";
+
+/** The p-th percentile of ascending values (nearest rank); NaN for none (JSON: null). */
+export function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
+}
+
+/** An informer that restarts after a watch error (a lost watch would lose timestamps); resolves, once
+ * listed, to a function that stops it. */
+export async function inform<T extends k8s.KubernetesObject>(
+  cluster: LocalCluster,
+  path: string,
+  list: () => Promise<k8s.KubernetesListObject<T>>,
+  observe: (obj: T) => void,
+  labelSelector?: string,
+): Promise<() => Promise<void>> {
+  const informer = k8s.makeInformer<T>(cluster.clients.kc, path, list, labelSelector);
+  let stopped = false;
+  informer.on("add", observe);
+  informer.on("update", observe);
+  informer.on("error", () => {
+    if (!stopped) setTimeout(() => void informer.start().catch(() => undefined), 1000);
+  });
+  await informer.start();
+  return async () => {
+    stopped = true;
+    await informer.stop();
+  };
+}
