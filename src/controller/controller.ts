@@ -28,6 +28,7 @@ import { createMetrics, type Metrics, reportCacheSizes } from "../metrics.js";
 import { startAdminUi } from "../queue/admin-ui.js";
 import { type CauseKind, cacheHasSeen, type WorkCause, type WorkItem } from "../queue/work-item.js";
 import { type ReconcileResult, WorkQueue } from "../queue/work-queue.js";
+import { ActiveRunIndex } from "../reconcilers/active-runs.js";
 import { AffinityPolicyReconciler } from "../reconcilers/affinitypolicy.js";
 import { watchPolicyInputs } from "../reconcilers/affinitypolicy-watches.js";
 import { effectiveSpec } from "../reconcilers/effective-spec.js";
@@ -162,6 +163,10 @@ export class Controller {
     const clients = makeClients(kc);
     const caches = makeCaches(kc, this.logger);
     this.caches = caches;
+    // Before the caches start, so the index sees the first list's adds.
+    const activeRuns = new ActiveRunIndex();
+    caches.runs.onChange((run) => activeRuns.observe(run));
+    caches.runs.onDelete((run) => activeRuns.forget(run));
     reportCacheSizes(this.metrics, () =>
       Object.fromEntries(
         Object.values(caches).map((c: WatchedCache<k8s.KubernetesObject>) => [c.kind, c.list().length]),
@@ -247,6 +252,7 @@ export class Controller {
       },
     });
     const policies = new AffinityPolicyReconciler({
+      activeRuns,
       events,
       tenancy: o.tenancy,
       tektonFlags,

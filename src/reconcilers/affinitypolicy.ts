@@ -17,6 +17,7 @@ import { isNotFound, type KubeClients, mergePatch } from "../kube/clients.js";
 import type { EventRecorder } from "../kube/events.js";
 import type { Caches } from "../kube/informers.js";
 import type { TektonFlags } from "../kube/tekton-flags.js";
+import type { ActiveRunCounts } from "./active-runs.js";
 import { decidePolicy, type PolicyAction, type PolicyObservation } from "./policy-decisions.js";
 
 export interface PolicyReconcilerOptions {
@@ -25,6 +26,8 @@ export interface PolicyReconcilerOptions {
   logger: Logger;
   tektonFlags: TektonFlags;
   tenancy?: TenancyLimits;
+  /** The count of each policy's active runs, kept from the run watch (ActiveRunIndex). */
+  activeRuns: ActiveRunCounts;
   /** Records a Warning event on the policy when it becomes not Ready (kubectl describe shows why). */
   events?: EventRecorder;
 }
@@ -83,7 +86,7 @@ export class AffinityPolicyReconciler {
     return {
       policy,
       policies: caches.policies.list(ns) as AffinityPolicy[],
-      runs: caches.runs.list(ns),
+      activeRuns: this.o.activeRuns.count(ns, policy.metadata.name),
       ...(coschedule !== undefined ? { coschedule } : {}),
       ...(serviceAccountExists !== undefined ? { serviceAccountExists } : {}),
       ...(isolationGroup !== undefined ? { isolationGroup } : {}),

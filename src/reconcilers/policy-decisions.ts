@@ -11,12 +11,10 @@
 //   activeRuns   runs this policy manages that have not finished.
 
 import { isDeepStrictEqual } from "node:util";
-import { POLICY_ANNOTATION } from "../api/constants.js";
 import { overlapReport } from "../api/resolve.js";
 import type { TenancyLimits } from "../api/tenancy.js";
-import type { AffinityPolicy, AffinityPolicyStatus, Condition, PipelineRun } from "../api/types.js";
+import type { AffinityPolicy, AffinityPolicyStatus, Condition } from "../api/types.js";
 import { policyErrors } from "../webhooks/policies.js";
-import { isDone } from "./run-decisions.js";
 
 // ---- what a reconcile observed ----
 
@@ -25,9 +23,9 @@ export interface PolicyObservation {
   policy: AffinityPolicy;
   /** The policies of its namespace as the cache holds them (it may be among them): for Overlapping. */
   policies: readonly AffinityPolicy[];
-  /** The PipelineRuns of its namespace as the cache holds them; those annotated with this policy's
-   * name are the ones it manages. */
-  runs: readonly PipelineRun[];
+  /** How many runs annotated with this policy's name have not finished (ActiveRunIndex, kept from the
+   * run watch: the reconcile does not count them). */
+  activeRuns: number;
   /** Tekton's feature-flags coschedule value (TektonFlags.coschedule()); undefined when Tekton's
    * feature-flags ConfigMap does not exist. */
   coschedule?: string;
@@ -77,7 +75,7 @@ export function desiredStatus(obs: PolicyObservation): AffinityPolicyStatus {
   const generation = policy.metadata.generation;
   return {
     observedGeneration: generation,
-    activeRuns: activeRuns(obs),
+    activeRuns: obs.activeRuns,
     conditions: withTransitionTimes(
       [readyCondition(obs), overlappingCondition(obs)],
       policy.status?.conditions,
@@ -163,13 +161,6 @@ function overlappingCondition({ policy, policies }: PolicyObservation): NewCondi
         "no other AffinityPolicy in this namespace selects the same runs",
         generation,
       );
-}
-
-/** The runs annotated with this policy's name that have not finished. */
-function activeRuns({ policy, runs }: PolicyObservation): number {
-  return runs.filter(
-    (r) => r.metadata.annotations?.[POLICY_ANNOTATION] === policy.metadata.name && !isDone(r),
-  ).length;
 }
 
 /** Keeps lastTransitionTime when a condition's status did not change; otherwise it is `now`. */
