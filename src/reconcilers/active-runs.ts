@@ -36,9 +36,8 @@ export class ActiveRunIndex implements ActiveRunCounts {
     if (before === policyKey) return;
     if (before) this.unfile(before, run.metadata.name);
     this.filedUnder.set(runKey, policyKey);
-    let runs = this.byPolicy.get(policyKey);
-    if (!runs) this.byPolicy.set(policyKey, (runs = new Set()));
-    runs.add(run.metadata.name);
+    const runs = this.byPolicy.get(policyKey) ?? new Set<string>();
+    this.byPolicy.set(policyKey, runs.add(run.metadata.name));
   }
 
   /** A run was deleted (or finished, or lost its policy). */

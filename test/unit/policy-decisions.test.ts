@@ -3,7 +3,6 @@
 import { isDeepStrictEqual } from "node:util";
 import { expect } from "chai";
 import { pino } from "pino";
-import { POLICY_ANNOTATION } from "../../src/api/constants.js";
 import { effectivePlaceholderTemplate } from "../../src/api/placeholder-template.js";
 import { RESOLUTION_RULE } from "../../src/api/resolve.js";
 import {
@@ -18,7 +17,6 @@ import type {
   AffinityPolicySpec,
   AffinityPolicyStatus,
   Condition,
-  PipelineRun,
 } from "../../src/api/types.js";
 import type { KubeClients } from "../../src/kube/clients.js";
 import type { EventRecorder } from "../../src/kube/events.js";
@@ -48,14 +46,6 @@ function policy(
 
 function observe(p: AffinityPolicy, o: Partial<Omit<PolicyObservation, "policy">> = {}): PolicyObservation {
   return { policy: p, policies: [p], activeRuns: 0, limits: DEFAULT_TENANCY_LIMITS, now: NOW, ...o };
-}
-
-function managedRun(name: string, policyName: string, succeeded?: Condition["status"]): PipelineRun {
-  const r = baseRun({}, {});
-  r.metadata.name = name;
-  r.metadata.annotations = { [POLICY_ANNOTATION]: policyName };
-  if (succeeded) r.status = { conditions: [{ type: "Succeeded", status: succeeded, reason: "x" }] };
-  return r;
 }
 
 /** The status a decision writes; fails the test when it writes none. */
