@@ -15,7 +15,15 @@ import {
   VERSION,
 } from "../api/constants.js";
 import type { AffinityPolicy, PipelineRun } from "../api/types.js";
-import { type Trim, TrimmingWatch, trimList, trimNamespace, trimNode, withoutManagedFields } from "./trim.js";
+import {
+  type Trim,
+  TrimmingWatch,
+  trimList,
+  trimNamespace,
+  trimNode,
+  trimRun,
+  withoutManagedFields,
+} from "./trim.js";
 
 export type Handler<T> = (obj: T, old?: T) => void;
 
@@ -179,6 +187,8 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
         }),
       logger,
       managed,
+      undefined,
+      trimRun,
     ),
     policies: new WatchedCache(
       "AffinityPolicy",

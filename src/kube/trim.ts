@@ -62,6 +62,38 @@ export function trimNode(node: k8s.V1Node): k8s.V1Node {
   };
 }
 
+/** kubectl apply's copy of the whole object: nothing of ours reads it, and it doubles a run's size. */
+const LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration";
+
+/**
+ * A PipelineRun as the controller reads it: metadata (our labels and annotations), the spec it places
+ * and sizes, and of the status only the Succeeded condition's list and the start and completion
+ * times. Tekton's status is most of a running run's size (the resolved pipelineSpec, provenance with
+ * every feature flag, childReferences, results), and the cache holds every managed run of the cluster.
+ * Safe because runs are only ever merge-patched, never written whole from the cache.
+ */
+export function trimRun<T extends k8s.KubernetesObject & { status?: Record<string, unknown> }>(run: T): T {
+  const meta = trimMeta(run.metadata);
+  if (meta?.annotations?.[LAST_APPLIED] !== undefined) {
+    const { [LAST_APPLIED]: _dropped, ...annotations } = meta.annotations;
+    meta.annotations = annotations;
+  }
+  const status = run.status;
+  return {
+    ...run,
+    metadata: meta,
+    ...(status
+      ? {
+          status: {
+            ...(status.conditions !== undefined ? { conditions: status.conditions } : {}),
+            ...(status.startTime !== undefined ? { startTime: status.startTime } : {}),
+            ...(status.completionTime !== undefined ? { completionTime: status.completionTime } : {}),
+          },
+        }
+      : {}),
+  };
+}
+
 /** A Namespace as the controller reads it: its name and labels (the isolation group). */
 export function trimNamespace(ns: k8s.V1Namespace): k8s.V1Namespace {
   const meta = ns.metadata;

@@ -1,9 +1,10 @@
 import type { V1Node } from "@kubernetes/client-node";
 import { expect } from "chai";
 import { nodeSchedulingFingerprint } from "../../src/controller/change-filter.js";
-import { trimNamespace, trimNode, withoutManagedFields } from "../../src/kube/trim.js";
+import { trimNamespace, trimNode, trimRun, withoutManagedFields } from "../../src/kube/trim.js";
 import { nodeProblem } from "../../src/reconcilers/node-health.js";
 import { NodeTracker } from "../../src/reconcilers/node-tracker.js";
+import { isDone } from "../../src/reconcilers/run-decisions.js";
 
 const NOW = Date.parse("2026-03-01T12:00:00Z");
 
@@ -110,5 +111,58 @@ describe("cache trimming", () => {
     });
     expect(pod.metadata).to.deep.equal({ name: "p" });
     expect(pod).to.have.property("spec");
+  });
+
+  it("keeps a run's metadata, spec and Succeeded condition, and drops Tekton's status payload", () => {
+    const spec = {
+      pipelineRef: { name: "build" },
+      workspaces: [{ name: "src", volumeClaimTemplate: { spec: { accessModes: ["ReadWriteOnce"] } } }],
+      taskRunSpecs: [{ pipelineTaskName: "big", computeResources: { requests: { cpu: "2" } } }],
+    };
+    const conditions = [{ type: "Succeeded", status: "True", reason: "Succeeded" }];
+    const full = {
+      apiVersion: "tekton.dev/v1",
+      kind: "PipelineRun",
+      metadata: {
+        name: "build-1",
+        namespace: "team-a",
+        resourceVersion: "99",
+        labels: { "affinity.tekton.dev/managed": "true" },
+        annotations: {
+          "affinity.tekton.dev/policy": "default",
+          "kubectl.kubernetes.io/last-applied-configuration": JSON.stringify({ spec }),
+        },
+        managedFields: [{ manager: "tekton", operation: "Update" }],
+      },
+      spec,
+      status: {
+        conditions,
+        startTime: "2026-03-01T12:00:00Z",
+        completionTime: "2026-03-01T12:01:00Z",
+        pipelineSpec: { tasks: Array.from({ length: 20 }, (_, i) => ({ name: `t${i}` })) },
+        provenance: { featureFlags: { coschedule: "workspaces" } },
+        childReferences: [{ name: "build-1-t0", kind: "TaskRun" }],
+      },
+    };
+    const copy = structuredClone(full);
+    const trimmed = trimRun(full);
+    expect(trimmed.spec).to.deep.equal(spec);
+    expect(trimmed.metadata).to.deep.equal({
+      name: "build-1",
+      namespace: "team-a",
+      resourceVersion: "99",
+      labels: { "affinity.tekton.dev/managed": "true" },
+      annotations: { "affinity.tekton.dev/policy": "default" },
+    });
+    expect(trimmed.status).to.deep.equal({
+      conditions,
+      startTime: "2026-03-01T12:00:00Z",
+      completionTime: "2026-03-01T12:01:00Z",
+    });
+    expect(isDone(trimmed as never)).to.equal(true);
+    expect(JSON.stringify(trimmed).length).to.be.below(JSON.stringify(full).length / 2);
+    expect(full, "the original is untouched").to.deep.equal(copy);
+    const { status: _none, ...fresh } = copy;
+    expect(trimRun(fresh)).to.not.have.property("status");
   });
 });
