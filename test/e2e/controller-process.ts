@@ -53,6 +53,9 @@ export class ControllerProcess {
       cwd: REPO,
     };
     const args = [
+      // e.g. CONTROLLER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the replicas a test
+      // or benchmark starts (node refuses --cpu-prof in NODE_OPTIONS).
+      ...(process.env.CONTROLLER_NODE_ARGS?.split(" ").filter(Boolean) ?? []),
       ...entry.args,
       "controller",
       `--kubeconfig=${this.o.kubeconfig}`,
