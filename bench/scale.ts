@@ -2,7 +2,7 @@
 // beside runs no policy touches, and what one controller replica holds in memory while it does.
 // Writes bench/results/scale.json and prints a table.
 //
-//   npx tsx bench/scale.ts [--nodes 1000,2000] [--runs 500] [--tasks 2]
+//   npx tsx bench/scale.ts [--nodes 1000,2000] [--runs 500] [--tasks 2] [--memory-runs 10000]
 //
 // One local control plane with KWOK nodes, grown to each size in turn. Per size, three phases in one
 // run, each in its own namespace, each with --runs PipelineRuns of --tasks parallel tasks:
@@ -15,15 +15,32 @@
 // watched through an informer. Each phase's namespace is deleted before the next, so no phase pays for
 // another's pods. The controller's RSS and cache sizes come from its own /metrics, sampled through the
 // size's phases; the peak is reported.
+//
+// Memory (at the largest size, --memory-runs, 0 to skip): what one replica holds with that many managed
+// runs and every node cached, run as production runs it (compiled JavaScript, as the image does, not
+// under tsx). The runs are created finished: labelled and annotated as the gate would (while no gate
+// answers: failurePolicy Ignore), held pending so that Tekton runs none of them, then given a
+// Succeeded=True status. That is the steady state of a cluster that keeps its run history: every
+// finished run stays managed and cached until it is pruned. A fresh replica then lists them all,
+// reconciles each once, and its RSS is sampled once its work queue is idle (settled) and throughout
+// (peak). Active runs cost more (each has a placeholder StatefulSet and pod cached): the phases above
+// measure that at their size.
 
-import { writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join, resolve } from "node:path";
 import * as k8s from "@kubernetes/client-node";
-import { PLACEHOLDER_LABEL } from "../src/api/constants.js";
+import {
+  MANAGED_LABEL,
+  MODE_ANNOTATION,
+  PLACEHOLDER_LABEL,
+  POLICY_ANNOTATION,
+} from "../src/api/constants.js";
 import type { AffinityPolicySpec } from "../src/api/types.js";
 import { LocalCluster } from "../test/cluster/cluster.js";
 import { waitFor } from "../test/cluster/kube.js";
+import { ControllerProcess } from "../test/e2e/controller-process.js";
 import { installCrd } from "../test/e2e/env.js";
 import {
   applyPolicy,
@@ -50,6 +67,9 @@ const SIZES = arg("nodes", "1000")
 const RUNS = Number(arg("runs", "500"));
 const TASKS = Number(arg("tasks", "2"));
 const CONCURRENT_CREATES = 10;
+const MEMORY_RUNS = Number(arg("memory-runs", "10000"));
+const MEMORY_NAMESPACES = 10;
+const REPO = resolve(import.meta.dirname, "..");
 
 type Strategy = "baseline" | "podAffinity" | "nodePinning";
 const STRATEGIES: Strategy[] = ["baseline", "podAffinity", "nodePinning"];
@@ -157,9 +177,157 @@ async function phase(cluster: LocalCluster, nodes: number, strategy: Strategy, s
   };
 }
 
+/** Runs `work(i)` for i in [0, count) with `concurrency` at a time. */
+async function inParallel(count: number, concurrency: number, work: (i: number) => Promise<unknown>) {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count) await work(next++);
+    }),
+  );
+}
+
+/** One replica's RSS with MEMORY_RUNS finished managed runs and the cluster's nodes cached. */
+async function memory(cluster: LocalCluster, nodes: number) {
+  console.error("[bench] memory: compiling the controller (npm run build)...");
+  execFileSync("npm", ["run", "build"], { cwd: REPO, stdio: "ignore" });
+  const compiled = { args: [join(REPO, "dist", "src", "cli", "main.js")], cwd: REPO };
+  const logDir = join(cluster.state.dir, "logs");
+  // First the same replica with the nodes cached and no run: what the process costs before any run.
+  const empty = new ControllerProcess({
+    kubeconfig: cluster.kubeconfig,
+    redisUrl: cluster.redisUrl,
+    logDir,
+    replicaId: "scale-memory-empty",
+    args: ["--log-level=info"],
+    entry: compiled,
+  });
+  await empty.start();
+  await new Promise((r) => setTimeout(r, 10_000));
+  const emptyMetrics = await empty.metrics();
+  const emptyRssMb = Math.round(
+    metricSum(emptyMetrics, "tekton_affinity_process_process_resident_memory_bytes") / 2 ** 20,
+  );
+  const emptyHeapMb = Math.round(
+    metricSum(emptyMetrics, "tekton_affinity_process_nodejs_heap_size_used_bytes") / 2 ** 20,
+  );
+  await empty.stop();
+  const namespaces: string[] = [];
+  for (let i = 0; i < MEMORY_NAMESPACES; i++) {
+    namespaces.push(await createNamespace(cluster, "scale-memory"));
+  }
+  console.error(`[bench] memory: creating ${MEMORY_RUNS} finished managed runs...`);
+  const { custom } = cluster.clients;
+  const target = (i: number) => ({
+    group: "tekton.dev",
+    version: "v1",
+    plural: "pipelineruns",
+    namespace: namespaces[i % MEMORY_NAMESPACES]!,
+    name: `done-${i}`,
+  });
+  await inParallel(MEMORY_RUNS, 20, async (i) => {
+    const { group, version, plural, namespace, name } = target(i);
+    const run = pipelineRun(namespace, { name, tasks: [{ name: "build" }, { name: "test" }] });
+    run.metadata.labels = { ...run.metadata.labels, [MANAGED_LABEL]: "true" };
+    run.metadata.annotations = {
+      ...run.metadata.annotations,
+      [POLICY_ANNOTATION]: "default",
+      [MODE_ANNOTATION]: "pipelineruns",
+    };
+    run.spec.status = "PipelineRunPending";
+    await custom.createNamespacedCustomObject({ group, version, plural, namespace, body: run });
+  });
+  const now = new Date().toISOString();
+  await inParallel(MEMORY_RUNS, 20, (i) =>
+    custom.patchNamespacedCustomObjectStatus(
+      {
+        ...target(i),
+        body: {
+          status: {
+            startTime: now,
+            completionTime: now,
+            conditions: [{ type: "Succeeded", status: "True", reason: "Succeeded", lastTransitionTime: now }],
+          },
+        },
+      },
+      k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch),
+    ),
+  );
+  console.error("[bench] memory: starting a compiled replica to list them...");
+  const replica = new ControllerProcess({
+    kubeconfig: cluster.kubeconfig,
+    redisUrl: cluster.redisUrl,
+    logDir,
+    replicaId: "scale-memory",
+    args: ["--log-level=info"],
+    entry: compiled,
+  });
+  const started = performance.now();
+  await replica.start();
+  // The policies the runs name, once a replica answers the policy webhook (failurePolicy Fail).
+  for (const ns of namespaces) await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+  let peak = 0;
+  const read = async () => {
+    const m = await replica.metrics();
+    const rss = metricSum(m, "tekton_affinity_process_process_resident_memory_bytes") / 2 ** 20;
+    peak = Math.max(peak, rss);
+    return {
+      rss,
+      heap: metricSum(m, "tekton_affinity_process_nodejs_heap_size_used_bytes") / 2 ** 20,
+      runs: metricSum(m, "tekton_affinity_cached_objects", 'kind="PipelineRun"'),
+      nodes: metricSum(m, "tekton_affinity_cached_objects", 'kind="Node"'),
+      jobs: metricSum(m, "tekton_affinity_job_duration_seconds_count"),
+    };
+  };
+  try {
+    await waitFor(
+      `the replica to cache ${MEMORY_RUNS} runs and ${nodes} nodes`,
+      async () => {
+        const r = await read();
+        return r.runs >= MEMORY_RUNS && r.nodes >= nodes;
+      },
+      { timeoutMs: 600_000, intervalMs: 1000 },
+    );
+    // Idle: the job count stops moving (each run is reconciled once after the list).
+    let last = -1;
+    await waitFor(
+      "the replica's queue to go idle",
+      async () => {
+        const { jobs } = await read();
+        const idle = jobs === last;
+        last = jobs;
+        return idle;
+      },
+      { timeoutMs: 1_200_000, intervalMs: 5000 },
+    );
+    const settled = [];
+    for (let i = 0; i < 10; i++) {
+      settled.push(await read());
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+    const last10 = settled.at(-1)!;
+    return {
+      nodes: last10.nodes,
+      managedRunsCached: last10.runs,
+      runsState: "finished",
+      controller: "compiled (node dist/src/cli/main.js), as the image runs it",
+      secondsToSettle: +((performance.now() - started) / 1000).toFixed(1),
+      jobs: last10.jobs,
+      controllerRssMb: Math.round(Math.max(...settled.map((s) => s.rss))),
+      controllerPeakRssMb: Math.round(peak),
+      heapUsedMb: Math.round(last10.heap),
+      withoutRuns: { controllerRssMb: emptyRssMb, heapUsedMb: emptyHeapMb },
+    };
+  } finally {
+    await replica.stop();
+    for (const ns of namespaces) await cluster.clients.core.deleteNamespace({ name: ns });
+  }
+}
+
 async function main() {
   const cluster = await LocalCluster.start({ nodes: 3 });
   const sizes = [];
+  let memoryResult: Awaited<ReturnType<typeof memory>> | undefined;
   try {
     await installCrd(cluster);
     await cluster.clients.core.createNamespace({ body: { metadata: { name: "tekton-affinity" } } });
@@ -169,6 +337,8 @@ async function main() {
       const grown = performance.now();
       if (nodes > have) await cluster.addNodes(nodes - have);
       const growSeconds = +((performance.now() - grown) / 1000).toFixed(1);
+      console.error(`[bench] ${nodes} nodes added in ${growSeconds} s`);
+      if (RUNS === 0) continue; // memory only
       // A fresh replica per size: its memory is what this size costs, not the last size's garbage.
       const replicas = new ReplicaSet(
         cluster,
@@ -208,8 +378,16 @@ async function main() {
         phases,
       });
     }
+    if (MEMORY_RUNS > 0) memoryResult = await memory(cluster, SIZES.at(-1)!);
   } finally {
     await cluster.stop();
+  }
+  if (RUNS === 0) {
+    // --runs 0: only the memory measurement, written beside the speed results already on file.
+    const onFile = JSON.parse(readFileSync(RESULTS, "utf8")) as Record<string, unknown>;
+    writeFileSync(RESULTS, `${JSON.stringify({ ...onFile, memory: memoryResult }, null, 2)}\n`);
+    printMemory(memoryResult);
+    return;
   }
   // The largest size's figures also sit at the top level, under the names other tooling reads.
   const largest = sizes.at(-1)!;
@@ -224,6 +402,7 @@ async function main() {
     controllerRssMb: largest.controllerRssMb,
     managedRunsCached: largest.managedRunsCached,
     sizes,
+    ...(memoryResult ? { memory: memoryResult } : {}),
   };
   writeFileSync(RESULTS, `${JSON.stringify(result, null, 2)}\n`);
   console.log(`\nscale: task pods scheduled per second, ${RUNS} runs of ${TASKS} tasks per strategy`);
@@ -247,6 +426,17 @@ async function main() {
   }
   const goal = largest.ratioToBaseline.nodePinning >= 0.9 ? "met" : "MISSED";
   console.log(`goal nodePinning >= 0.9x baseline at ${largest.nodes} nodes: ${goal}`);
+  printMemory(memoryResult);
+}
+
+function printMemory(m: Awaited<ReturnType<typeof memory>> | undefined): void {
+  if (!m) return;
+  console.log(
+    `\nmemory: ${m.managedRunsCached} finished managed runs and ${m.nodes} nodes cached, compiled replica: ` +
+      `RSS ${m.controllerRssMb} MB settled (peak ${m.controllerPeakRssMb} MB while reconciling them), heap used ` +
+      `${m.heapUsedMb} MB; the same replica without runs: RSS ${m.withoutRuns.controllerRssMb} MB, heap used ` +
+      `${m.withoutRuns.heapUsedMb} MB; goal <= 150 MB: ${m.controllerRssMb <= 150 ? "met" : "MISSED"}`,
+  );
 }
 
 main().catch((err) => {
