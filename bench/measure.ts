@@ -1,5 +1,7 @@
 // Measuring helpers shared by the cluster benchmarks (placement, scale, vs-tekton, reserve).
 
+import { execFileSync } from "node:child_process";
+import { join, resolve } from "node:path";
 import * as k8s from "@kubernetes/client-node";
 import type { LocalCluster } from "../test/cluster/cluster.js";
 
@@ -30,3 +32,20 @@ export async function inform<T extends k8s.KubernetesObject>(
     await informer.stop();
   };
 }
+
+const REPO = resolve(import.meta.dirname, "..");
+
+/**
+ * The controller as the image runs it: compiled JavaScript (`npm run build`, then node
+ * dist/src/cli/main.js), not TypeScript through tsx, whose loader and source maps cost memory and CPU
+ * that production does not pay. Builds once per benchmark process; pass it as a replica's entry.
+ */
+export function compiledController(): { args: string[]; cwd: string } {
+  if (!built) {
+    console.error("[bench] compiling the controller (npm run build)...");
+    execFileSync("npm", ["run", "build"], { cwd: REPO, stdio: "ignore" });
+    built = true;
+  }
+  return { args: [join(REPO, "dist", "src", "cli", "main.js")], cwd: REPO };
+}
+let built = false;

@@ -39,6 +39,8 @@ export interface TlsMaterial {
 export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: Logger) {
   const app = express();
   app.disable("x-powered-by");
+  // An ETag is a hash of every answer, for caches no admission answer goes through.
+  app.disable("etag");
   app.use(express.json({ limit: "10mb" }));
   // While draining, answer and close: the apiserver then opens its next connection to another
   // replica, instead of keeping an idle one to this replica that would be cut when it exits (a request

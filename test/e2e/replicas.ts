@@ -31,6 +31,8 @@ export class ReplicaSet {
     private readonly args: string[] = [],
     private readonly logDir = `${cluster.state.dir}/logs`,
     private readonly prefix = "replica",
+    /** How to start each replica (ControllerProcessOptions.entry): default tsx on the sources. */
+    private readonly entry?: { args: string[]; cwd: string },
   ) {}
 
   async start(): Promise<void> {
@@ -45,6 +47,7 @@ export class ReplicaSet {
           replicaId: `${this.prefix}-${i}`,
           webhookUrlHost: `127.0.0.1:${port}`,
           args: this.args,
+          ...(this.entry ? { entry: this.entry } : {}),
         }),
       );
     }
