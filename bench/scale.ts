@@ -291,6 +291,8 @@ async function memory(cluster: LocalCluster, nodes: number) {
     redisUrl: cluster.redisUrl,
     logDir,
     replicaId: "scale-memory",
+    // The webhook configurations the first replica registered point at this port.
+    port: empty.port,
     args: ["--log-level=info"],
     entry: compiled,
   });

@@ -19,6 +19,9 @@ export function loadKubeConfig(path?: string): k8s.KubeConfig {
   return kc;
 }
 
+/** How long a kept-alive API connection may idle: under the apiserver's 90 s. */
+const IDLE_CONNECTION_MS = 60_000;
+
 type AgentFactory = (cluster: k8s.Cluster | null, options: Record<string, unknown>) => Agent;
 
 /**
@@ -38,7 +41,14 @@ export function reuseConnections(kc: k8s.KubeConfig): void {
     const key = agentKey(cluster?.server, options);
     let agent = agents.get(key);
     if (!agent) {
-      agent = create(cluster, { ...options, keepAlive: true });
+      // `timeout` closes a connection idle that long (a request in flight, a watch included, is not
+      // cut): before the apiserver's own 90 s idle close, so a request is never written on a
+      // connection the apiserver is closing at that instant.
+      agent = create(cluster, {
+        ...options,
+        keepAlive: true,
+        timeout: options.timeout ?? IDLE_CONNECTION_MS,
+      });
       agents.set(key, agent);
     }
     return agent;
