@@ -19,6 +19,8 @@ export const RUN_LABEL = `${GROUP}/pipelinerun`;
 /** Annotations the gate webhook records on a run. */
 export const MODE_ANNOTATION = `${GROUP}/mode`;
 export const POLICY_ANNOTATION = `${GROUP}/policy`;
+/** On a finished run whose placeholders and claims the controller has removed: nothing is left to do. */
+export const CLEANED_UP_ANNOTATION = `${GROUP}/cleaned-up`;
 /** "true" when *we* set spec.status=PipelineRunPending; absent when the user pended the run themselves. */
 export const GATED_ANNOTATION = `${GROUP}/gated`;
 /** Human-readable "what this run is waiting for", visible in kubectl describe. */

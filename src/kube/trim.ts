@@ -7,6 +7,7 @@
 // so a watch event never holds the full object longer than its parse.
 
 import * as k8s from "@kubernetes/client-node";
+import { CLEANED_UP_ANNOTATION } from "../api/constants.js";
 
 export type Trim<T> = (obj: T) => T;
 
@@ -72,16 +73,23 @@ const LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration";
  * every feature flag, childReferences, results), and the cache holds every managed run of the cluster.
  * Safe because runs are only ever merge-patched, never written whole from the cache.
  */
-export function trimRun<T extends k8s.KubernetesObject & { status?: Record<string, unknown> }>(run: T): T {
+export function trimRun<
+  T extends k8s.KubernetesObject & { spec?: Record<string, unknown>; status?: Record<string, unknown> },
+>(run: T): T {
   const meta = trimMeta(run.metadata);
   if (meta?.annotations?.[LAST_APPLIED] !== undefined) {
     const { [LAST_APPLIED]: _dropped, ...annotations } = meta.annotations;
     meta.annotations = annotations;
   }
   const status = run.status;
+  // A finished run the controller has cleaned up is only ever read for its marks and its Succeeded
+  // condition again; its spec (an inline pipelineSpec can be most of it) is dropped. Clusters keep
+  // thousands of finished runs until they are pruned.
+  const spec = meta?.annotations?.[CLEANED_UP_ANNOTATION] === "true" && isFinished(status) ? {} : run.spec;
   return {
     ...run,
     metadata: meta,
+    ...(spec !== undefined ? { spec } : {}),
     ...(status
       ? {
           status: {
@@ -92,6 +100,13 @@ export function trimRun<T extends k8s.KubernetesObject & { status?: Record<strin
         }
       : {}),
   };
+}
+
+/** Whether a run's Succeeded condition says it has finished (True or False). */
+function isFinished(status: Record<string, unknown> | undefined): boolean {
+  const conditions = status?.conditions as { type?: string; status?: string }[] | undefined;
+  const succeeded = conditions?.find((c) => c.type === "Succeeded");
+  return succeeded !== undefined && succeeded.status !== "Unknown";
 }
 
 /** A Namespace as the controller reads it: its name and labels (the isolation group). */

@@ -17,6 +17,7 @@ import type {
   V1StatefulSet,
 } from "@kubernetes/client-node";
 import {
+  CLEANED_UP_ANNOTATION,
   GATED_ANNOTATION,
   GROUP,
   MANAGED_LABEL,
@@ -52,7 +53,7 @@ import { type NodeProblem, nodeProblem } from "./node-health.js";
 import { decideWait, type OnMaxWait } from "./waiting.js";
 
 // Defined here because the decisions read them; pipelinerun.ts re-exports them for its importers.
-export const CLEANED_UP_ANNOTATION = `${GROUP}/cleaned-up`;
+export { CLEANED_UP_ANNOTATION };
 /** On a placeholder StatefulSet: the node its pod was evicted from, and when (for the settle period). */
 export const EVICTED_FROM_ANNOTATION = `${GROUP}/evicted-from`;
 export const EVICTED_AT_ANNOTATION = `${GROUP}/evicted-at`;

@@ -165,4 +165,23 @@ describe("cache trimming", () => {
     const { status: _none, ...fresh } = copy;
     expect(trimRun(fresh)).to.not.have.property("status");
   });
+
+  it("drops the spec of a finished run once it is cleaned up, and only then", () => {
+    const spec = { pipelineSpec: { tasks: [{ name: "build" }] }, workspaces: [{ name: "src" }] };
+    const run = (annotations: Record<string, string>, succeeded?: string) => ({
+      apiVersion: "tekton.dev/v1",
+      kind: "PipelineRun",
+      metadata: { name: "r", namespace: "team-a", annotations },
+      spec,
+      ...(succeeded ? { status: { conditions: [{ type: "Succeeded", status: succeeded }] } } : {}),
+    });
+    const cleaned = { "affinity.tekton.dev/cleaned-up": "true" };
+    expect(trimRun(run(cleaned, "True")).spec).to.deep.equal({});
+    expect(trimRun(run(cleaned, "False")).spec).to.deep.equal({});
+    // Cleanup still reads the workspaces (template claims to delete) until it has happened.
+    expect(trimRun(run({}, "True")).spec).to.deep.equal(spec);
+    // A run that is not finished keeps its spec whatever its annotations say.
+    expect(trimRun(run(cleaned, "Unknown")).spec).to.deep.equal(spec);
+    expect(trimRun(run(cleaned)).spec).to.deep.equal(spec);
+  });
 });
