@@ -34,7 +34,7 @@ const TASKRUN_LABEL = "tekton.dev/taskRun"; // only TaskRun pods: not Tekton's a
 const COMPONENT_LABEL = "app.kubernetes.io/component";
 const PIPELINERUNS = { group: "tekton.dev", version: "v1", plural: "pipelineruns" };
 const NOTES = [
-  "KWOK's fake nodes do not model volume attachment, so an RWO volume does not pin a run's pods to one node: floor's runs can succeed with their pods on several nodes (issue 15).",
+  "The local cluster models volume attachment (docs/local-cluster.md): a ReadWriteOnce volume is attached to one node at a time, and a pod on another node waits (Multi-Attach) until no running pod there holds it. The tasks here run one after another, so floor's runs still succeed with their pods on several nodes: each task waits only for the previous one's pod to finish.",
   `Figures are from a ${cpus().length}-core machine running the control plane, Tekton, KWOK and the controller together.`,
 ];
 
@@ -153,7 +153,8 @@ async function phase(cluster: LocalCluster, p: (typeof PHASES)[number]) {
     if (p.ours) {
       // The policy first: once the gate manages runs in waitForGate's probe namespace, it has listed
       // every policy, this one included, and no run of ours can be admitted ungated.
-      await applyPolicy(cluster, ns, { mode: "workspaces" });
+      // No replica runs yet to observe it (its status is written once one does).
+      await applyPolicy(cluster, ns, { mode: "workspaces" }, "default", undefined, { waitObserved: false });
       replicas = new ReplicaSet(cluster, 1, ["--log-level=info"]);
       await replicas.start();
     }
