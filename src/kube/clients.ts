@@ -27,7 +27,7 @@ type AgentFactory = (cluster: k8s.Cluster | null, options: Record<string, unknow
 /**
  * client-node 1.x builds a new https.Agent for every request, so every API call opened its own TLS
  * connection: a handshake, and the CA, certificate and key parsed again, on both sides. A profile of
- * a replica showed more CPU in that than in reconciling. This makes the KubeConfig hand out one
+ * a replica showed about as much CPU in that as in its reconciles. This makes the KubeConfig hand out one
  * keep-alive agent per set of TLS options instead (a rotated client certificate gets a new agent;
  * a bearer token is a header, not an agent option). Proxied clusters keep client-node's own agents.
  */
