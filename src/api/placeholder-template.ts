@@ -11,7 +11,11 @@
 // - securityContext: merged field by field over a pod security context meeting the `restricted` Pod
 //   Security Standard: the run's > the policy's > Tekton's default > the restricted defaults. A run
 //   that sets only fsGroup keeps runAsNonRoot and the seccomp profile, so it still passes `restricted`
-//   admission.
+//   admission. The placeholder never runs as root, whatever the merge gives: a run that sets
+//   `runAsUser: 0` or `runAsNonRoot: false` asks that for its tasks, and a pause container needs no
+//   identity at all. Kept, that pair (with the restricted default's runAsNonRoot) is a pod the kubelet
+//   refuses to start, so the run would wait for a placeholder that never runs; the placeholder keeps the
+//   restricted identity (uid 65532, runAsNonRoot) instead, and the tasks still run as the run asks.
 // - nodeAffinity: the run's podTemplate.affinity.nodeAffinity, so the placeholder only lands where the
 //   run's own pods may go (its tasks would otherwise be stranded between two required rules).
 // - image: the policy's > registry.k8s.io/pause:3.10.
@@ -76,6 +80,20 @@ function clone<T>(value: T): T {
   return value === undefined ? value : structuredClone(value);
 }
 
+/** The placeholder's identity is never root (see the header): root settings give way to the restricted ones. */
+function withoutRoot(context: Record<string, unknown>): Record<string, unknown> {
+  const asksForRoot = context.runAsUser === 0 || context.runAsNonRoot === false;
+  if (!asksForRoot) return context;
+  return {
+    ...context,
+    runAsNonRoot: RESTRICTED_POD_SECURITY_CONTEXT.runAsNonRoot,
+    runAsUser:
+      context.runAsUser === 0 || context.runAsUser === undefined
+        ? RESTRICTED_POD_SECURITY_CONTEXT.runAsUser
+        : context.runAsUser,
+  };
+}
+
 export function effectivePlaceholderTemplate(
   spec: AffinityPolicySpec,
   run: PipelineRun,
@@ -93,12 +111,14 @@ export function effectivePlaceholderTemplate(
   Object.assign(requests, definedEntries(policy.resources?.requests));
 
   const template: PlaceholderTemplate = {
-    securityContext: clone({
-      ...RESTRICTED_POD_SECURITY_CONTEXT,
-      ...(tekton.securityContext ?? {}),
-      ...(policy.securityContext ?? {}),
-      ...(pod.securityContext ?? {}),
-    }),
+    securityContext: withoutRoot(
+      clone({
+        ...RESTRICTED_POD_SECURITY_CONTEXT,
+        ...(tekton.securityContext ?? {}),
+        ...(policy.securityContext ?? {}),
+        ...(pod.securityContext ?? {}),
+      }),
+    ),
     resources: limits && Object.keys(limits).length > 0 ? { requests, limits } : { requests },
     image: policy.image?.trim() ? policy.image : DEFAULT_PLACEHOLDER_IMAGE,
   };

@@ -47,6 +47,30 @@ describe("effectivePlaceholderTemplate", () => {
     expect(t.imagePullSecrets).to.equal(undefined);
   });
 
+  it("never runs as root: a run's root identity is for its tasks, the placeholder keeps the restricted one", () => {
+    const restricted = { runAsNonRoot: true, runAsUser: 65532, seccompProfile: { type: "RuntimeDefault" } };
+    const asRoot = run();
+    asRoot.spec.taskRunTemplate = { podTemplate: { securityContext: { runAsUser: 0, fsGroup: 0 } } };
+    expect(effectivePlaceholderTemplate({ mode: "pipelineruns" }, asRoot).securityContext).to.deep.equal({
+      ...restricted,
+      fsGroup: 0,
+    });
+    const notNonRoot = run();
+    notNonRoot.spec.taskRunTemplate = { podTemplate: { securityContext: { runAsNonRoot: false } } };
+    expect(effectivePlaceholderTemplate({ mode: "pipelineruns" }, notNonRoot).securityContext).to.deep.equal(
+      restricted,
+    );
+    // A non-root uid the run chose is kept; only root gives way.
+    const policyRoot: AffinityPolicySpec = {
+      mode: "pipelineruns",
+      placeholder: { securityContext: { runAsNonRoot: false, runAsUser: 1000 } },
+    };
+    expect(effectivePlaceholderTemplate(policyRoot, run()).securityContext).to.deep.equal({
+      ...restricted,
+      runAsUser: 1000,
+    });
+  });
+
   it("keeps the restricted defaults when a run sets only fsGroup", () => {
     const r = run();
     r.spec.taskRunTemplate = { podTemplate: { securityContext: { fsGroup: 1000 } } };
