@@ -165,3 +165,57 @@ export async function ensureBinaries(log: Log = (l) => console.error(`[build] ${
     tektonModuleDir: await moduleDir("github.com/tektoncd/pipeline", VERSIONS.tekton),
   };
 }
+
+/** What a real node runs beside containerd and runc (Debian's): built like the control plane's binaries. */
+export interface RealNodeBinaries {
+  kubelet: string;
+  kubeProxy: string;
+  /** Static binaries for the images the nodes run (images.ts): Kubernetes' pause, Tekton's task-pod tools. */
+  pause: string;
+  tekton: Record<TektonPodTool, string>;
+}
+
+/** The binaries Tekton puts into every task pod, by their command names (`cmd/<name>`, run as `/ko-app/<name>`). */
+export const TEKTON_POD_TOOLS = ["entrypoint", "nop", "workingdirinit", "sidecarlogresults"] as const;
+export type TektonPodTool = (typeof TEKTON_POD_TOOLS)[number];
+
+/** Kubernetes' pause is a few lines of C (build/pause/linux/pause.c in its module), linked statically so
+ * that its image needs nothing else. */
+async function buildPause(out: string): Promise<void> {
+  const src = join(await moduleDir("k8s.io/kubernetes", VERSIONS.kubernetes), "build", "pause", "linux");
+  try {
+    await run("gcc", ["-Os", "-static", `-DVERSION=${VERSIONS.kubernetes}`, "-o", out, join(src, "pause.c")]);
+  } catch (err) {
+    const e = err as { code?: string; stderr?: string; message: string };
+    throw new Error(
+      e.code === "ENOENT"
+        ? "gcc is not on PATH: the pause image is compiled from Kubernetes' pause.c (Debian: apt-get install gcc libc6-dev)"
+        : `gcc could not build pause.c: ${e.stderr ?? e.message}`,
+    );
+  }
+}
+
+export async function ensureRealNodeBinaries(
+  log: Log = (l) => console.error(`[build] ${l}`),
+): Promise<RealNodeBinaries> {
+  const k = VERSIONS.kubernetes;
+  const kube = (cmd: string) =>
+    ensure(join(cacheRoot(), "bin", `kubernetes-${k}`, cmd), log, (out) => buildKubernetes(cmd, out));
+  const tekton = {} as Record<TektonPodTool, string>;
+  for (const tool of TEKTON_POD_TOOLS) {
+    tekton[tool] = await ensure(join(cacheRoot(), "bin", `tekton-${VERSIONS.tekton}`, tool), log, (out) =>
+      buildFromModule(
+        "github.com/tektoncd/pipeline",
+        VERSIONS.tekton,
+        `github.com/tektoncd/pipeline/cmd/${tool}`,
+        out,
+      ),
+    );
+  }
+  return {
+    kubelet: await kube("kubelet"),
+    kubeProxy: await kube("kube-proxy"),
+    pause: await ensure(join(cacheRoot(), "bin", `pause-${k}`, "pause"), log, buildPause),
+    tekton,
+  };
+}

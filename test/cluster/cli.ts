@@ -1,4 +1,4 @@
-// npm run cluster -- up [--nodes N] [--zones N] | down | status
+// npm run cluster -- up [--nodes N] [--zones N] [--real-nodes M] | down | status
 //
 // `up` returns once the cluster is ready and leaves it running in the background. Its data lives in a
 // temp dir; `.cluster/` (in the repository root) holds links to its state and kubeconfig, plus `env`,
@@ -11,7 +11,7 @@ import { LocalCluster } from "./cluster.js";
 
 const CLUSTER_DIR = resolve(process.env.TEKTON_AFFINITY_CLUSTER_DIR ?? ".cluster");
 
-async function up(opts: { nodes: string; zones: string }): Promise<void> {
+async function up(opts: { nodes: string; zones: string; realNodes: string }): Promise<void> {
   if (existsSync(join(CLUSTER_DIR, "state.json"))) {
     const running = LocalCluster.attach(CLUSTER_DIR).status();
     if (running.some((c) => c.alive)) {
@@ -26,7 +26,10 @@ async function up(opts: { nodes: string; zones: string }): Promise<void> {
   const zones = Number(opts.zones);
   if (!Number.isInteger(zones) || zones < 1 || zones > 26)
     throw new Error(`--zones must be a whole number from 1 to 26, got "${opts.zones}"`);
-  const cluster = await LocalCluster.start({ nodes, zones, stopOnExit: false });
+  const realNodes = Number(opts.realNodes);
+  if (!Number.isInteger(realNodes) || realNodes < 0)
+    throw new Error(`--real-nodes must be a whole number, got "${opts.realNodes}"`);
+  const cluster = await LocalCluster.start({ nodes, zones, realNodes, stopOnExit: false });
   rmSync(CLUSTER_DIR, { recursive: true, force: true });
   mkdirSync(CLUSTER_DIR, { recursive: true });
   symlinkSync(join(cluster.state.dir, "state.json"), join(CLUSTER_DIR, "state.json"));
@@ -41,7 +44,10 @@ async function up(opts: { nodes: string; zones: string }): Promise<void> {
       "",
     ].join("\n"),
   );
-  console.log(`cluster ready with ${nodes} nodes in ${zones} zone(s); data in ${cluster.state.dir}`);
+  const real = realNodes ? ` and ${realNodes} real node(s)` : "";
+  console.log(
+    `cluster ready with ${nodes} KWOK nodes${real} in ${zones} zone(s); data in ${cluster.state.dir}`,
+  );
   console.log(`source ${join(CLUSTER_DIR, "env")} to use it; "npm run cluster -- down" stops it`);
 }
 
@@ -82,6 +88,7 @@ program
   .command("up")
   .option("--nodes <n>", "number of fake KWOK nodes", "3")
   .option("--zones <n>", "number of zones the nodes are spread over (zone-a, zone-b, ...)", "3")
+  .option("--real-nodes <m>", "number of real nodes (a kubelet with containerd) beside the KWOK nodes", "0")
   .action(up);
 program.command("down").action(down);
 program.command("status").action(status);

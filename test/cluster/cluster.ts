@@ -8,8 +8,9 @@
 // The state (pids, ports, logs) is written to `<dir>/state.json`, so another process (the CLI's
 // `down`, or a test reusing a cluster started by `npm run cluster -- up`) can attach to it.
 
+import { execFile } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { request as requestHttp } from "node:http";
 import { request } from "node:https";
@@ -18,7 +19,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { V1Node } from "@kubernetes/client-node";
 import * as k8s from "@kubernetes/client-node";
-import { type Binaries, ensureBinaries } from "./build.js";
+import { type Binaries, ensureBinaries, ensureRealNodeBinaries } from "./build.js";
+import { ensureNodeImages } from "./images.js";
 import {
   type Clients,
   clientsFromKubeconfig,
@@ -39,6 +41,21 @@ import {
   startProcess,
   stopProcess,
 } from "./processes.js";
+import {
+  CLUSTER_CIDR,
+  cleanUpRealNode,
+  ctr,
+  enableForwarding,
+  hostAddress,
+  loadImages,
+  missingHostFeatures,
+  REAL_NODE_LABEL,
+  type RealNodeRecord,
+  realNodeRecord,
+  removeKubeChains,
+  SERVICE_CIDR,
+  writeNodeFiles,
+} from "./real-node.js";
 import { LOCAL_PROVISIONER, ZONAL_PROVISIONER } from "./storage/model.js";
 import { installTekton, tektonControllerArgs, tektonControllerEnv } from "./tekton.js";
 
@@ -50,6 +67,8 @@ export interface ClusterOptions {
   zones?: number;
   /** Directory for data, logs, kubeconfig and state. Default: a new temp dir. */
   dir?: string;
+  /** Number of real nodes (a kubelet with containerd: real-node.ts) beside the KWOK nodes. Default 0. */
+  realNodes?: number;
   /** Stop everything when this process exits (tests: yes; the CLI's `up`: no). Default true. */
   stopOnExit?: boolean;
   log?: (line: string) => void;
@@ -64,6 +83,8 @@ export interface ClusterState {
   zones?: string[];
   binaries: Binaries;
   components: ComponentRecord[];
+  /** Real nodes started (and not removed); their processes are in `components`. */
+  realNodes?: RealNodeRecord[];
 }
 
 const ADMIN_TOKEN = "tekton-affinity-harness-admin";
@@ -99,6 +120,10 @@ export class LocalCluster {
   }
   get kubectl(): string {
     return this.state.binaries.kubectl;
+  }
+  /** Where this cluster's volumes keep their data (a real node mounts them from here). */
+  get volumesDir(): string {
+    return join(this.state.dir, "volumes");
   }
   /** The zones this cluster's nodes are spread over. */
   get zones(): string[] {
@@ -136,6 +161,7 @@ export class LocalCluster {
     try {
       await cluster.boot(log);
       await cluster.addNodes(options.nodes ?? 3);
+      if (options.realNodes) await cluster.addRealNodes(options.realNodes, log);
     } catch (err) {
       await cluster.stop();
       throw err;
@@ -193,8 +219,9 @@ export class LocalCluster {
       [
         bin.kubeApiserver,
         `--etcd-servers=http://127.0.0.1:${etcdPort}`,
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        // Pods on real nodes reach it as kubernetes.default: kube-proxy sends that to the advertised address.
+        "--bind-address=0.0.0.0",
+        `--advertise-address=${hostAddress()}`,
         `--secure-port=${apiPort}`,
         `--cert-dir=${join(dir, "pki")}`,
         `--token-auth-file=${join(dir, "tokens.csv")}`,
@@ -202,7 +229,9 @@ export class LocalCluster {
         `--service-account-issuer=https://kubernetes.default.svc.cluster.local`,
         `--service-account-key-file=${saPub}`,
         `--service-account-signing-key-file=${saKey}`,
-        "--service-cluster-ip-range=10.96.0.0/16",
+        `--service-cluster-ip-range=${SERVICE_CIDR}`,
+        // A real node's name resolves nowhere: reach its kubelet (logs, exec) by its address.
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
         "--allow-privileged=true",
         "--enable-priority-and-fairness=false",
         "--max-requests-inflight=2000",
@@ -367,6 +396,8 @@ export class LocalCluster {
         this.state.kubeconfig,
         "--port",
         String(port),
+        "--volumes-dir",
+        this.volumesDir,
       ],
       {},
       port,
@@ -448,6 +479,10 @@ export class LocalCluster {
     claim?: { namespace: string; name: string },
     zone?: string,
   ): Promise<void> {
+    // World-writable, as a fresh filesystem is to a pod that runs as any user.
+    const path = join(this.volumesDir, name);
+    mkdirSync(path, { recursive: true });
+    chmodSync(path, 0o777);
     await this.clients.core.createPersistentVolume({
       body: {
         metadata: { name },
@@ -459,7 +494,7 @@ export class LocalCluster {
           ...(claim ? { claimRef: { namespace: claim.namespace, name: claim.name } } : {}),
           ...(nodeName
             ? {
-                local: { path: `/mnt/${name}` },
+                local: { path },
                 nodeAffinity: {
                   required: {
                     nodeSelectorTerms: [
@@ -473,7 +508,7 @@ export class LocalCluster {
                 },
               }
             : {
-                hostPath: { path: `/tmp/fake-volumes/${name}` },
+                hostPath: { path, type: "DirectoryOrCreate" },
                 ...(zone
                   ? {
                       nodeAffinity: {
@@ -535,6 +570,125 @@ export class LocalCluster {
     return names;
   }
 
+  // ---- real nodes ----
+
+  /**
+   * Starts `count` real nodes named real-node-<i> (containerd, a kubelet, the node images loaded) and,
+   * with the first, kube-proxy for the host; resolves once they are Ready. Fails at once, naming every
+   * missing host feature, on a host that cannot run them.
+   */
+  async addRealNodes(
+    count: number,
+    log: (l: string) => void = (l) => console.error(`[cluster] ${l}`),
+  ): Promise<string[]> {
+    const missing = missingHostFeatures();
+    if (missing.length) {
+      throw new Error(`this host cannot run a real node; it lacks:\n  - ${missing.join("\n  - ")}`);
+    }
+    await enableForwarding();
+    const binaries = await ensureRealNodeBinaries(log);
+    const images = await ensureNodeImages(binaries, log);
+    const started = Date.now();
+    const taken = new Set((this.state.realNodes ?? []).map((n) => n.index));
+    const names: string[] = [];
+    for (let index = 0; names.length < count; index++) {
+      if (taken.has(index)) continue;
+      const node = realNodeRecord(this.state.dir, index);
+      this.state.realNodes = [...(this.state.realNodes ?? []), node];
+      this.saveState();
+      await cleanUpRealNode(node); // what a crashed run with the same name left
+      const ports = { kubelet: await freePort(), healthz: await freePort() };
+      await writeNodeFiles(node, ports);
+      const containerd = this.launch(`containerd-${node.name}`, [
+        "containerd",
+        `--config=${join(node.dir, "containerd.toml")}`,
+      ]);
+      await this.waitUp(
+        containerd,
+        () =>
+          ctr(node, ["version"]).then(
+            () => true,
+            () => false,
+          ),
+        30_000,
+      );
+      await loadImages(node, images);
+      const zone = this.zones[index % this.zones.length]!;
+      const kubelet = this.launch(
+        `kubelet-${node.name}`,
+        [
+          binaries.kubelet,
+          `--config=${join(node.dir, "kubelet.yaml")}`,
+          `--kubeconfig=${this.state.kubeconfig}`,
+          `--hostname-override=${node.name}`,
+          `--node-ip=${hostAddress()}`,
+          `--root-dir=${join(node.dir, "kubelet")}`,
+          `--cert-dir=${join(node.dir, "kubelet", "pki")}`,
+          `--node-labels=${ZONE_LABEL}=${zone},${REAL_NODE_LABEL}=true,type=real`,
+          "--v=1",
+        ],
+        {},
+        ports.healthz,
+      );
+      await this.waitUp(kubelet, () => httpOk(`http://127.0.0.1:${ports.healthz}/healthz`), 30_000);
+      names.push(node.name);
+    }
+    if (!this.state.components.some((c) => c.name === "kube-proxy"))
+      await this.startKubeProxy(names[0]!, binaries.kubeProxy);
+    for (const name of names) await this.waitNodeReady(name, true, 60_000);
+    log(`${names.length} real node(s) Ready (${((Date.now() - started) / 1000).toFixed(1)}s)`);
+    return names;
+  }
+
+  private async startKubeProxy(nodeName: string, binary: string): Promise<void> {
+    const healthz = await freePort();
+    const config = join(this.state.dir, "kube-proxy.yaml");
+    writeFileSync(
+      config,
+      [
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1",
+        "kind: KubeProxyConfiguration",
+        `clientConnection: {kubeconfig: "${this.state.kubeconfig}"}`,
+        "mode: iptables",
+        `clusterCIDR: ${CLUSTER_CIDR}`,
+        `hostnameOverride: ${nodeName}`,
+        `healthzBindAddress: 127.0.0.1:${healthz}`,
+        `metricsBindAddress: 127.0.0.1:${await freePort()}`,
+        // Leave the host's conntrack sysctls alone.
+        "conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}",
+        "",
+      ].join("\n"),
+    );
+    const record = this.launch("kube-proxy", [binary, `--config=${config}`], {}, healthz);
+    await this.waitUp(record, () => httpOk(`http://127.0.0.1:${healthz}/healthz`), 30_000);
+  }
+
+  /** Stops a real node's kubelet and containerd, removes all it left on the host, and deletes the Node. */
+  async removeRealNode(name: string): Promise<void> {
+    const node = (this.state.realNodes ?? []).find((n) => n.name === name);
+    if (!node) throw new Error(`no real node named ${name}`);
+    await this.stopRealNode(node);
+    this.state.realNodes = (this.state.realNodes ?? []).filter((n) => n !== node);
+    this.state.components = this.state.components.filter(
+      (c) => c.name !== `kubelet-${name}` && c.name !== `containerd-${name}`,
+    );
+    this.saveState();
+    await this.clients.core.deleteNode({ name }).catch((e) => {
+      if (!isNotFound(e)) throw e;
+    });
+  }
+
+  private async stopRealNode(node: RealNodeRecord): Promise<void> {
+    const stop = async (component: string) => {
+      const c = this.state.components.find((x) => x.name === component);
+      if (c) await stopProcess(c.pid, 5000);
+    };
+    await stop(`kubelet-${node.name}`);
+    await cleanUpRealNode(node); // the containers and their shims first, so containerd has nothing to wait for
+    await stop(`containerd-${node.name}`);
+    await cleanUpRealNode(node);
+  }
+
   async removeNode(name: string): Promise<void> {
     await this.clients.core.deleteNode({ name });
     await waitFor(`node ${name} to be gone`, async () =>
@@ -545,12 +699,16 @@ export class LocalCluster {
     );
   }
 
-  async waitNodeReady(name: string, ready: boolean): Promise<void> {
-    await waitFor(`node ${name} Ready=${ready}`, async () => {
-      const node = await this.clients.core.readNode({ name });
-      const cond = node.status?.conditions?.find((c) => c.type === "Ready");
-      return (cond?.status === "True") === ready;
-    });
+  async waitNodeReady(name: string, ready: boolean, timeoutMs = 60_000): Promise<void> {
+    await waitFor(
+      `node ${name} Ready=${ready}`,
+      async () => {
+        const node = await this.clients.core.readNode({ name });
+        const cond = node.status?.conditions?.find((c) => c.type === "Ready");
+        return (cond?.status === "True") === ready;
+      },
+      { timeoutMs },
+    );
   }
 
   async cordon(name: string, unschedulable = true): Promise<void> {
@@ -681,8 +839,22 @@ export class LocalCluster {
   /** Stops every component, newest first (so clients go before the apiserver and etcd). */
   async stop(): Promise<void> {
     for (const keeper of this.notReadyKeepers.values()) clearInterval(keeper);
+    for (const node of this.state.realNodes ?? []) await this.stopRealNode(node);
     for (const c of [...this.state.components].reverse()) await stopProcess(c.pid, 3000);
+    if (this.state.realNodes?.length) await this.cleanUpKubeProxy();
     if (this.exitHandler) process.removeListener("exit", this.exitHandler);
+  }
+
+  /** kube-proxy's own cleanup of its rules, then whatever chain is left. */
+  private async cleanUpKubeProxy(): Promise<void> {
+    const proxy = this.state.components.find((c) => c.name === "kube-proxy");
+    if (proxy) {
+      const binary = proxy.command[0]!;
+      await new Promise<void>((resolve) =>
+        execFile(binary, ["--cleanup"], { timeout: 30_000 }, () => resolve()),
+      );
+    }
+    removeKubeChains();
   }
 }
 

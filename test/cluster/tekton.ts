@@ -4,6 +4,7 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { KubernetesObject } from "@kubernetes/client-node";
+import { TEKTON_SHELL_IMAGE, tektonImage } from "./images.js";
 import { type Clients, kubectlApply, parseYaml, toYaml, waitFor } from "./kube.js";
 
 export const TEKTON_NAMESPACE = "tekton-pipelines";
@@ -69,16 +70,15 @@ export async function installTekton(
 }
 
 export function tektonControllerArgs(kubeconfig: string): string[] {
-  // The images are never pulled: KWOK fakes every container. Tekton only refuses to start without them.
-  const image = (name: string) => `example.invalid/tekton/${name}:local`;
+  // The images real nodes hold (images.ts); KWOK fakes every container and never looks at them.
   return [
     `-kubeconfig=${kubeconfig}`,
-    `-entrypoint-image=${image("entrypoint")}`,
-    `-nop-image=${image("nop")}`,
-    `-sidecarlogresults-image=${image("sidecarlogresults")}`,
-    `-workingdirinit-image=${image("workingdirinit")}`,
-    `-shell-image=${image("busybox")}`,
-    `-shell-image-win=${image("powershell")}`,
+    `-entrypoint-image=${tektonImage("entrypoint")}`,
+    `-nop-image=${tektonImage("nop")}`,
+    `-sidecarlogresults-image=${tektonImage("sidecarlogresults")}`,
+    `-workingdirinit-image=${tektonImage("workingdirinit")}`,
+    `-shell-image=${TEKTON_SHELL_IMAGE}`,
+    "-shell-image-win=example.invalid/tekton/powershell:local",
     "-disable-ha=true",
   ];
 }

@@ -5,8 +5,9 @@
 //  - the provisioners of the `local-wffc`, `zonal` and `zonal-wffc` StorageClasses;
 //  - deletes the volumes they made once released.
 //
-//   tsx test/cluster/storage/controller.ts --kubeconfig <path> --port <health port>
+//   tsx test/cluster/storage/controller.ts --kubeconfig <path> --port <health port> --volumes-dir <dir>
 
+import { chmodSync, mkdirSync } from "node:fs";
 import { createServer } from "node:http";
 import * as k8s from "@kubernetes/client-node";
 import {
@@ -37,6 +38,7 @@ function arg(name: string): string {
 
 const kc = new k8s.KubeConfig();
 kc.loadFromFile(arg("kubeconfig"));
+const VOLUMES_DIR = arg("volumes-dir");
 const core = kc.makeApiClient(k8s.CoreV1Api);
 const storage = kc.makeApiClient(k8s.StorageV1Api);
 const mergePatch = k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch);
@@ -223,12 +225,19 @@ async function provisionPass(): Promise<void> {
       storageClassInfo(claim.spec?.storageClassName),
       nodesByName,
       fallbackZone,
+      VOLUMES_DIR,
     );
     if (decision.type !== "provision") continue;
     const name = decision.volume.metadata!.name!;
     if (made.has(name) || volumes.objects.has(`/${name}`)) continue;
     if (!claim.metadata?.annotations?.["volume.kubernetes.io/selected-node"]) nextZone++;
     made.add(name);
+    // World-writable, as a fresh filesystem is to a pod that runs as any user (a real node mounts it).
+    const path = decision.volume.spec?.local?.path ?? decision.volume.spec?.hostPath?.path;
+    if (path) {
+      mkdirSync(path, { recursive: true });
+      chmodSync(path, 0o777);
+    }
     await core.createPersistentVolume({ body: decision.volume }).catch((err: { code?: number }) => {
       if (err.code !== 409) {
         made.delete(name);

@@ -11,6 +11,10 @@ import type { V1Node, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod } from 
 
 /** Set on a pod once its volumes are attached to its node; KWOK's pod-create stage waits for it. */
 export const ATTACHED_ANNOTATION = "attach.harness.tekton-affinity.dev/node";
+/** Where volumes keep their data on this machine (a cluster passes its own): a real node mounts it, a
+ * local volume's directory must exist before its PV is made. */
+export const DEFAULT_VOLUMES_DIR = "/tmp/tekton-affinity-volumes";
+
 /** The provisioners of the harness's dynamic StorageClasses. */
 export const LOCAL_PROVISIONER = "harness.tekton-affinity.dev/local";
 export const ZONAL_PROVISIONER = "harness.tekton-affinity.dev/zonal";
@@ -154,6 +158,7 @@ export function decideProvisioning(
   storageClass: StorageClassInfo | undefined,
   nodes: Map<string, V1Node>,
   fallbackZone: string,
+  volumesDir = DEFAULT_VOLUMES_DIR,
 ): ProvisionDecision {
   if (!storageClass || claim.spec?.volumeName || claim.metadata?.deletionTimestamp) return { type: "ignore" };
   if (![LOCAL_PROVISIONER, ZONAL_PROVISIONER].includes(storageClass.provisioner)) return { type: "ignore" };
@@ -193,8 +198,8 @@ export function decideProvisioning(
           uid: claim.metadata?.uid,
         },
         ...(local
-          ? { local: { path: `/mnt/${name}` } }
-          : { hostPath: { path: `/tmp/fake-volumes/${name}` } }),
+          ? { local: { path: `${volumesDir}/${name}` } }
+          : { hostPath: { path: `${volumesDir}/${name}`, type: "DirectoryOrCreate" } }),
         nodeAffinity: {
           required: {
             nodeSelectorTerms: [

@@ -1,0 +1,285 @@
+// What only a real kubelet shows: containers that really start, write to and read from a shared volume,
+// print logs, and run under the `restricted` Pod Security Standard; and the seed's cordon walkthrough
+// with the placeholder on a real node. The real node (real-node.ts: containerd, runc, a kubelet, the
+// images built here) joins the shared e2e cluster for these tests and leaves it after them.
+
+import type { V1Pod } from "@kubernetes/client-node";
+import * as k8s from "@kubernetes/client-node";
+import { expect } from "chai";
+import type { PipelineRun } from "../../src/api/types.js";
+import type { LocalCluster } from "../cluster/cluster.js";
+import { BUSYBOX_NAMES, PAUSE_IMAGE } from "../cluster/images.js";
+import { waitFor } from "../cluster/kube.js";
+import { sleep } from "../cluster/processes.js";
+import { REAL_NODE_LABEL } from "../cluster/real-node.js";
+import { TEKTON_NAMESPACE } from "../cluster/tekton.js";
+import { e2e } from "./env.js";
+import {
+  applyPolicy,
+  createNamespace,
+  createRun,
+  placeholderPods,
+  RWO_TEMPLATE,
+  taskPods,
+  uniqueName,
+  waitForEvent,
+  waitRunSucceeded,
+} from "./helpers.js";
+
+const ALPINE = "docker.io/library/alpine:3.20";
+const BUSYBOX = BUSYBOX_NAMES[0]!;
+const ON_REAL_NODE = { nodeSelector: { [REAL_NODE_LABEL]: "true" } };
+/** What a container must declare to be admitted where `restricted` is enforced. */
+const RESTRICTED_STEP = {
+  runAsNonRoot: true,
+  runAsUser: 65532,
+  allowPrivilegeEscalation: false,
+  capabilities: { drop: ["ALL"] },
+  seccompProfile: { type: "RuntimeDefault" },
+};
+
+interface Step {
+  name: string;
+  image: string;
+  script: string;
+  securityContext?: Record<string, unknown>;
+}
+interface Task {
+  name: string;
+  runAfter?: string[];
+  workspace?: string;
+  steps: Step[];
+}
+
+/** A run of real steps (scripts, not KWOK's modelled durations). */
+function realRun(
+  namespace: string,
+  tasks: Task[],
+  extra: { podTemplate?: Record<string, unknown>; workspace?: Record<string, unknown> } = {},
+): PipelineRun {
+  return {
+    apiVersion: "tekton.dev/v1",
+    kind: "PipelineRun",
+    metadata: { name: uniqueName("real"), namespace },
+    spec: {
+      ...(extra.podTemplate ? { taskRunTemplate: { podTemplate: extra.podTemplate } } : {}),
+      workspaces: extra.workspace ? [{ name: "source", ...extra.workspace }] : [],
+      pipelineSpec: {
+        workspaces: extra.workspace ? [{ name: "source" }] : [],
+        tasks: tasks.map((t) => ({
+          name: t.name,
+          ...(t.runAfter ? { runAfter: t.runAfter } : {}),
+          workspaces: t.workspace ? [{ name: "source", workspace: t.workspace }] : [],
+          taskSpec: { workspaces: t.workspace ? [{ name: "source" }] : [], steps: t.steps },
+        })),
+      },
+    },
+  } as PipelineRun;
+}
+
+/** The run's placeholder pod once its container really runs (a real containerd started it). */
+async function runningPlaceholder(
+  cluster: LocalCluster,
+  namespace: string,
+  run: PipelineRun,
+): Promise<V1Pod> {
+  return waitFor(
+    `the placeholder of ${namespace}/${run.metadata.name} to run`,
+    async () => {
+      const [pod] = await placeholderPods(cluster, namespace, run.metadata.uid!);
+      return pod?.status?.containerStatuses?.[0]?.state?.running ? pod : undefined;
+    },
+    { timeoutMs: 90_000 },
+  );
+}
+
+async function stepLog(cluster: LocalCluster, namespace: string, pod: V1Pod, step: string): Promise<string> {
+  return cluster.kubectlRun("logs", "-n", namespace, pod.metadata!.name!, "-c", `step-${step}`);
+}
+
+/** Tekton's `set-security-context` feature flag; its controller reads the ConfigMap through a watch. */
+async function setTektonSecurityContext(cluster: LocalCluster, on: boolean): Promise<void> {
+  await cluster.clients.core.patchNamespacedConfigMap(
+    {
+      name: "feature-flags",
+      namespace: TEKTON_NAMESPACE,
+      body: { data: { "set-security-context": String(on) } },
+    },
+    k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch),
+  );
+  await sleep(3000); // the watch delivers it well within this; runs created before would use the old value
+}
+
+describe("real node: a kubelet with containerd runs the placeholder and the tasks", function () {
+  this.timeout(180_000);
+  let cluster: LocalCluster;
+  let realNode: string;
+  let added = false;
+
+  before(async function () {
+    // From cold this builds the kubelet, kube-proxy, Tekton's task-pod tools and the images (minutes).
+    this.timeout(15 * 60_000);
+    ({ cluster } = await e2e());
+    const existing = cluster.state.realNodes?.[0];
+    if (existing) realNode = existing.name;
+    else {
+      realNode = (await cluster.addRealNodes(1))[0]!;
+      added = true;
+    }
+  });
+
+  after(async function () {
+    this.timeout(120_000);
+    if (added) await cluster.removeRealNode(realNode);
+  });
+
+  it("a second task reads what the first wrote to a ReadWriteOnce workspace, and prints it", async () => {
+    const ns = await createNamespace(cluster, "real-share");
+    await applyPolicy(cluster, ns, { mode: "workspaces" });
+    const token = uniqueName("written-by-the-first-task");
+    const run = await createRun(
+      cluster,
+      realRun(
+        ns,
+        [
+          {
+            name: "write",
+            workspace: "source",
+            steps: [
+              { name: "write", image: ALPINE, script: `echo ${token} > $(workspaces.source.path)/message` },
+            ],
+          },
+          {
+            name: "read",
+            runAfter: ["write"],
+            workspace: "source",
+            steps: [{ name: "read", image: BUSYBOX, script: "cat $(workspaces.source.path)/message" }],
+          },
+        ],
+        { podTemplate: ON_REAL_NODE, workspace: RWO_TEMPLATE },
+      ),
+    );
+    const placeholder = await runningPlaceholder(cluster, ns, run);
+    expect(placeholder.spec?.nodeName).to.equal(realNode);
+    await waitRunSucceeded(cluster, ns, run.metadata.name, 150_000);
+    const pods = await taskPods(cluster, ns, run.metadata.name);
+    for (const task of ["write", "read"]) expect(pods.get(task)?.spec?.nodeName, task).to.equal(realNode);
+    expect(await stepLog(cluster, ns, pods.get("read")!, "read")).to.include(token);
+  });
+
+  it("the placeholder runs the real pause image in a namespace that enforces `restricted`", async () => {
+    const ns = await createNamespace(cluster, "real-restricted");
+    await cluster.clients.core.patchNamespace(
+      { name: ns, body: { metadata: { labels: { "pod-security.kubernetes.io/enforce": "restricted" } } } },
+      k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch),
+    );
+    await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+    const run = await createRun(
+      cluster,
+      realRun(
+        ns,
+        [
+          {
+            name: "work",
+            steps: [{ name: "work", image: BUSYBOX, script: "id -u", securityContext: RESTRICTED_STEP }],
+          },
+        ],
+        {
+          podTemplate: {
+            ...ON_REAL_NODE,
+            securityContext: { runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" } },
+          },
+        },
+      ),
+    );
+    const placeholder = await runningPlaceholder(cluster, ns, run);
+    expect(placeholder.spec?.nodeName).to.equal(realNode);
+    const status = placeholder.status?.containerStatuses?.[0];
+    expect(status?.image).to.equal(PAUSE_IMAGE);
+    expect(status?.imageID, "containerd reports the image it ran").to.match(/sha256:[0-9a-f]{64}/);
+    await waitRunSucceeded(cluster, ns, run.metadata.name, 150_000);
+    const pods = await taskPods(cluster, ns, run.metadata.name);
+    expect((await stepLog(cluster, ns, pods.get("work")!, "work")).trim()).to.equal("65532");
+  });
+
+  it("a run whose pod template asks for root gets a placeholder that starts; its tasks run as root", async () => {
+    // Tekton's own init containers demand a non-root user under its `set-security-context` flag, which the
+    // harness turns on for the restricted tests; a run that asks for root needs Tekton's default (off).
+    await setTektonSecurityContext(cluster, false);
+    try {
+      const ns = await createNamespace(cluster, "real-root");
+      await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+      const run = await createRun(
+        cluster,
+        realRun(ns, [{ name: "work", steps: [{ name: "work", image: BUSYBOX, script: "id -u; sleep 3" }] }], {
+          podTemplate: { ...ON_REAL_NODE, securityContext: { runAsUser: 0 } },
+        }),
+      );
+      const placeholder = await runningPlaceholder(cluster, ns, run);
+      expect(
+        placeholder.spec?.securityContext?.runAsUser,
+        "the placeholder keeps the restricted uid",
+      ).to.equal(65532);
+      await waitRunSucceeded(cluster, ns, run.metadata.name, 150_000);
+      const pods = await taskPods(cluster, ns, run.metadata.name);
+      expect((await stepLog(cluster, ns, pods.get("work")!, "work")).trim()).to.equal("0");
+    } finally {
+      await setTektonSecurityContext(cluster, true);
+    }
+  });
+
+  it("the seed's cordon walkthrough: the real node is cordoned, the placeholder moves, the run succeeds", async () => {
+    const kwokNodes = (await cluster.listNodes())
+      .map((n) => n.metadata!.name!)
+      .filter((n) => n.startsWith("kwok-node-"));
+    const ns = await createNamespace(cluster, "real-cordon");
+    await applyPolicy(cluster, ns, { mode: "workspaces" });
+    // Only the real node takes the placeholder at first; the KWOK nodes are where it can move to.
+    for (const n of kwokNodes) await cluster.cordon(n);
+    try {
+      const run = await createRun(
+        cluster,
+        realRun(
+          ns,
+          [
+            {
+              name: "first-task",
+              workspace: "source",
+              steps: [{ name: "work", image: ALPINE, script: "echo first on $(hostname); sleep 10" }],
+            },
+            {
+              name: "last-task",
+              runAfter: ["first-task"],
+              workspace: "source",
+              steps: [{ name: "work", image: ALPINE, script: "echo last" }],
+            },
+          ],
+          { workspace: RWO_TEMPLATE },
+        ),
+      );
+      const before = await runningPlaceholder(cluster, ns, run);
+      expect(before.spec?.nodeName).to.equal(realNode);
+      const first = await waitFor(`${run.metadata.name}'s first task to run on ${realNode}`, async () => {
+        const pod = (await taskPods(cluster, ns, run.metadata.name)).get("first-task");
+        return pod?.status?.phase === "Running" ? pod : undefined;
+      });
+      expect(first.spec?.nodeName).to.equal(realNode);
+      for (const n of kwokNodes) await cluster.uncordon(n);
+      await cluster.cordon(realNode);
+      await waitForEvent(cluster, ns, run.metadata.name, "Migrated", { timeoutMs: 60_000 });
+      const done = await waitRunSucceeded(cluster, ns, run.metadata.name, 150_000);
+      expect(done.metadata.name).to.equal(run.metadata.name);
+      const pods = await taskPods(cluster, ns, run.metadata.name);
+      expect(pods.get("first-task")?.spec?.nodeName, "the running task finished where it was").to.equal(
+        realNode,
+      );
+      expect(kwokNodes, "the last task followed the placeholder").to.include(
+        pods.get("last-task")?.spec?.nodeName,
+      );
+      expect(await stepLog(cluster, ns, pods.get("first-task")!, "work")).to.include(`first on`);
+    } finally {
+      for (const n of kwokNodes) await cluster.uncordon(n);
+      await cluster.uncordon(realNode);
+    }
+  });
+});
