@@ -26,6 +26,13 @@ function nonNegativeInt(flag: string) {
 function positiveInt(flag: string) {
   return (value: string) => {
     const n = Number(value);
+    if (/^tcp:\/\//.test(value)) {
+      // The kubelet gives every container <SERVICE>_PORT=tcp://ip:port for each Service in its namespace,
+      // so a Service named like one of our variables (tekton-affinity-webhook) sets it.
+      throw new Error(
+        `${flag} got "${value}", a Service link the kubelet set for a Service whose name matches this option's environment variable: set enableServiceLinks: false on the pod (deploy/ does), or set ${flag} explicitly`,
+      );
+    }
     if (!Number.isInteger(n) || n <= 0)
       throw new Error(`${flag} must be a positive whole number, got "${value}"`);
     return n;
