@@ -1,7 +1,7 @@
 # tekton-affinity. Every target installs what it needs (npm packages; the control-plane binaries are
 # built from their Go modules on first use and cached in ~/.cache/tekton-affinity).
 
-.PHONY: demo test test-unit test-e2e build lint generate deps cluster-up cluster-down bench clean
+.PHONY: demo test test-unit test-e2e build lint generate deps cluster-up cluster-down bench clean image
 
 deps: node_modules/.package-lock.json
 	@bash scripts/ensure-tools.sh
@@ -24,6 +24,11 @@ test-unit: deps
 
 build: deps
 	npm run build
+
+# The project's image from its Dockerfile, with buildah (no Docker daemon); loaded into the real nodes of a
+# running local cluster; its reference is the last line printed.
+image: deps
+	npx tsx scripts/image.ts
 
 lint: deps
 	npm run lint

@@ -116,7 +116,16 @@ async function nodeBookworm(names: string[], log: Log): Promise<void> {
   const npm = await npmPackage(`npm@${IMAGE_NPM_VERSION}`, log);
   const root = await mkdtemp(join(tmpdir(), "tekton-affinity-node-image-"));
   try {
-    await cp(rootfs, root, { recursive: true, verbatimSymlinks: true });
+    // tar rather than a copy: the rootfs holds device nodes (/dev), which an image must not.
+    await exec(
+      "sh",
+      ["-c", `tar -C "${rootfs}" --exclude=./dev/* -cf - . | tar -C "${root}" -xf -`],
+      "copying the Debian rootfs",
+    );
+    // The build stage fetches packages from here: it trusts what this machine trusts (an egress proxy's CA
+    // included). The runtime stand-in keeps Debian's own bundle.
+    const hostBundle = "/etc/ssl/certs/ca-certificates.crt";
+    if (existsSync(hostBundle)) await cp(hostBundle, join(root, hostBundle.slice(1)), { dereference: true });
     await mkdir(join(root, "usr/local/bin"), { recursive: true });
     await cp(join(node, "package/bin/node"), join(root, "usr/local/bin/node"));
     await chmod(join(root, "usr/local/bin/node"), 0o755);
@@ -124,7 +133,10 @@ async function nodeBookworm(names: string[], log: Log): Promise<void> {
     await cp(join(npm, "package"), join(root, "usr/local/lib/node_modules/npm"), { recursive: true });
     await symlink("../lib/node_modules/npm/bin/npm-cli.js", join(root, "usr/local/bin/npm"));
     await symlink("../lib/node_modules/npm/bin/npx-cli.js", join(root, "usr/local/bin/npx"));
-    await commitDirectory(root, names, { entrypoint: ["node"], env: [PATH_ENV] });
+    await commitDirectory(root, names, {
+      entrypoint: ["node"],
+      env: [PATH_ENV, `NODE_EXTRA_CA_CERTS=${hostBundle}`],
+    });
   } finally {
     await rm(root, { recursive: true, force: true });
   }
@@ -205,6 +217,12 @@ export async function ensureBaseImages(dockerfile: string, log: Log): Promise<vo
     await standIn.build(names, log);
     log(`made ${image} locally in ${((Date.now() - started) / 1000).toFixed(0)}s`);
   }
+}
+
+/** The reference the project's image is built under: the package's version, in buildah's local namespace. */
+export function projectImageReference(repo: string): string {
+  const { version } = JSON.parse(readFileSync(join(repo, "package.json"), "utf8")) as { version: string };
+  return `localhost/tekton-affinity:${version}`;
 }
 
 /** Builds the project's image from its Dockerfile; returns the archive `ctr images import` loads. */

@@ -3,21 +3,25 @@
 // with the placeholder on a real node. The real node (real-node.ts: containerd, runc, a kubelet, the
 // images built here) joins the shared e2e cluster for these tests and leaves it after them.
 
+import { connect, createServer, type Socket } from "node:net";
+import { resolve } from "node:path";
 import type { V1Pod } from "@kubernetes/client-node";
 import * as k8s from "@kubernetes/client-node";
 import { expect } from "chai";
 import type { PipelineRun } from "../../src/api/types.js";
 import type { LocalCluster } from "../cluster/cluster.js";
 import { BUSYBOX_NAMES, PAUSE_IMAGE } from "../cluster/images.js";
-import { waitFor } from "../cluster/kube.js";
+import { toYaml, waitFor } from "../cluster/kube.js";
 import { sleep } from "../cluster/processes.js";
-import { REAL_NODE_LABEL } from "../cluster/real-node.js";
+import { buildProjectImage, projectImageReference } from "../cluster/project-image.js";
+import { hostAddress, loadImages, REAL_NODE_LABEL } from "../cluster/real-node.js";
 import { TEKTON_NAMESPACE } from "../cluster/tekton.js";
-import { e2e } from "./env.js";
+import { e2e, TEST_CONTROLLER_ARGS, waitForGate } from "./env.js";
 import {
   applyPolicy,
   createNamespace,
   createRun,
+  pipelineRun,
   placeholderPods,
   RWO_TEMPLATE,
   taskPods,
@@ -26,6 +30,7 @@ import {
   waitRunSucceeded,
 } from "./helpers.js";
 
+const REPO = resolve(import.meta.dirname, "..", "..");
 const ALPINE = "docker.io/library/alpine:3.20";
 const BUSYBOX = BUSYBOX_NAMES[0]!;
 const ON_REAL_NODE = { nodeSelector: { [REAL_NODE_LABEL]: "true" } };
@@ -282,4 +287,159 @@ describe("real node: a kubelet with containerd runs the placeholder and the task
       await cluster.uncordon(realNode);
     }
   });
+
+  it("a controller replica runs as a pod from the project's image: kubernetes.default, admissions through its Service, SIGTERM", async function () {
+    this.timeout(15 * 60_000); // from cold: a Debian rootfs, Node.js, npm ci inside the build
+    const env = await e2e();
+    const reference = projectImageReference(REPO);
+    const archive = await buildProjectImage(REPO, reference, (l) => console.error(`      [image] ${l}`));
+    const node = cluster.state.realNodes!.find((n) => n.name === realNode)!;
+    await loadImages(node, [{ names: [reference], archive }]);
+    // The harness's Redis listens on loopback; the pod reaches it on the host's address.
+    const redis = await forwardToLoopback(cluster.state.redisPort);
+    const ns = await createNamespace(cluster, "ta-pod");
+    const labels = { app: "tekton-affinity-pod" };
+    await env.controller.stop();
+    try {
+      await cluster.apply(
+        toYaml([
+          { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: "controller", namespace: ns } },
+          {
+            apiVersion: "rbac.authorization.k8s.io/v1",
+            kind: "ClusterRoleBinding",
+            metadata: { name: ns },
+            roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "cluster-admin" },
+            subjects: [{ kind: "ServiceAccount", name: "controller", namespace: ns }],
+          },
+          {
+            apiVersion: "v1",
+            kind: "Service",
+            metadata: { name: "tekton-affinity-webhook", namespace: ns },
+            spec: { selector: labels, ports: [{ port: 443, targetPort: 9443 }] },
+          },
+          {
+            apiVersion: "v1",
+            kind: "Pod",
+            metadata: { name: "replica", namespace: ns, labels },
+            spec: {
+              serviceAccountName: "controller",
+              enableServiceLinks: false, // as deploy/ sets it: a Service link would set TEKTON_AFFINITY_WEBHOOK_PORT
+              nodeSelector: ON_REAL_NODE.nodeSelector,
+              terminationGracePeriodSeconds: 30,
+              securityContext: { runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" } },
+              containers: [
+                {
+                  name: "controller",
+                  image: reference,
+                  args: [...TEST_CONTROLLER_ARGS, "--replica-id=pod-replica"],
+                  env: [
+                    { name: "POD_NAMESPACE", value: ns },
+                    { name: "REDIS_URL", value: `redis://${redis.host}:${redis.port}` },
+                  ],
+                  readinessProbe: {
+                    httpGet: { path: "/readyz", port: 9443, scheme: "HTTPS" },
+                    periodSeconds: 1,
+                  },
+                  securityContext: {
+                    allowPrivilegeEscalation: false,
+                    capabilities: { drop: ["ALL"] },
+                    readOnlyRootFilesystem: true,
+                  },
+                },
+              ],
+            },
+          },
+        ] as k8s.KubernetesObject[]),
+      );
+      // Ready means its caches synced: it reached the apiserver through kubernetes.default (in-cluster config).
+      await waitFor(
+        "the controller pod to be Ready",
+        async () => {
+          const pod = await cluster.clients.core.readNamespacedPod({ name: "replica", namespace: ns });
+          return pod.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True");
+        },
+        { timeoutMs: 120_000 },
+      );
+      const gate = await cluster.clients.kc
+        .makeApiClient(k8s.AdmissionregistrationV1Api)
+        .readMutatingWebhookConfiguration({ name: "tekton-affinity" });
+      expect(gate.webhooks?.[0]?.clientConfig.service, "the gate is called through the Service").to.include({
+        namespace: ns,
+        name: "tekton-affinity-webhook",
+      });
+      await waitForGate(cluster);
+      const runNs = await createNamespace(cluster, "ta-pod-run");
+      await applyPolicy(cluster, runNs, { mode: "pipelineruns" });
+      const run = await createRun(
+        cluster,
+        pipelineRun(runNs, { tasks: [{ name: "a" }, { name: "b", runAfter: ["a"] }] }),
+      );
+      await waitForEvent(cluster, runNs, run.metadata.name, "Placed");
+      await waitRunSucceeded(cluster, runNs, run.metadata.name);
+
+      // Deleting the pod: the kubelet sends SIGTERM; the replica drains and exits 0 (a signal it ignored
+      // would end in the kubelet's SIGKILL after the grace period: 137).
+      const exit = await watchTermination(cluster, ns, "replica");
+      await cluster.clients.core.deleteNamespacedPod({ name: "replica", namespace: ns });
+      expect(await exit.gone, "the replica's exit on the kubelet's SIGTERM").to.include({ exitCode: 0 });
+    } finally {
+      redis.close();
+      await cluster.clients.kc
+        .makeApiClient(k8s.RbacAuthorizationV1Api)
+        .deleteClusterRoleBinding({ name: ns })
+        .catch(() => undefined);
+      await cluster.clients.core.deleteNamespace({ name: ns }).catch(() => undefined);
+      await env.controller.start();
+      await waitForGate(cluster);
+    }
+  });
 });
+
+/** Forwards connections on the host's address to a loopback port (the harness's Redis). */
+async function forwardToLoopback(port: number): Promise<{ host: string; port: number; close: () => void }> {
+  const host = hostAddress();
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(port, "127.0.0.1");
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("error", () => undefined);
+      s.on("close", () => sockets.delete(s));
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
+  const address = server.address() as { port: number };
+  return {
+    host,
+    port: address.port,
+    close: () => {
+      server.close();
+      for (const s of sockets) s.destroy();
+    },
+  };
+}
+
+/** Watches a pod (resolving once the watch is open); `gone` resolves with the container's last terminated
+ * state the kubelet reported before the pod went. */
+async function watchTermination(
+  cluster: LocalCluster,
+  namespace: string,
+  name: string,
+): Promise<{ gone: Promise<k8s.V1ContainerStateTerminated | undefined> }> {
+  let last: k8s.V1ContainerStateTerminated | undefined;
+  let done: (value: k8s.V1ContainerStateTerminated | undefined) => void = () => undefined;
+  const gone = new Promise<k8s.V1ContainerStateTerminated | undefined>((resolve) => {
+    done = resolve;
+  });
+  const watch = await new k8s.Watch(cluster.clients.kc).watch(
+    `/api/v1/namespaces/${namespace}/pods`,
+    { fieldSelector: `metadata.name=${name}` },
+    (type, pod: V1Pod) => {
+      last = pod.status?.containerStatuses?.[0]?.state?.terminated ?? last;
+      if (type === "DELETED") done(last);
+    },
+    () => undefined,
+  );
+  return { gone: gone.finally(() => watch.abort()) };
+}
