@@ -1,9 +1,11 @@
 // make demo: a local cluster, one controller replica, three teams with three different policies,
-// and the cordon story. Prints where every pod ran, then stops everything.
+// the cordon story, and a run on a real node (a kubelet with containerd) whose task's real output is
+// printed. Prints where every pod ran, then stops everything.
 
 import type { V1Pod } from "@kubernetes/client-node";
 import { LocalCluster } from "../test/cluster/cluster.js";
 import { waitFor } from "../test/cluster/kube.js";
+import { REAL_NODE_LABEL } from "../test/cluster/real-node.js";
 import { VERSIONS } from "../test/cluster/versions.js";
 import { ControllerProcess } from "../test/e2e/controller-process.js";
 import { installCrd, waitForGate } from "../test/e2e/env.js";
@@ -15,6 +17,7 @@ import {
   placeholderPods,
   RWO_TEMPLATE,
   runEvents,
+  scriptedRun,
   taskPods,
   waitForEvent,
   waitRunSucceeded,
@@ -36,7 +39,7 @@ const FOUR_TASKS = [
 async function main(): Promise<void> {
   const started = Date.now();
   say("tekton-affinity demo");
-  say("[1/5] starting the local control plane (binaries are built once, then cached)...");
+  say("[1/6] starting the local control plane (binaries are built once, then cached)...");
   const cluster = await LocalCluster.start({ nodes: 3, log: (l) => say(`      ${l}`) });
   const controller = new ControllerProcess({
     kubeconfig: cluster.kubeconfig,
@@ -53,10 +56,10 @@ async function main(): Promise<void> {
     await controller.start();
     await waitForGate(cluster);
     say(
-      `[2/5] controller replica running: webhooks on https://127.0.0.1:${controller.port}, log ${controller.log}`,
+      `[2/6] controller replica running: webhooks on https://127.0.0.1:${controller.port}, log ${controller.log}`,
     );
 
-    say("[3/5] three teams, three choices; each runs a four-task pipeline sharing one RWO workspace");
+    say("[3/6] three teams, three choices; each runs a four-task pipeline sharing one RWO workspace");
     say("      (build and test run side by side for 10 s). The team without a policy gets what the");
     say("      scheduler may well do: build and test on two nodes (pinned here so the demo is repeatable),");
     say("      and one of them waits on a Multi-Attach until the other lets the volume go:");
@@ -99,7 +102,7 @@ async function main(): Promise<void> {
     await isolationStory(cluster);
 
     say();
-    say("[5/5] the cordon story: the node holding a running pipeline's placeholder is cordoned");
+    say("[5/6] the cordon story: the node holding a running pipeline's placeholder is cordoned");
     const ns = "team-workspaces";
     const run = await createRun(
       cluster,
@@ -137,6 +140,9 @@ async function main(): Promise<void> {
       `      our events on the run: ${[...new Set(reasons)].filter((r): r is string => !!r && /Placed|Migr|Clean|Wait/.test(r)).join(", ")}`,
     );
     await cluster.uncordon(node);
+
+    say();
+    await realNodeStory(cluster);
   } finally {
     await controller.stop();
     await cluster.stop();
@@ -144,11 +150,60 @@ async function main(): Promise<void> {
   say(`demo finished in ${((Date.now() - started) / 1000).toFixed(0)}s; every process stopped`);
 }
 
+/** A real node joins; a two-task run there shares a ReadWriteOnce volume for real: the second task
+ * prints what the first wrote. */
+async function realNodeStory(cluster: LocalCluster): Promise<void> {
+  say("[6/6] a real node: a kubelet with containerd, images built here (first time: a few minutes)");
+  const [node] = await cluster.addRealNodes(1, (l) => say(`      ${l}`));
+  const ns = "team-workspaces";
+  const run = await createRun(
+    cluster,
+    scriptedRun(
+      ns,
+      [
+        {
+          name: "write",
+          workspace: "source",
+          steps: [
+            {
+              name: "write",
+              image: "docker.io/library/alpine:3.20",
+              script:
+                'echo "written on $(hostname) at $(date -u +%T) by uid $(id -u)" > $(workspaces.source.path)/note',
+            },
+          ],
+        },
+        {
+          name: "read",
+          runAfter: ["write"],
+          workspace: "source",
+          steps: [
+            {
+              name: "read",
+              image: "docker.io/library/busybox:1.36",
+              script: "cat $(workspaces.source.path)/note",
+            },
+          ],
+        },
+      ],
+      { podTemplate: { nodeSelector: { [REAL_NODE_LABEL]: "true" } }, workspace: RWO_TEMPLATE },
+    ),
+  );
+  await waitRunSucceeded(cluster, ns, run.metadata.name, 180_000);
+  const pods = await taskPods(cluster, ns, run.metadata.name);
+  const read = pods.get("read")!;
+  const output = await cluster.kubectlRun("logs", "-n", ns, read.metadata!.name!, "-c", "step-read");
+  say(
+    `      ${ns}/${run.metadata.name} succeeded on ${node}; kubectl logs ${read.metadata!.name} -c step-read:`,
+  );
+  say(`        ${output.trim()}`);
+}
+
 /** Scenario 3: one isolated run per node; the next one waits, visibly, until a node is added. */
 async function isolationStory(cluster: LocalCluster): Promise<void> {
   const ns = "team-isolate";
   const nodes = (await cluster.listNodes()).length;
-  say(`[4/5] isolation: ${nodes} long runs in team-isolate take one node each; run ${nodes + 1} must wait`);
+  say(`[4/6] isolation: ${nodes} long runs in team-isolate take one node each; run ${nodes + 1} must wait`);
   const long = () => pipelineRun(ns, { tasks: [{ name: "sleep", seconds: 30 }] });
   const runs = [];
   for (let i = 0; i < nodes; i++) runs.push(await createRun(cluster, long()));

@@ -170,6 +170,7 @@ export async function ensureBinaries(log: Log = (l) => console.error(`[build] ${
 export interface RealNodeBinaries {
   kubelet: string;
   kubeProxy: string;
+  coredns: string;
   /** Static binaries for the images the nodes run (images.ts): Kubernetes' pause, Tekton's task-pod tools. */
   pause: string;
   tekton: Record<TektonPodTool, string>;
@@ -215,6 +216,9 @@ export async function ensureRealNodeBinaries(
   return {
     kubelet: await kube("kubelet"),
     kubeProxy: await kube("kube-proxy"),
+    coredns: await ensure(join(cacheRoot(), "bin", `coredns-${VERSIONS.coredns}`, "coredns"), log, (out) =>
+      buildFromModule("github.com/coredns/coredns", VERSIONS.coredns, "github.com/coredns/coredns", out),
+    ),
     pause: await ensure(join(cacheRoot(), "bin", `pause-${k}`, "pause"), log, buildPause),
     tekton,
   };

@@ -5,6 +5,8 @@
 // a file to `source` that exports KUBECONFIG, REDIS_URL and KUBECTL.
 
 import { existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Command } from "commander";
 import { LocalCluster } from "./cluster.js";
@@ -29,10 +31,12 @@ async function up(opts: { nodes: string; zones: string; realNodes: string }): Pr
   const realNodes = Number(opts.realNodes);
   if (!Number.isInteger(realNodes) || realNodes < 0)
     throw new Error(`--real-nodes must be a whole number, got "${opts.realNodes}"`);
-  const cluster = await LocalCluster.start({ nodes, zones, realNodes, stopOnExit: false });
+  // The state is linked before anything starts, so `down` finds whatever an interrupted `up` left running.
+  const dir = await mkdtemp(join(tmpdir(), "tekton-affinity-cluster-"));
   rmSync(CLUSTER_DIR, { recursive: true, force: true });
   mkdirSync(CLUSTER_DIR, { recursive: true });
-  symlinkSync(join(cluster.state.dir, "state.json"), join(CLUSTER_DIR, "state.json"));
+  symlinkSync(join(dir, "state.json"), join(CLUSTER_DIR, "state.json"));
+  const cluster = await LocalCluster.start({ nodes, zones, realNodes, dir, stopOnExit: false });
   symlinkSync(cluster.kubeconfig, join(CLUSTER_DIR, "kubeconfig"));
   writeFileSync(
     join(CLUSTER_DIR, "env"),

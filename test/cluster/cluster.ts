@@ -28,6 +28,7 @@ import {
   kubectlApply,
   kubectlRun,
   StopWaiting,
+  toYaml,
   waitFor,
 } from "./kube.js";
 import { kwokConfig } from "./kwok-stages.js";
@@ -43,12 +44,14 @@ import {
 } from "./processes.js";
 import {
   CLUSTER_CIDR,
+  CLUSTER_DNS,
   cleanUpRealNode,
   ctr,
   enableForwarding,
   hostAddress,
   loadImages,
   missingHostFeatures,
+  otherClustersRealNodes,
   REAL_NODE_LABEL,
   type RealNodeRecord,
   realNodeRecord,
@@ -585,6 +588,12 @@ export class LocalCluster {
     if (missing.length) {
       throw new Error(`this host cannot run a real node; it lacks:\n  - ${missing.join("\n  - ")}`);
     }
+    const others = otherClustersRealNodes(this.state.dir);
+    if (others.length) {
+      throw new Error(
+        `another local cluster's real nodes are running (${others.join(", ")}): one cluster at a time can have real nodes on this host; stop it first ("npm run cluster -- down" from its checkout)`,
+      );
+    }
     await enableForwarding();
     const binaries = await ensureRealNodeBinaries(log);
     const images = await ensureNodeImages(binaries, log);
@@ -635,6 +644,8 @@ export class LocalCluster {
     }
     if (!this.state.components.some((c) => c.name === "kube-proxy"))
       await this.startKubeProxy(names[0]!, binaries.kubeProxy);
+    if (!this.state.components.some((c) => c.name === "coredns"))
+      await this.startClusterDns(binaries.coredns);
     for (const name of names) await this.waitNodeReady(name, true, 60_000);
     log(`${names.length} real node(s) Ready (${((Date.now() - started) / 1000).toFixed(1)}s)`);
     return names;
@@ -661,6 +672,63 @@ export class LocalCluster {
     );
     const record = this.launch("kube-proxy", [binary, `--config=${config}`], {}, healthz);
     await this.waitUp(record, () => httpOk(`http://127.0.0.1:${healthz}/healthz`), 30_000);
+  }
+
+  /**
+   * CoreDNS on the host's address, behind the Service kube-system/kube-dns at CLUSTER_DNS (the address
+   * every real kubelet gives its pods): a Service without selector whose EndpointSlice names the host,
+   * which kube-proxy then routes to as to any endpoint.
+   */
+  private async startClusterDns(binary: string): Promise<void> {
+    const host = hostAddress();
+    const [port, ready] = [await freePort(), await freePort()];
+    const corefile = join(this.state.dir, "Corefile");
+    writeFileSync(
+      corefile,
+      [
+        `.:${port} {`,
+        `  bind ${host}`,
+        "  errors",
+        `  ready 127.0.0.1:${ready}`,
+        "  kubernetes cluster.local in-addr.arpa ip6.arpa {",
+        `    kubeconfig ${this.state.kubeconfig} local`,
+        "    pods insecure",
+        "    fallthrough in-addr.arpa ip6.arpa",
+        "  }",
+        "  forward . /etc/resolv.conf",
+        "  cache 30",
+        "}",
+        "",
+      ].join("\n"),
+    );
+    const record = this.launch("coredns", [binary, "-conf", corefile], {}, port);
+    await this.waitUp(record, () => httpOk(`http://127.0.0.1:${ready}/ready`), 30_000);
+    const dnsPorts = [
+      { name: "dns", protocol: "UDP" },
+      { name: "dns-tcp", protocol: "TCP" },
+    ];
+    await this.apply(
+      toYaml([
+        {
+          apiVersion: "v1",
+          kind: "Service",
+          metadata: { name: "kube-dns", namespace: "kube-system", labels: { "k8s-app": "kube-dns" } },
+          spec: { clusterIP: CLUSTER_DNS, ports: dnsPorts.map((p) => ({ ...p, port: 53 })) },
+        },
+        {
+          apiVersion: "discovery.k8s.io/v1",
+          kind: "EndpointSlice",
+          metadata: {
+            name: "kube-dns-host",
+            namespace: "kube-system",
+            labels: { "kubernetes.io/service-name": "kube-dns" },
+          },
+          addressType: "IPv4",
+          endpoints: [{ addresses: [host], conditions: { ready: true } }],
+          ports: dnsPorts.map((p) => ({ ...p, port })),
+        },
+      ] as unknown as k8s.KubernetesObject[]),
+    );
   }
 
   /** Stops a real node's kubelet and containerd, removes all it left on the host, and deletes the Node. */

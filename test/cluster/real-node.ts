@@ -100,6 +100,22 @@ function readText(path: string): string {
   }
 }
 
+/**
+ * Real nodes of another cluster still running on this host: their bridges, pod addresses and iptables
+ * rules would be shared with ours, and our cleanup would take theirs down. One cluster at a time has them.
+ */
+export function otherClustersRealNodes(clusterDir: string): string[] {
+  const found: string[] = [];
+  for (const entry of readdirSafe("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = readText(`/proc/${entry}/cmdline`).split("\0");
+    const config = cmdline.find((a) => a.startsWith("--config=") && a.endsWith("/containerd.toml"));
+    if (config && !config.startsWith(`--config=${clusterDir}/`))
+      found.push(`containerd pid ${entry} (${config.slice(9)})`);
+  }
+  return found;
+}
+
 /** Sysctls a node's networking needs: forwarding between the bridges and bridged traffic through iptables. */
 export async function enableForwarding(): Promise<void> {
   for (const [path, value] of [

@@ -131,6 +131,45 @@ export function pipelineRun(namespace: string, shape: RunShape): PipelineRun {
   };
 }
 
+export interface ScriptStep {
+  name: string;
+  image: string;
+  script: string;
+  securityContext?: Record<string, unknown>;
+}
+export interface ScriptedTask {
+  name: string;
+  runAfter?: string[];
+  workspace?: string;
+  steps: ScriptStep[];
+}
+
+/** A run of real steps (scripts, for real nodes), not KWOK's modelled durations. */
+export function scriptedRun(
+  namespace: string,
+  tasks: ScriptedTask[],
+  extra: { podTemplate?: Record<string, unknown>; workspace?: Record<string, unknown> } = {},
+): PipelineRun {
+  return {
+    apiVersion: "tekton.dev/v1",
+    kind: "PipelineRun",
+    metadata: { name: uniqueName("real"), namespace },
+    spec: {
+      ...(extra.podTemplate ? { taskRunTemplate: { podTemplate: extra.podTemplate } } : {}),
+      workspaces: extra.workspace ? [{ name: "source", ...extra.workspace }] : [],
+      pipelineSpec: {
+        workspaces: extra.workspace ? [{ name: "source" }] : [],
+        tasks: tasks.map((t) => ({
+          name: t.name,
+          ...(t.runAfter ? { runAfter: t.runAfter } : {}),
+          workspaces: t.workspace ? [{ name: "source", workspace: t.workspace }] : [],
+          taskSpec: { workspaces: t.workspace ? [{ name: "source" }] : [], steps: t.steps },
+        })),
+      },
+    },
+  } as PipelineRun;
+}
+
 export async function createRun(cluster: LocalCluster, run: PipelineRun): Promise<PipelineRun> {
   return (await cluster.clients.custom.createNamespacedCustomObject({
     group: "tekton.dev",

@@ -24,6 +24,7 @@ import {
   pipelineRun,
   placeholderPods,
   RWO_TEMPLATE,
+  scriptedRun,
   taskPods,
   uniqueName,
   waitForEvent,
@@ -42,45 +43,6 @@ const RESTRICTED_STEP = {
   capabilities: { drop: ["ALL"] },
   seccompProfile: { type: "RuntimeDefault" },
 };
-
-interface Step {
-  name: string;
-  image: string;
-  script: string;
-  securityContext?: Record<string, unknown>;
-}
-interface Task {
-  name: string;
-  runAfter?: string[];
-  workspace?: string;
-  steps: Step[];
-}
-
-/** A run of real steps (scripts, not KWOK's modelled durations). */
-function realRun(
-  namespace: string,
-  tasks: Task[],
-  extra: { podTemplate?: Record<string, unknown>; workspace?: Record<string, unknown> } = {},
-): PipelineRun {
-  return {
-    apiVersion: "tekton.dev/v1",
-    kind: "PipelineRun",
-    metadata: { name: uniqueName("real"), namespace },
-    spec: {
-      ...(extra.podTemplate ? { taskRunTemplate: { podTemplate: extra.podTemplate } } : {}),
-      workspaces: extra.workspace ? [{ name: "source", ...extra.workspace }] : [],
-      pipelineSpec: {
-        workspaces: extra.workspace ? [{ name: "source" }] : [],
-        tasks: tasks.map((t) => ({
-          name: t.name,
-          ...(t.runAfter ? { runAfter: t.runAfter } : {}),
-          workspaces: t.workspace ? [{ name: "source", workspace: t.workspace }] : [],
-          taskSpec: { workspaces: t.workspace ? [{ name: "source" }] : [], steps: t.steps },
-        })),
-      },
-    },
-  } as PipelineRun;
-}
 
 /** The run's placeholder pod once its container really runs (a real containerd started it). */
 async function runningPlaceholder(
@@ -138,13 +100,41 @@ describe("real node: a kubelet with containerd runs the placeholder and the task
     if (added) await cluster.removeRealNode(realNode);
   });
 
+  it("a pod on the real node resolves and reaches kubernetes.default through cluster DNS and kube-proxy", async () => {
+    const ns = await createNamespace(cluster, "real-dns");
+    const script =
+      "nslookup kubernetes.default.svc.cluster.local && nc -w 5 kubernetes.default.svc.cluster.local 443 </dev/null && echo reached";
+    await cluster.clients.core.createNamespacedPod({
+      namespace: ns,
+      body: {
+        metadata: { name: "dns" },
+        spec: {
+          restartPolicy: "Never",
+          nodeSelector: ON_REAL_NODE.nodeSelector,
+          containers: [{ name: "probe", image: BUSYBOX, command: ["sh", "-c", script] }],
+        },
+      },
+    });
+    const pod = await waitFor(
+      "the DNS probe pod to finish",
+      async () => {
+        const p = await cluster.clients.core.readNamespacedPod({ name: "dns", namespace: ns });
+        return ["Succeeded", "Failed"].includes(p.status?.phase ?? "") ? p : undefined;
+      },
+      { timeoutMs: 60_000 },
+    );
+    const log = await cluster.kubectlRun("logs", "-n", ns, "dns");
+    expect(pod.status?.phase, log).to.equal("Succeeded");
+    expect(log).to.include("Address: 10.96.0.1").and.include("reached");
+  });
+
   it("a second task reads what the first wrote to a ReadWriteOnce workspace, and prints it", async () => {
     const ns = await createNamespace(cluster, "real-share");
     await applyPolicy(cluster, ns, { mode: "workspaces" });
     const token = uniqueName("written-by-the-first-task");
     const run = await createRun(
       cluster,
-      realRun(
+      scriptedRun(
         ns,
         [
           {
@@ -181,7 +171,7 @@ describe("real node: a kubelet with containerd runs the placeholder and the task
     await applyPolicy(cluster, ns, { mode: "pipelineruns" });
     const run = await createRun(
       cluster,
-      realRun(
+      scriptedRun(
         ns,
         [
           {
@@ -216,9 +206,13 @@ describe("real node: a kubelet with containerd runs the placeholder and the task
       await applyPolicy(cluster, ns, { mode: "pipelineruns" });
       const run = await createRun(
         cluster,
-        realRun(ns, [{ name: "work", steps: [{ name: "work", image: BUSYBOX, script: "id -u; sleep 3" }] }], {
-          podTemplate: { ...ON_REAL_NODE, securityContext: { runAsUser: 0 } },
-        }),
+        scriptedRun(
+          ns,
+          [{ name: "work", steps: [{ name: "work", image: BUSYBOX, script: "id -u; sleep 3" }] }],
+          {
+            podTemplate: { ...ON_REAL_NODE, securityContext: { runAsUser: 0 } },
+          },
+        ),
       );
       const placeholder = await runningPlaceholder(cluster, ns, run);
       expect(
@@ -244,7 +238,7 @@ describe("real node: a kubelet with containerd runs the placeholder and the task
     try {
       const run = await createRun(
         cluster,
-        realRun(
+        scriptedRun(
           ns,
           [
             {

@@ -4,6 +4,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, posix, resolve } from "node:path";
 import { expect } from "chai";
+import { fromImages } from "../cluster/project-image.js";
 
 const REPO = resolve(import.meta.dirname, "..", "..");
 
@@ -122,5 +123,20 @@ describe("Dockerfile", () => {
     expect(majors[0]).to.equal(majors[1]);
     expect(majors[0]! % 2).to.equal(0);
     expect(majors[0]).to.be.at.least(22);
+  });
+});
+
+describe("the images make image needs a local stand-in for", () => {
+  it("are the FROM images, not the Dockerfile's own stages", () => {
+    const dockerfile =
+      "FROM node:22 AS build\nRUN true\nFROM --platform=linux/amd64 build AS test\nFROM gcr.io/x/y:z\nCOPY --from=build /a /a\n";
+    expect(fromImages(dockerfile)).to.deep.equal(["node:22", "gcr.io/x/y:z"]);
+  });
+
+  it("cover this project's Dockerfile: its build and runtime bases", () => {
+    expect(fromImages(readFileSync(join(REPO, "Dockerfile"), "utf8"))).to.deep.equal([
+      "node:22-bookworm",
+      "gcr.io/distroless/nodejs22-debian12:nonroot",
+    ]);
   });
 });
