@@ -17,10 +17,10 @@ import {
   placeholderPods,
   RWO_TEMPLATE,
   runEvents,
-  scriptedRun,
   taskPods,
   waitForEvent,
   waitRunSucceeded,
+  writeThenReadRun,
 } from "../test/e2e/helpers.js";
 
 const say = (line = "") => console.log(line);
@@ -158,36 +158,9 @@ async function realNodeStory(cluster: LocalCluster): Promise<void> {
   const ns = "team-workspaces";
   const run = await createRun(
     cluster,
-    scriptedRun(
-      ns,
-      [
-        {
-          name: "write",
-          workspace: "source",
-          steps: [
-            {
-              name: "write",
-              image: "docker.io/library/alpine:3.20",
-              script:
-                'echo "written on $(hostname) at $(date -u +%T) by uid $(id -u)" > $(workspaces.source.path)/note',
-            },
-          ],
-        },
-        {
-          name: "read",
-          runAfter: ["write"],
-          workspace: "source",
-          steps: [
-            {
-              name: "read",
-              image: "docker.io/library/busybox:1.36",
-              script: "cat $(workspaces.source.path)/note",
-            },
-          ],
-        },
-      ],
-      { podTemplate: { nodeSelector: { [REAL_NODE_LABEL]: "true" } }, workspace: RWO_TEMPLATE },
-    ),
+    writeThenReadRun(ns, 'echo "written on $(hostname) at $(date -u +%T) by uid $(id -u)" > $NOTE', {
+      nodeSelector: { [REAL_NODE_LABEL]: "true" },
+    }),
   );
   await waitRunSucceeded(cluster, ns, run.metadata.name, 180_000);
   const pods = await taskPods(cluster, ns, run.metadata.name);

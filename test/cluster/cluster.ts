@@ -744,6 +744,18 @@ export class LocalCluster {
     await this.clients.core.deleteNode({ name }).catch((e) => {
       if (!isNotFound(e)) throw e;
     });
+    // The last one gone, the cluster is as it was before any: no kube-proxy, no cluster DNS.
+    if (!this.state.realNodes?.length) {
+      for (const component of ["coredns", "kube-proxy"]) {
+        const c = this.state.components.find((x) => x.name === component);
+        if (c) await stopProcess(c.pid, 3000);
+      }
+      await this.cleanUpKubeProxy();
+      this.state.components = this.state.components.filter(
+        (c) => !["coredns", "kube-proxy"].includes(c.name),
+      );
+      this.saveState();
+    }
   }
 
   private async stopRealNode(node: RealNodeRecord): Promise<void> {

@@ -8,7 +8,7 @@
 
 import { execFile, execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { chmod, copyFile, mkdir, mkdtemp, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -28,6 +28,9 @@ export const BUSYBOX_NAMES = [
   "docker.io/library/alpine:3.20",
   "docker.io/library/alpine:latest",
 ];
+/** The Redis deploy/ runs. Debian's redis-server (the machine's, 7.0) stands in under that name. */
+export const REDIS_IMAGE = "docker.io/library/redis:7.4-alpine";
+
 /** Tekton's controller is told these names (tekton.ts). */
 export const tektonImage = (tool: string) => `ghcr.io/tektoncd/pipeline/cmd/${tool}:${VERSIONS.tekton}`;
 /** Tekton's shell image (it writes step scripts) is a BusyBox that runs as nonroot, as Tekton's release's
@@ -67,7 +70,7 @@ export function nodeImages(bin: RealNodeBinaries): ImageSpec[] {
       `${BUSYBOX} is missing: the step images are BusyBox (Debian: apt-get install busybox-static)`,
     );
   }
-  const busybox = {
+  const busybox: Omit<ImageSpec, "names"> = {
     files: { "/bin/busybox": BUSYBOX, "/etc/passwd": "passwd", "/etc/group": "group" },
     links: Object.fromEntries(busyboxApplets(BUSYBOX).map((p) => [`/${p}`, "/bin/busybox"])),
     scratchDirs: ["/tmp"],
@@ -77,6 +80,7 @@ export function nodeImages(bin: RealNodeBinaries): ImageSpec[] {
     { names: [PAUSE_IMAGE], files: { "/pause": bin.pause }, entrypoint: ["/pause"], user: "65535:65535" },
     { names: BUSYBOX_NAMES, ...busybox },
     { names: [TEKTON_SHELL_IMAGE], ...busybox, user: "65532:65532" },
+    redisImage(busybox),
     ...TEKTON_POD_TOOLS.map((tool) => ({
       names: [tektonImage(tool)],
       files: { [`/ko-app/${tool}`]: bin.tekton[tool] },
@@ -86,8 +90,41 @@ export function nodeImages(bin: RealNodeBinaries): ImageSpec[] {
   ];
 }
 
+/** Redis as deploy/ runs it: redis-server and redis-cli with the libraries they link, a shell (its
+ * readiness probe is `sh -c`), and the official image's entrypoint rule (arguments starting with `-` go
+ * to redis-server). */
+function redisImage(busybox: Omit<ImageSpec, "names">): ImageSpec {
+  const binaries = ["redis-server", "redis-cli"].map((name) => {
+    const path = ["/usr/bin", "/usr/local/bin"].map((d) => join(d, name)).find((p) => existsSync(p));
+    if (!path)
+      throw new Error(
+        `${name} is missing: the Redis image is built from it (Debian: apt-get install redis-server)`,
+      );
+    return [name, realpathSync(path)] as const;
+  });
+  const libraries = new Set<string>();
+  for (const [, path] of binaries) {
+    const out = execFileSync("ldd", [path], { encoding: "utf8" });
+    for (const m of out.matchAll(/(\/\S+\.so[.\d]*)/g)) libraries.add(m[1]!);
+  }
+  return {
+    ...busybox,
+    names: [REDIS_IMAGE],
+    files: {
+      ...busybox.files,
+      ...Object.fromEntries(binaries.map(([name, path]) => [`/usr/local/bin/${name}`, path])),
+      ...Object.fromEntries([...libraries].map((lib) => [lib, realpathSync(lib)])),
+      "/usr/local/bin/docker-entrypoint.sh": "redis-entrypoint",
+    },
+    scratchDirs: ["/tmp", "/data"],
+    entrypoint: ["/usr/local/bin/docker-entrypoint.sh"],
+    user: "999:999",
+  };
+}
+
 /** Contents written by the builder itself rather than copied from the host. */
 const GENERATED: Record<string, string> = {
+  "redis-entrypoint": '#!/bin/sh\ncase "$1" in -*) set -- redis-server "$@" ;; esac\ncd /data\nexec "$@"\n',
   passwd:
     "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\nnonroot:x:65532:65532:nonroot:/home/nonroot:/bin/sh\n",
   group: "root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n",
@@ -126,8 +163,10 @@ async function buildImage(spec: ImageSpec, archive: string): Promise<void> {
     for (const [inside, source] of Object.entries(spec.files)) {
       const target = join(root, inside);
       await mkdir(join(target, ".."), { recursive: true });
-      if (GENERATED[source] !== undefined) await writeFile(target, GENERATED[source]!);
-      else {
+      if (GENERATED[source] !== undefined) {
+        await writeFile(target, GENERATED[source]!);
+        if (GENERATED[source]!.startsWith("#!")) await chmod(target, 0o755);
+      } else {
         await copyFile(source, target);
         await chmod(target, 0o755);
       }

@@ -170,6 +170,39 @@ export function scriptedRun(
   } as PipelineRun;
 }
 
+/** Two tasks on one ReadWriteOnce workspace: `write` runs `writeScript`, then `read` prints the file
+ * `note` it wrote (`$NOTE` in the script is that file's path). */
+export function writeThenReadRun(
+  namespace: string,
+  writeScript: string,
+  podTemplate?: Record<string, unknown>,
+): PipelineRun {
+  const note = "$(workspaces.source.path)/note";
+  return scriptedRun(
+    namespace,
+    [
+      {
+        name: "write",
+        workspace: "source",
+        steps: [
+          {
+            name: "write",
+            image: "docker.io/library/alpine:3.20",
+            script: writeScript.replaceAll("$NOTE", note),
+          },
+        ],
+      },
+      {
+        name: "read",
+        runAfter: ["write"],
+        workspace: "source",
+        steps: [{ name: "read", image: "docker.io/library/busybox:1.36", script: `cat ${note}` }],
+      },
+    ],
+    { ...(podTemplate ? { podTemplate } : {}), workspace: RWO_TEMPLATE },
+  );
+}
+
 export async function createRun(cluster: LocalCluster, run: PipelineRun): Promise<PipelineRun> {
   return (await cluster.clients.custom.createNamespacedCustomObject({
     group: "tekton.dev",

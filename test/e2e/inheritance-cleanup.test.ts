@@ -15,6 +15,7 @@ import {
   placeholderPods,
   type RunShape,
   RWO_TEMPLATE,
+  runEvents,
   waitForEvent,
   waitRunSucceeded,
 } from "./helpers.js";
@@ -165,7 +166,14 @@ describe("placeholder inheritance and cleanup (scenario 4)", function () {
         tasks: [{ name: "a", workspaces: ["source"] }],
       }),
     );
-    const waiting = await waitForEvent(cluster, ns, run.metadata.name, "Waiting", { type: "Warning" });
+    // The run may first wait for its placeholder's pod to exist (a slow StatefulSet controller); the
+    // scheduler's reason follows as its own Waiting event.
+    const waiting = await waitFor("a Waiting event with the scheduler's reason", async () =>
+      (await runEvents(cluster, ns, run.metadata.name)).find(
+        (e) =>
+          e.reason === "Waiting" && e.type === "Warning" && e.message?.includes("node affinity/selector"),
+      ),
+    );
     expect(waiting.message).to.contain("didn't match Pod's node affinity/selector");
     expect(await claimExists(cluster, ns, templateClaim(run))).to.equal(true);
     await cluster.clients.custom.deleteNamespacedCustomObject({

@@ -3,6 +3,7 @@
 // with the placeholder on a real node. The real node (real-node.ts: containerd, runc, a kubelet, the
 // images built here) joins the shared e2e cluster for these tests and leaves it after them.
 
+import { readFileSync } from "node:fs";
 import { connect, createServer, type Socket } from "node:net";
 import { resolve } from "node:path";
 import type { V1Pod } from "@kubernetes/client-node";
@@ -10,8 +11,8 @@ import * as k8s from "@kubernetes/client-node";
 import { expect } from "chai";
 import type { PipelineRun } from "../../src/api/types.js";
 import type { LocalCluster } from "../cluster/cluster.js";
-import { BUSYBOX_NAMES, PAUSE_IMAGE } from "../cluster/images.js";
-import { toYaml, waitFor } from "../cluster/kube.js";
+import { BUSYBOX_NAMES, PAUSE_IMAGE, REDIS_IMAGE } from "../cluster/images.js";
+import { parseYaml, toYaml, waitFor } from "../cluster/kube.js";
 import { sleep } from "../cluster/processes.js";
 import { buildProjectImage, projectImageReference } from "../cluster/project-image.js";
 import { hostAddress, loadImages, REAL_NODE_LABEL } from "../cluster/real-node.js";
@@ -29,6 +30,7 @@ import {
   uniqueName,
   waitForEvent,
   waitRunSucceeded,
+  writeThenReadRun,
 } from "./helpers.js";
 
 const REPO = resolve(import.meta.dirname, "..", "..");
@@ -128,32 +130,83 @@ describe("real node: a kubelet with containerd runs the placeholder and the task
     expect(log).to.include("Address: 10.96.0.1").and.include("reached");
   });
 
+  it("deploy/'s Redis runs from the image it names, as deploy/ configures it (non-root, read-only root)", async () => {
+    const ns = await createNamespace(cluster, "real-redis");
+    const [statefulSet] = parseYaml(
+      readFileSync(resolve(REPO, "deploy", "base", "redis.yaml"), "utf8"),
+    ).filter((o) => o.kind === "StatefulSet") as k8s.V1StatefulSet[];
+    statefulSet!.metadata!.namespace = ns;
+    statefulSet!.spec!.template.spec!.nodeSelector = ON_REAL_NODE.nodeSelector;
+    await cluster.clients.core.createNamespacedSecret({
+      namespace: ns,
+      body: { metadata: { name: "tekton-affinity-redis" }, stringData: { password: uniqueName("pw") } },
+    });
+    await cluster.clients.apps.createNamespacedStatefulSet({ namespace: ns, body: statefulSet! });
+    // Ready is deploy/'s own probe: `redis-cli ping` with the password answers PONG.
+    const pod = await waitFor(
+      "deploy/'s Redis to be Ready",
+      async () => {
+        const [p] = (await cluster.clients.core.listNamespacedPod({ namespace: ns })).items;
+        return p?.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ? p : undefined;
+      },
+      { timeoutMs: 60_000 },
+    );
+    expect(pod.spec?.nodeName).to.equal(realNode);
+    expect(pod.status?.containerStatuses?.[0]?.image).to.equal(REDIS_IMAGE);
+  });
+
+  it("the harness's StorageClasses give volumes a task on the real node can write", async () => {
+    const ns = await createNamespace(cluster, "real-storage");
+    await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+    // `zonal` makes the same volume as `zonal-wffc`, bound before scheduling in a zone taken in turn,
+    // which may not be the real node's: its kind of volume is covered by `zonal-wffc`.
+    const classes = ["standard", "local-wffc", "zonal-wffc"];
+    const run = scriptedRun(
+      ns,
+      [
+        {
+          name: "write",
+          steps: [
+            {
+              name: "write",
+              image: BUSYBOX,
+              script: classes
+                .map((c) => `echo ${c} > $(workspaces.${c}.path)/f && cat $(workspaces.${c}.path)/f`)
+                .join("\n"),
+            },
+          ],
+        },
+      ],
+      { podTemplate: ON_REAL_NODE },
+    );
+    // One workspace per class, each a claim template of that class, all bound by the one task.
+    run.spec.workspaces = classes.map((c) => ({
+      name: c,
+      volumeClaimTemplate: {
+        spec: {
+          storageClassName: c,
+          accessModes: ["ReadWriteOnce"],
+          resources: { requests: { storage: "10Mi" } },
+        },
+      },
+    }));
+    const pipeline = run.spec.pipelineSpec as { workspaces: unknown[]; tasks: Record<string, unknown>[] };
+    pipeline.workspaces = classes.map((name) => ({ name }));
+    pipeline.tasks[0]!.workspaces = classes.map((name) => ({ name, workspace: name }));
+    (pipeline.tasks[0]!.taskSpec as { workspaces: unknown[] }).workspaces = classes.map((name) => ({ name }));
+    const created = await createRun(cluster, run);
+    await waitRunSucceeded(cluster, ns, created.metadata.name, 150_000);
+    const pods = await taskPods(cluster, ns, created.metadata.name);
+    expect((await stepLog(cluster, ns, pods.get("write")!, "write")).trim().split("\n")).to.deep.equal(
+      classes,
+    );
+  });
+
   it("a second task reads what the first wrote to a ReadWriteOnce workspace, and prints it", async () => {
     const ns = await createNamespace(cluster, "real-share");
     await applyPolicy(cluster, ns, { mode: "workspaces" });
     const token = uniqueName("written-by-the-first-task");
-    const run = await createRun(
-      cluster,
-      scriptedRun(
-        ns,
-        [
-          {
-            name: "write",
-            workspace: "source",
-            steps: [
-              { name: "write", image: ALPINE, script: `echo ${token} > $(workspaces.source.path)/message` },
-            ],
-          },
-          {
-            name: "read",
-            runAfter: ["write"],
-            workspace: "source",
-            steps: [{ name: "read", image: BUSYBOX, script: "cat $(workspaces.source.path)/message" }],
-          },
-        ],
-        { podTemplate: ON_REAL_NODE, workspace: RWO_TEMPLATE },
-      ),
-    );
+    const run = await createRun(cluster, writeThenReadRun(ns, `echo ${token} > $NOTE`, ON_REAL_NODE));
     const placeholder = await runningPlaceholder(cluster, ns, run);
     expect(placeholder.spec?.nodeName).to.equal(realNode);
     await waitRunSucceeded(cluster, ns, run.metadata.name, 150_000);
