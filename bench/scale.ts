@@ -119,7 +119,7 @@ class ControllerSampler {
 
   async sample(): Promise<void> {
     const m = await this.replicas.replicas[0]!.metrics();
-    const rss = metricSum(m, "tekton_affinity_process_process_resident_memory_bytes") / 2 ** 20;
+    const rss = metricSum(m, "tekton_affinity_process_resident_memory_bytes") / 2 ** 20;
     this.rssMb = Math.max(this.rssMb, Math.round(rss));
     const cached = (kind: string) => metricSum(m, "tekton_affinity_cached_objects", `kind="${kind}"`);
     this.managedRunsCached = Math.max(this.managedRunsCached, cached("PipelineRun"));
@@ -238,10 +238,10 @@ async function memory(cluster: LocalCluster, nodes: number) {
   await new Promise((r) => setTimeout(r, 10_000));
   const emptyMetrics = await empty.metrics();
   const emptyRssMb = Math.round(
-    metricSum(emptyMetrics, "tekton_affinity_process_process_resident_memory_bytes") / 2 ** 20,
+    metricSum(emptyMetrics, "tekton_affinity_process_resident_memory_bytes") / 2 ** 20,
   );
   const emptyHeapMb = Math.round(
-    metricSum(emptyMetrics, "tekton_affinity_process_nodejs_heap_size_used_bytes") / 2 ** 20,
+    metricSum(emptyMetrics, "tekton_affinity_nodejs_heap_size_used_bytes") / 2 ** 20,
   );
   await empty.stop();
   const namespaces: string[] = [];
@@ -305,11 +305,11 @@ async function memory(cluster: LocalCluster, nodes: number) {
   let peak = 0;
   const read = async () => {
     const m = await replica.metrics();
-    const rss = metricSum(m, "tekton_affinity_process_process_resident_memory_bytes") / 2 ** 20;
+    const rss = metricSum(m, "tekton_affinity_process_resident_memory_bytes") / 2 ** 20;
     peak = Math.max(peak, rss);
     return {
       rss,
-      heap: metricSum(m, "tekton_affinity_process_nodejs_heap_size_used_bytes") / 2 ** 20,
+      heap: metricSum(m, "tekton_affinity_nodejs_heap_size_used_bytes") / 2 ** 20,
       runs: metricSum(m, "tekton_affinity_cached_objects", 'kind="PipelineRun"'),
       nodes: metricSum(m, "tekton_affinity_cached_objects", 'kind="Node"'),
       jobs: metricSum(m, "tekton_affinity_job_duration_seconds_count"),

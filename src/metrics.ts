@@ -1,10 +1,21 @@
-// Prometheus metrics, per replica, served on /metrics. Documented in docs/metrics.md.
+// Prometheus metrics, per replica, served on /metrics of a plain-HTTP port of their own (--metrics-port),
+// so Prometheus scrapes them without the webhooks' serving certificate. Documented in docs/metrics.md.
 
+import { createServer, type Server } from "node:http";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+
+/** Seconds, from 0.5 ms to 10 s: an admission answers in about a millisecond, and the apiserver gives up
+ * at the webhook's timeoutSeconds (5 s in deploy/). */
+export const WEBHOOK_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
+/** Seconds, from 0.1 s to 2 h: most runs are placed within seconds, and one may wait up to its maxWait
+ * (30 minutes unless the policy or --default-max-wait says otherwise). */
+export const PLACEMENT_BUCKETS = [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
 
 export function createMetrics() {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "tekton_affinity_process_" });
+  collectDefaultMetrics({ register: registry, prefix: "tekton_affinity_" });
   const m = {
     registry,
     queueDepth: new Gauge({
@@ -40,14 +51,14 @@ export function createMetrics() {
     placementLatency: new Histogram({
       name: "tekton_affinity_placement_latency_seconds",
       help: "From PipelineRun creation to the gate being cleared (placeholder scheduled).",
-      buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300],
+      buckets: PLACEMENT_BUCKETS,
       registers: [registry],
     }),
     webhookDuration: new Histogram({
       name: "tekton_affinity_webhook_duration_seconds",
       help: "Time to answer an admission request, by webhook.",
       labelNames: ["webhook", "allowed"],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
+      buckets: WEBHOOK_BUCKETS,
       registers: [registry],
     }),
     resyncs: new Counter({
@@ -85,9 +96,9 @@ export function createMetrics() {
       registers: [registry],
     }),
     reservedCpu: new Histogram({
-      name: "tekton_affinity_reserved_cpu_millicores",
-      help: "CPU (millicores) a run's reservation holds for its largest task, per reservation created.",
-      buckets: [100, 250, 500, 1000, 2000, 4000, 8000, 16000],
+      name: "tekton_affinity_reserved_cpu_cores",
+      help: "CPU (cores) a run's reservation holds for its largest task, per reservation created.",
+      buckets: [0.1, 0.25, 0.5, 1, 2, 4, 8, 16],
       registers: [registry],
     }),
     reservedMemory: new Histogram({
@@ -144,3 +155,21 @@ export function reportCacheSizes(metrics: Metrics, sizes: () => Record<string, n
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** A plain-HTTP server answering GET /metrics (anything else: 404) on every address. */
+export function serveMetrics(metrics: Metrics, port: number, host = "0.0.0.0"): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.method !== "GET" || req.url?.split("?")[0] !== "/metrics") {
+      res.writeHead(404).end("only GET /metrics is served here\n");
+      return;
+    }
+    metrics.registry.metrics().then(
+      (body) => res.writeHead(200, { "Content-Type": metrics.registry.contentType }).end(body),
+      (err: Error) => res.writeHead(500).end(`${err.message}\n`),
+    );
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}

@@ -18,7 +18,7 @@
 //   restricted identity (uid 65532, runAsNonRoot) instead, and the tasks still run as the run asks.
 // - nodeAffinity: the run's podTemplate.affinity.nodeAffinity, so the placeholder only lands where the
 //   run's own pods may go (its tasks would otherwise be stranded between two required rules).
-// - image: the policy's > registry.k8s.io/pause:3.10.
+// - image: the policy's > the operator's --default-placeholder-image > registry.k8s.io/pause:3.10.
 // - resources: the policy's; requests default per resource to cpu 1m and memory 8Mi, except for a
 //   resource that has a limit but no request (Kubernetes then uses the limit as the request, and a
 //   default request above the limit would make the pod invalid).
@@ -98,6 +98,7 @@ export function effectivePlaceholderTemplate(
   spec: AffinityPolicySpec,
   run: PipelineRun,
   tekton: TektonDefaultTemplate = {},
+  defaultImage: string = DEFAULT_PLACEHOLDER_IMAGE,
 ): PlaceholderTemplate {
   const policy = spec.placeholder ?? {};
   const trt = run.spec.taskRunTemplate;
@@ -120,7 +121,7 @@ export function effectivePlaceholderTemplate(
       }),
     ),
     resources: limits && Object.keys(limits).length > 0 ? { requests, limits } : { requests },
-    image: policy.image?.trim() ? policy.image : DEFAULT_PLACEHOLDER_IMAGE,
+    image: policy.image?.trim() ? policy.image : defaultImage,
   };
   const serviceAccountName =
     policy.serviceAccountName || tekton.serviceAccountName || trt?.serviceAccountName;

@@ -34,6 +34,8 @@ export interface TenancyLimits {
   defaultMaxWaitMs: number;
   /** The longest maxWait a policy may set. */
   maxWaitCeilingMs: number;
+  /** Image of a placeholder whose policy names none, e.g. a mirror of pause on an air-gapped cluster. */
+  defaultPlaceholderImage: string;
 }
 
 export const DEFAULT_TENANCY_LIMITS: TenancyLimits = Object.freeze({
@@ -44,6 +46,7 @@ export const DEFAULT_TENANCY_LIMITS: TenancyLimits = Object.freeze({
   isolationGroupLabel: DEFAULT_ISOLATION_GROUP_LABEL,
   defaultMaxWaitMs: 30 * 60_000,
   maxWaitCeilingMs: 24 * 3_600_000,
+  defaultPlaceholderImage: DEFAULT_PLACEHOLDER_IMAGE,
 });
 
 const DURATION_UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
@@ -120,7 +123,7 @@ export function tenancyErrors(policy: AffinityPolicy, limits: TenancyLimits): Fi
   if (ph.image?.trim() && !imageAllowed(ph.image, limits.allowedImageRegistries)) {
     errors.push({
       field: "spec.placeholder.image",
-      message: `"${ph.image}" is not from an allowed registry; allowed registries: ${listed(limits.allowedImageRegistries)} (the operator sets them with --allowed-image-registries), or remove the field to use ${DEFAULT_PLACEHOLDER_IMAGE}`,
+      message: `"${ph.image}" is not from an allowed registry; allowed registries: ${listed(limits.allowedImageRegistries)} (the operator sets them with --allowed-image-registries), or remove the field to use ${limits.defaultPlaceholderImage}`,
     });
   }
   for (const kind of ["requests", "limits"] as const) {
@@ -159,7 +162,7 @@ function capResources(resources: Record<string, Quantity>, limits: TenancyLimits
 export function boundedTemplate(t: PlaceholderTemplate, limits: TenancyLimits): PlaceholderTemplate {
   const out: PlaceholderTemplate = {
     ...t,
-    image: imageAllowed(t.image, limits.allowedImageRegistries) ? t.image : DEFAULT_PLACEHOLDER_IMAGE,
+    image: imageAllowed(t.image, limits.allowedImageRegistries) ? t.image : limits.defaultPlaceholderImage,
     resources: {
       requests: capResources(t.resources.requests, limits),
       ...(t.resources.limits ? { limits: capResources(t.resources.limits, limits) } : {}),

@@ -1,7 +1,7 @@
 // `tekton-affinity controller`: run one replica.
 
 import { type Command, Option } from "commander";
-import { DEFAULT_TENANCY_LIMITS, formatDuration, parseDuration } from "../api/tenancy.js";
+import { DEFAULT_TENANCY_LIMITS, formatDuration, imageAllowed, parseDuration } from "../api/tenancy.js";
 import { MODES, type Mode } from "../api/types.js";
 import { Controller } from "../controller/controller.js";
 import {
@@ -11,8 +11,7 @@ import {
   parseList,
   parseResourceCeilings,
 } from "../controller/options.js";
-
-const env = (name: string) => `TEKTON_AFFINITY_${name}`;
+import { adoptRenamedVariables, envName as env, parseBoolean } from "./environment.js";
 
 function nonNegativeInt(flag: string) {
   return (value: string) => {
@@ -54,7 +53,80 @@ function resourceCeilings(flag: string) {
 
 const T = DEFAULT_TENANCY_LIMITS;
 
+/** Options that are each valid but do not fit together. */
+function checkOptions(options: ControllerOptions): void {
+  const t = options.tenancy;
+  if (t.defaultMaxWaitMs > t.maxWaitCeilingMs)
+    throw new Error(
+      `--default-max-wait (${formatDuration(t.defaultMaxWaitMs)}) is above --max-wait-ceiling (${formatDuration(t.maxWaitCeilingMs)}); lower it or raise the ceiling`,
+    );
+  if (!t.defaultPlaceholderImage || /\s/.test(t.defaultPlaceholderImage))
+    throw new Error(
+      `--default-placeholder-image must be an image reference such as registry.k8s.io/pause:3.10, got "${t.defaultPlaceholderImage}"`,
+    );
+  if (!imageAllowed(t.defaultPlaceholderImage, t.allowedImageRegistries))
+    throw new Error(
+      `--default-placeholder-image ${t.defaultPlaceholderImage} is not from --allowed-image-registries (${t.allowedImageRegistries.join(",")}); add its registry or mirror the image into one of them`,
+    );
+  if (options.metricsPort === options.webhookPort)
+    throw new Error(
+      `--metrics-port and --webhook-port are both ${options.webhookPort}; give metrics a port of its own`,
+    );
+}
+
+/** The controller's options from what commander parsed, checked as a whole. */
+export function controllerOptions(opts: Record<string, unknown>): ControllerOptions {
+  const options: ControllerOptions = {
+    kubeconfig: opts.kubeconfig as string | undefined,
+    redisUrl: opts.redisUrl as string,
+    redisPassword: opts.redisPassword as string | undefined,
+    redisTls: opts.redisTls === true,
+    redisCaFile: opts.redisCaFile as string | undefined,
+    redisSentinels: opts.redisSentinels as string | undefined,
+    redisSentinelName: opts.redisSentinelName as string | undefined,
+    redisSentinelPassword: opts.redisSentinelPassword as string | undefined,
+    queuePrefix: opts.queuePrefix as string,
+    webhookPort: Number(opts.webhookPort),
+    metricsPort: Number(opts.metricsPort),
+    webhookUrlHost: opts.webhookUrlHost as string | undefined,
+    namespace: opts.namespace as string,
+    serviceName: opts.serviceName as string,
+    tektonNamespace: opts.tektonNamespace as string,
+    defaultMode: opts.defaultMode as Mode | undefined,
+    concurrency: Number(opts.concurrency),
+    replicaId: opts.replicaId as string,
+    logLevel: opts.logLevel as string,
+    notReadyGraceSeconds: Number(opts.notReadyGraceSeconds),
+    settleSeconds: Number(opts.settleSeconds),
+    resyncSeconds: Number(opts.resyncSeconds),
+    manageWebhookConfigurations: opts.manageWebhookConfigurations === true,
+    certificateCheckIntervalMs: Number(opts.certificateCheckInterval),
+    adminPort: Number(opts.adminPort),
+    adminHost: opts.adminHost as string,
+    tenancy: {
+      allowedTopologyKeys: parseList(opts.allowedTopologyKeys as string),
+      allowedPriorityClasses: parseList(opts.allowedPriorityClasses as string),
+      allowedImageRegistries: parseList(opts.allowedImageRegistries as string),
+      maxPlaceholderResources: opts.maxPlaceholderResources as Record<string, string>,
+      isolationGroupLabel: opts.isolationGroupLabel as string,
+      defaultMaxWaitMs: Number(opts.defaultMaxWait),
+      maxWaitCeilingMs: Number(opts.maxWaitCeiling),
+      defaultPlaceholderImage: String(opts.defaultPlaceholderImage).trim(),
+    },
+  };
+  checkOptions(options);
+  return options;
+}
+
 export function registerControllerCommand(program: Command): Command {
+  // The variables renamed to carry the prefix keep working for now; commander reads the environment
+  // when the subcommand parses, so they are carried over just before.
+  program.hook("preSubcommand", (_program, subcommand) => {
+    if (subcommand.name() !== "controller") return;
+    const { adopted, warnings } = adoptRenamedVariables(process.env);
+    Object.assign(process.env, adopted);
+    for (const warning of warnings) process.emitWarning(warning, "DeprecationWarning");
+  });
   return program
     .command("controller")
     .description("Run a controller replica: webhooks, informers, queue workers and reconcilers")
@@ -64,15 +136,21 @@ export function registerControllerCommand(program: Command): Command {
       ),
     )
     .addOption(
-      new Option("--redis-url <url>", "Redis for the work queue").env("REDIS_URL").default(DEFAULTS.redisUrl),
+      new Option("--redis-url <url>", "Redis for the work queue")
+        .env(env("REDIS_URL"))
+        .default(DEFAULTS.redisUrl),
     )
     .addOption(
-      new Option("--redis-password <password>", "Redis password (overrides the URL's)").env("REDIS_PASSWORD"),
+      new Option("--redis-password <password>", "Redis password (overrides the URL's)").env(
+        env("REDIS_PASSWORD"),
+      ),
     )
     .addOption(
-      new Option("--redis-tls", "connect to Redis over TLS (also implied by rediss://)")
+      new Option("--redis-tls [enabled]", "connect to Redis over TLS (also implied by rediss://)")
         .env(env("REDIS_TLS"))
-        .default(false),
+        .preset("true")
+        .default(false)
+        .argParser(parseBoolean("--redis-tls", env("REDIS_TLS"))),
     )
     .addOption(
       new Option(
@@ -100,10 +178,16 @@ export function registerControllerCommand(program: Command): Command {
         .default(DEFAULTS.queuePrefix),
     )
     .addOption(
-      new Option("--webhook-port <port>", "HTTPS port of the webhooks, /healthz, /readyz, /metrics")
+      new Option("--webhook-port <port>", "HTTPS port of the webhooks, /healthz and /readyz")
         .env(env("WEBHOOK_PORT"))
         .default(DEFAULTS.webhookPort)
         .argParser(positiveInt("--webhook-port")),
+    )
+    .addOption(
+      new Option("--metrics-port <port>", "plain-HTTP port of /metrics for Prometheus (0: off)")
+        .env(env("METRICS_PORT"))
+        .default(DEFAULTS.metricsPort)
+        .argParser(nonNegativeInt("--metrics-port")),
     )
     .addOption(
       new Option(
@@ -113,7 +197,7 @@ export function registerControllerCommand(program: Command): Command {
     )
     .addOption(
       new Option("--namespace <ns>", "namespace the controller runs in (webhook Secret, Service)")
-        .env("POD_NAMESPACE")
+        .env(env("NAMESPACE"))
         .default(DEFAULTS.namespace),
     )
     .addOption(
@@ -142,7 +226,7 @@ export function registerControllerCommand(program: Command): Command {
     )
     .addOption(
       new Option("--replica-id <id>", "name of this replica in logs and metrics")
-        .env("POD_NAME")
+        .env(env("REPLICA_ID"))
         .default(defaultReplicaId()),
     )
     .addOption(
@@ -188,9 +272,19 @@ export function registerControllerCommand(program: Command): Command {
     )
     .addOption(
       new Option(
+        "--manage-webhook-configurations [enabled]",
+        "keep the webhook configurations' caBundle (and URL) in sync in the cluster",
+      )
+        .env(env("MANAGE_WEBHOOK_CONFIGURATIONS"))
+        .preset("true")
+        .default(true)
+        .argParser(parseBoolean("--manage-webhook-configurations", env("MANAGE_WEBHOOK_CONFIGURATIONS"))),
+    )
+    .addOption(
+      new Option(
         "--no-manage-webhook-configurations",
-        "do not create/update the webhook configurations (caBundle) in the cluster",
-      ).env(env("MANAGE_WEBHOOK_CONFIGURATIONS")),
+        "leave the webhook configurations to whoever installed them (same as --manage-webhook-configurations=false)",
+      ),
     )
     .addOption(
       new Option(
@@ -266,47 +360,16 @@ export function registerControllerCommand(program: Command): Command {
         .default(T.maxWaitCeilingMs, formatDuration(T.maxWaitCeilingMs))
         .argParser(duration("--max-wait-ceiling")),
     )
+    .addOption(
+      new Option(
+        "--default-placeholder-image <image>",
+        "placeholder image when a policy names none, e.g. a mirror of pause for an air-gapped cluster",
+      )
+        .env(env("DEFAULT_PLACEHOLDER_IMAGE"))
+        .default(T.defaultPlaceholderImage),
+    )
     .action(async (opts: Record<string, unknown>) => {
-      const options: ControllerOptions = {
-        kubeconfig: opts.kubeconfig as string | undefined,
-        redisUrl: opts.redisUrl as string,
-        redisPassword: opts.redisPassword as string | undefined,
-        redisTls: Boolean(opts.redisTls),
-        redisCaFile: opts.redisCaFile as string | undefined,
-        redisSentinels: opts.redisSentinels as string | undefined,
-        redisSentinelName: opts.redisSentinelName as string | undefined,
-        redisSentinelPassword: opts.redisSentinelPassword as string | undefined,
-        queuePrefix: opts.queuePrefix as string,
-        webhookPort: Number(opts.webhookPort),
-        webhookUrlHost: opts.webhookUrlHost as string | undefined,
-        namespace: opts.namespace as string,
-        serviceName: opts.serviceName as string,
-        tektonNamespace: opts.tektonNamespace as string,
-        defaultMode: opts.defaultMode as Mode | undefined,
-        concurrency: Number(opts.concurrency),
-        replicaId: opts.replicaId as string,
-        logLevel: opts.logLevel as string,
-        notReadyGraceSeconds: Number(opts.notReadyGraceSeconds),
-        settleSeconds: Number(opts.settleSeconds),
-        resyncSeconds: Number(opts.resyncSeconds),
-        manageWebhookConfigurations: opts.manageWebhookConfigurations !== false,
-        certificateCheckIntervalMs: Number(opts.certificateCheckInterval),
-        adminPort: Number(opts.adminPort),
-        adminHost: opts.adminHost as string,
-        tenancy: {
-          allowedTopologyKeys: parseList(opts.allowedTopologyKeys as string),
-          allowedPriorityClasses: parseList(opts.allowedPriorityClasses as string),
-          allowedImageRegistries: parseList(opts.allowedImageRegistries as string),
-          maxPlaceholderResources: opts.maxPlaceholderResources as Record<string, string>,
-          isolationGroupLabel: opts.isolationGroupLabel as string,
-          defaultMaxWaitMs: Number(opts.defaultMaxWait),
-          maxWaitCeilingMs: Number(opts.maxWaitCeiling),
-        },
-      };
-      if (options.tenancy.defaultMaxWaitMs > options.tenancy.maxWaitCeilingMs)
-        throw new Error(
-          `--default-max-wait (${formatDuration(options.tenancy.defaultMaxWaitMs)}) is above --max-wait-ceiling (${formatDuration(options.tenancy.maxWaitCeilingMs)}); lower it or raise the ceiling`,
-        );
+      const options = controllerOptions(opts);
       const controller = new Controller(options);
       const drainMs = Number(opts.shutdownDrainSeconds) * 1000;
       const shutdown = async (signal: string) => {

@@ -24,7 +24,7 @@ import {
   TektonDefaults,
 } from "../kube/tekton-defaults.js";
 import { TektonFlags } from "../kube/tekton-flags.js";
-import { createMetrics, type Metrics, reportCacheSizes } from "../metrics.js";
+import { createMetrics, type Metrics, reportCacheSizes, serveMetrics } from "../metrics.js";
 import { startAdminUi } from "../queue/admin-ui.js";
 import { type CauseKind, cacheHasSeen, type WorkCause, type WorkItem } from "../queue/work-item.js";
 import { type ReconcileResult, WorkQueue } from "../queue/work-queue.js";
@@ -138,6 +138,7 @@ export class Controller {
   private queue?: WorkQueue;
   private server?: Server;
   private adminServer?: import("node:http").Server;
+  private metricsServer?: import("node:http").Server;
   private certificates?: CertificateManager;
   private timers: NodeJS.Timeout[] = [];
   private synced = false;
@@ -201,6 +202,10 @@ export class Controller {
       this.metrics,
       this.logger,
     );
+    if (o.metricsPort) {
+      this.metricsServer = await serveMetrics(this.metrics, o.metricsPort);
+      this.logger.info({ port: o.metricsPort }, "metrics served over HTTP on /metrics");
+    }
     this.server = await listen(app, bundle, o.webhookPort);
     this.certificates.onChange(async (next) => {
       this.server?.setSecureContext({ cert: next.certPem, key: next.keyPem });
@@ -665,6 +670,8 @@ export class Controller {
     await this.queue?.close();
     if (this.caches) await stopCaches(this.caches);
     this.adminServer?.close();
+    this.metricsServer?.close();
+    this.metricsServer?.closeIdleConnections();
     await new Promise<void>((resolve) => {
       if (!this.server) return resolve();
       this.server.close(() => resolve());

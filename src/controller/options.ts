@@ -21,6 +21,8 @@ export interface ControllerOptions {
   redisSentinelPassword?: string;
   queuePrefix: string;
   webhookPort: number;
+  /** Plain-HTTP port of /metrics; 0 = off. */
+  metricsPort: number;
   /** The apiserver reaches the webhooks at https://<host>:<webhookPort> instead of the Service. */
   webhookUrlHost?: string;
   /** Namespace the controller runs in (its Secret, Service). */
@@ -51,6 +53,7 @@ export const DEFAULTS = {
   redisUrl: "redis://127.0.0.1:6379",
   queuePrefix: "tekton-affinity",
   webhookPort: 9443,
+  metricsPort: 9090,
   namespace: "tekton-affinity",
   serviceName: "tekton-affinity-webhook",
   tektonNamespace: "tekton-pipelines",

@@ -86,7 +86,10 @@ export function reservationStatefulSet(
   ctx: PlacementContext,
 ): V1StatefulSet {
   // Where the placeholder may go, the reservation may go: the same node constraints and tolerations.
-  const t = boundedTemplate(effectivePlaceholderTemplate(spec, run, ctx.tektonDefaults), ctx.limits);
+  const t = boundedTemplate(
+    effectivePlaceholderTemplate(spec, run, ctx.tektonDefaults, ctx.limits.defaultPlaceholderImage),
+    ctx.limits,
+  );
   const name = reservationName(plan);
   const labels = {
     [COMPONENT_LABEL]: RESERVATION_COMPONENT,

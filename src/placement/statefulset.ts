@@ -175,7 +175,10 @@ export function placeholderStatefulSet(
   plan: PlaceholderPlan,
   ctx: PlacementContext = { limits: DEFAULT_TENANCY_LIMITS },
 ): V1StatefulSet {
-  const t = boundedTemplate(effectivePlaceholderTemplate(spec, run, ctx.tektonDefaults), ctx.limits);
+  const t = boundedTemplate(
+    effectivePlaceholderTemplate(spec, run, ctx.tektonDefaults, ctx.limits.defaultPlaceholderImage),
+    ctx.limits,
+  );
   const labels = placeholderLabels(run, plan);
   const podLabels = {
     ...labels,

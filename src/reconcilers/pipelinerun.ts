@@ -455,7 +455,7 @@ export class PipelineRunReconciler {
           );
           if (created) {
             this.o.metrics.reservations.inc();
-            this.o.metrics.reservedCpu.observe(a.reservation.requests.cpuMillis);
+            this.o.metrics.reservedCpu.observe(a.reservation.requests.cpuMillis / 1000);
             this.o.metrics.reservedMemory.observe(a.reservation.requests.memoryBytes);
           }
           x.refused ??= refusal;

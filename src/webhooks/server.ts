@@ -1,4 +1,4 @@
-// HTTPS server for the admission webhooks plus /healthz, /readyz and /metrics.
+// HTTPS server for the admission webhooks plus /healthz and /readyz (metrics have their own port).
 // Every admission handler answers from in-memory caches: no Redis call, and no API call, except the
 // webhooks' one read on a cache miss (see Controller), which a synced replica almost never has.
 
@@ -104,10 +104,6 @@ export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: L
     const warning = handlers.readyWarning?.();
     if (handlers.ready()) res.send(warning ? `ok, but: ${warning}` : "ok");
     else res.status(503).send(handlers.notReadyReason?.() ?? "informer caches not synced");
-  });
-  app.get("/metrics", async (_req, res) => {
-    res.set("Content-Type", metrics.registry.contentType);
-    res.send(await metrics.registry.metrics());
   });
   return app;
 }

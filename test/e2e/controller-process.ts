@@ -32,6 +32,8 @@ export interface ControllerProcessOptions {
 export class ControllerProcess {
   pid = 0;
   port = 0;
+  /** Plain-HTTP port of /metrics. */
+  metricsPort = 0;
   /** Told to stop (SIGTERM) and not started since: a Service would no longer send it connections. */
   terminating = false;
   readonly log: string;
@@ -45,6 +47,7 @@ export class ControllerProcess {
   async start(): Promise<void> {
     this.terminating = false;
     this.port ||= this.o.port ?? (await freePort());
+    this.metricsPort ||= await freePort();
     // tsx as a loader inside the one node process, not its CLI: the CLI is a parent process that relays
     // signals and SIGKILLs a child that does not acknowledge a SIGTERM within 30 ms, which on a loaded
     // machine turns a graceful stop into a crash.
@@ -61,6 +64,7 @@ export class ControllerProcess {
       `--kubeconfig=${this.o.kubeconfig}`,
       `--redis-url=${this.o.redisUrl}`,
       `--webhook-port=${this.port}`,
+      `--metrics-port=${this.metricsPort}`,
       `--webhook-url-host=${this.o.webhookUrlHost ?? "127.0.0.1"}`,
       `--replica-id=${this.o.replicaId ?? "replica-0"}`,
       "--log-level=debug",
@@ -109,8 +113,11 @@ export class ControllerProcess {
     });
   }
 
+  /** The replica's /metrics, from its plain-HTTP metrics port. */
   async metrics(): Promise<string> {
-    return this.get("/metrics");
+    const res = await fetch(`http://127.0.0.1:${this.metricsPort}/metrics`);
+    if (!res.ok) throw new Error(`GET /metrics of ${this.o.replicaId ?? "replica-0"}: HTTP ${res.status}`);
+    return res.text();
   }
 
   /** GET a path of the replica's HTTPS server and return the body. */

@@ -8,12 +8,14 @@ import type {
   V1Container,
   V1Deployment,
   V1EnvVar,
+  V1NetworkPolicy,
   V1PodDisruptionBudget,
   V1Service,
   V1StatefulSet,
 } from "@kubernetes/client-node";
 import { expect } from "chai";
 import { parseAllDocuments, stringify } from "yaml";
+import { parseQuantity } from "../../src/api/quantity.js";
 import type { LocalCluster } from "../cluster/cluster.js";
 import { waitFor } from "../cluster/kube.js";
 import { ControllerProcess } from "./controller-process.js";
@@ -242,13 +244,22 @@ describe("deploy/ (kustomize install)", function () {
     });
     expect(container.resources?.requests).to.have.keys("cpu", "memory");
     expect(container.resources?.limits).to.have.property("memory");
+    // Memory covers the measured peak of one replica (bench/results/scale.json), with headroom.
+    const peak = JSON.parse(readFileSync(resolve(REPO, "bench", "results", "scale.json"), "utf8")).memory
+      .controllerPeakRssMb as number;
+    expect(parseQuantity(container.resources!.requests!.memory!)).to.be.at.least(peak * 1e6);
+    expect(parseQuantity(container.resources!.limits!.memory!)).to.be.at.least(1.5 * peak * 1e6);
+    // Metrics on a plain-HTTP port of their own, reachable through the Service and the NetworkPolicy.
+    expect(container.ports?.find((p) => p.name === "metrics")?.containerPort).to.equal(9090);
     const env = envOf(container);
-    expect(env.POD_NAMESPACE?.valueFrom?.fieldRef?.fieldPath).to.equal("metadata.namespace");
-    expect(env.POD_NAME?.valueFrom?.fieldRef?.fieldPath).to.equal("metadata.name");
-    expect(env.REDIS_URL?.value).to.match(/^redis:\/\/tekton-affinity-redis\./);
+    // Every variable carries the prefix (the old names only still work, with a deprecation warning).
+    expect(Object.keys(env).filter((name) => !name.startsWith("TEKTON_AFFINITY_"))).to.deep.equal([]);
+    expect(env.TEKTON_AFFINITY_NAMESPACE?.valueFrom?.fieldRef?.fieldPath).to.equal("metadata.namespace");
+    expect(env.TEKTON_AFFINITY_REPLICA_ID?.valueFrom?.fieldRef?.fieldPath).to.equal("metadata.name");
+    expect(env.TEKTON_AFFINITY_REDIS_URL?.value).to.match(/^redis:\/\/tekton-affinity-redis\./);
     // The bundled Redis' password, required (not optional): the controller cannot work its queue without it.
-    expect(env.REDIS_PASSWORD).to.deep.equal({
-      name: "REDIS_PASSWORD",
+    expect(env.TEKTON_AFFINITY_REDIS_PASSWORD).to.deep.equal({
+      name: "TEKTON_AFFINITY_REDIS_PASSWORD",
       valueFrom: { secretKeyRef: REDIS_SECRET },
     });
     // Rollouts never drop capacity, and the grace period outlasts the drain.
@@ -263,6 +274,10 @@ describe("deploy/ (kustomize install)", function () {
     });
     const service = find("Service", "tekton-affinity-webhook") as unknown as V1Service;
     expect(service.spec?.ports?.[0]).to.include({ port: 443, targetPort: "https" });
+    expect(service.spec?.ports?.[1]).to.include({ name: "metrics", port: 9090, targetPort: "metrics" });
+    const policy = find("NetworkPolicy", "tekton-affinity-controller") as unknown as V1NetworkPolicy;
+    const ingress = policy.spec?.ingress?.flatMap((rule) => rule.ports?.map((p) => p.port) ?? []);
+    expect(ingress).to.have.members([9443, 9090]);
     expect(
       (find("PodDisruptionBudget", "tekton-affinity") as unknown as V1PodDisruptionBudget).spec?.minAvailable,
     ).to.equal(1);
@@ -312,7 +327,7 @@ describe("deploy/ (kustomize install)", function () {
     ).to.deep.equal(["tekton-affinity"]);
   });
 
-  it("overlays/external-redis drops the bundled Redis and reads REDIS_URL/REDIS_PASSWORD from a Secret", async () => {
+  it("overlays/external-redis drops the bundled Redis and reads Redis' URL and password from a Secret", async () => {
     const { cluster } = await e2e();
     const objects = await render(cluster, "deploy/overlays/external-redis");
     expect(objects.filter((o) => o.metadata.name === "tekton-affinity-redis")).to.deep.equal([]);
@@ -323,13 +338,13 @@ describe("deploy/ (kustomize install)", function () {
     const deployment = objects.find((o) => o.kind === "Deployment") as unknown as V1Deployment;
     // envOf checks that the overlay's entries replaced the base's instead of adding a second one.
     const env = envOf(deployment.spec?.template.spec?.containers[0]);
-    expect(env.REDIS_URL).to.deep.equal({
-      name: "REDIS_URL",
+    expect(env.TEKTON_AFFINITY_REDIS_URL).to.deep.equal({
+      name: "TEKTON_AFFINITY_REDIS_URL",
       valueFrom: { secretKeyRef: { name: "tekton-affinity-redis", key: "url" } },
     });
     // Optional here: an external Redis may need no password.
-    expect(env.REDIS_PASSWORD).to.deep.equal({
-      name: "REDIS_PASSWORD",
+    expect(env.TEKTON_AFFINITY_REDIS_PASSWORD).to.deep.equal({
+      name: "TEKTON_AFFINITY_REDIS_PASSWORD",
       valueFrom: { secretKeyRef: { ...REDIS_SECRET, optional: true } },
     });
     expect(grants(objects)).to.deep.equal(grants(base));

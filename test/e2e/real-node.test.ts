@@ -380,8 +380,8 @@ describe("real node: a kubelet with containerd runs the placeholder and the task
                   image: reference,
                   args: [...TEST_CONTROLLER_ARGS, "--replica-id=pod-replica"],
                   env: [
-                    { name: "POD_NAMESPACE", value: ns },
-                    { name: "REDIS_URL", value: `redis://${redis.host}:${redis.port}` },
+                    { name: "TEKTON_AFFINITY_NAMESPACE", value: ns },
+                    { name: "TEKTON_AFFINITY_REDIS_URL", value: `redis://${redis.host}:${redis.port}` },
                   ],
                   readinessProbe: {
                     httpGet: { path: "/readyz", port: 9443, scheme: "HTTPS" },
@@ -423,6 +423,12 @@ describe("real node: a kubelet with containerd runs the placeholder and the task
       );
       await waitForEvent(cluster, runNs, run.metadata.name, "Placed");
       await waitRunSucceeded(cluster, runNs, run.metadata.name);
+      // Prometheus scrapes the pod's plain-HTTP metrics port (9090 by default), not the webhook port.
+      const podIp = (await cluster.clients.core.readNamespacedPod({ name: "replica", namespace: ns })).status
+        ?.podIP;
+      const scraped = await (await fetch(`http://${podIp}:9090/metrics`)).text();
+      expect(scraped).to.match(/^tekton_affinity_webhook_duration_seconds_count\{webhook="pipelineruns"/m);
+      expect(scraped).to.match(/^tekton_affinity_process_resident_memory_bytes \d+/m);
 
       // Deleting the pod: the kubelet sends SIGTERM; the replica drains and exits 0 (a signal it ignored
       // would end in the kubelet's SIGKILL after the grace period: 137).

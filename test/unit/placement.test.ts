@@ -521,6 +521,24 @@ describe("placeholderStatefulSet", () => {
       requests: { cpu: "1", memory: "100Mi" },
       limits: { memory: "1Gi" },
     });
+
+    it("uses the operator's default placeholder image when the policy names none, or one out of bounds", () => {
+      const limits = {
+        ...DEFAULT_TENANCY_LIMITS,
+        allowedImageRegistries: ["mirror.corp"],
+        defaultPlaceholderImage: "mirror.corp/pause:3.10",
+      };
+      const p = planPlaceholders(run, "pipelineruns")[0]!;
+      const image = (spec: AffinityPolicySpec) =>
+        placeholderStatefulSet(run, spec, p, { limits }).spec!.template.spec!.containers[0]!.image;
+      expect(image({ mode: "pipelineruns" })).to.equal("mirror.corp/pause:3.10");
+      expect(image({ mode: "pipelineruns", placeholder: { image: "docker.io/evil:1" } })).to.equal(
+        "mirror.corp/pause:3.10",
+      );
+      expect(image({ mode: "pipelineruns", placeholder: { image: "mirror.corp/hold:2" } })).to.equal(
+        "mirror.corp/hold:2",
+      );
+    });
   });
 
   it("records a template hash that changes with the policy's placeholder settings", () => {

@@ -98,6 +98,7 @@ describe("redisConnection", () => {
       redisTls: false,
       queuePrefix: DEFAULTS.queuePrefix,
       webhookPort: DEFAULTS.webhookPort,
+      metricsPort: DEFAULTS.metricsPort,
       namespace: DEFAULTS.namespace,
       serviceName: DEFAULTS.serviceName,
       tektonNamespace: DEFAULTS.tektonNamespace,
