@@ -1,7 +1,7 @@
 # tekton-affinity. Every target installs what it needs (npm packages; the control-plane binaries are
 # built from their Go modules on first use and cached in ~/.cache/tekton-affinity).
 
-.PHONY: demo test test-unit test-e2e build lint generate deps cluster-up cluster-down bench clean image
+.PHONY: demo test test-unit test-e2e build lint generate deps cluster-up cluster-down bench clean image release
 
 deps: node_modules/.package-lock.json
 	@bash scripts/ensure-tools.sh
@@ -29,6 +29,12 @@ build: deps
 # running local cluster; its reference is the last line printed.
 image: deps
 	npx tsx scripts/image.ts
+
+# release/release.yaml (the one file operators install: image by digest) and release/monitoring.yaml,
+# from deploy/ and the image built as by `make image`. IMAGE_REPOSITORY=ghcr.io/acme/tekton-affinity and
+# TEKTON_NAMESPACE=openshift-pipelines choose where the image lives and where Tekton runs.
+release: deps
+	npx tsx scripts/release.ts
 
 lint: deps
 	npm run lint

@@ -100,6 +100,7 @@ export function controllerOptions(opts: Record<string, unknown>): ControllerOpti
     settleSeconds: Number(opts.settleSeconds),
     resyncSeconds: Number(opts.resyncSeconds),
     manageWebhookConfigurations: opts.manageWebhookConfigurations === true,
+    createWebhookConfigurations: opts.createWebhookConfigurations === true,
     certificateCheckIntervalMs: Number(opts.certificateCheckInterval),
     adminPort: Number(opts.adminPort),
     adminHost: opts.adminHost as string,
@@ -279,6 +280,16 @@ export function registerControllerCommand(program: Command): Command {
         .preset("true")
         .default(true)
         .argParser(parseBoolean("--manage-webhook-configurations", env("MANAGE_WEBHOOK_CONFIGURATIONS"))),
+    )
+    .addOption(
+      new Option(
+        "--create-webhook-configurations [enabled]",
+        "apply the webhook configurations whole, creating them if missing, instead of patching the caBundle of those release.yaml installs (out-of-cluster and local clusters)",
+      )
+        .env(env("CREATE_WEBHOOK_CONFIGURATIONS"))
+        .preset("true")
+        .default(false)
+        .argParser(parseBoolean("--create-webhook-configurations", env("CREATE_WEBHOOK_CONFIGURATIONS"))),
     )
     .addOption(
       new Option(

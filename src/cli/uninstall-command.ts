@@ -1,7 +1,9 @@
 // `tekton-affinity uninstall`: the safe first step of an uninstall. Deleting the Deployment alone would
 // strand every run we had gated (PipelineRunPending forever, nobody left to release it). This command
 // removes our webhook configurations (no new run is gated, no pod waits on us) and then releases every
-// run we gated. Runs the user set Pending themselves stay Pending. Run it, then `kubectl delete -k deploy/`.
+// run we gated. Runs the user set Pending themselves stay Pending. Run it, then `kubectl delete -f
+// release.yaml` (or `kubectl delete -k deploy/`). Replicas still running only patch the configurations'
+// caBundle and never re-create them, so the order is safe without scaling the controller down first.
 
 import type * as k8s from "@kubernetes/client-node";
 import type { Command } from "commander";
@@ -81,7 +83,7 @@ export function registerUninstallCommand(program: Command): Command {
   return program
     .command("uninstall")
     .description(
-      "Remove tekton-affinity's webhook configurations and release every PipelineRun it gated, so an uninstall strands nothing; then run `kubectl delete -k deploy/`",
+      "Remove tekton-affinity's webhook configurations and release every PipelineRun it gated, so an uninstall strands nothing; then run `kubectl delete -f release.yaml`",
     )
     .option("--kubeconfig <path>", "kubeconfig (default: $KUBECONFIG, then in-cluster)")
     .action(async (opts: { kubeconfig?: string }) => {
@@ -89,7 +91,7 @@ export function registerUninstallCommand(program: Command): Command {
       for (const c of report.webhookConfigurationsDeleted) console.log(`deleted ${c}`);
       for (const r of report.released) console.log(`released pipelinerun ${r}`);
       console.log(
-        `${report.released.length} gated run(s) released. Scale the controller to 0 before this (or it re-creates its webhook configurations), then: kubectl delete -k deploy/`,
+        `${report.released.length} gated run(s) released. Now: kubectl delete -f release.yaml (or kubectl delete -k deploy/)`,
       );
     });
 }

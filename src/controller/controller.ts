@@ -37,7 +37,7 @@ import { CLEANED_UP_ANNOTATION, PipelineRunReconciler } from "../reconcilers/pip
 import { enqueueWaitingRuns, watchRunInputs } from "../reconcilers/pipelinerun-watches.js";
 import { causeOf, runKey, runNews, type Versioned, type WorkSink } from "../reconcilers/work-sink.js";
 import { CertificateManager, caBundle } from "../webhooks/certificate-manager.js";
-import { webhookConfigurations } from "../webhooks/configurations.js";
+import { caBundleOnly, webhookConfigurations } from "../webhooks/configurations.js";
 import { CLUSTER_DEFAULT_POLICY, gatePipelineRun } from "../webhooks/gate.js";
 import { mutateTaskPod } from "../webhooks/pods.js";
 import { validateAffinityPolicy } from "../webhooks/policies.js";
@@ -466,20 +466,43 @@ export class Controller {
   private async applyWebhookConfigurations(kc: k8s.KubeConfig, bundle: string): Promise<void> {
     const o = this.o;
     const objects = k8s.KubernetesObjectApi.makeApiClient(kc);
-    for (const obj of webhookConfigurations({
+    const desired = webhookConfigurations({
       caBundle: bundle,
       url: o.webhookUrlHost ? webhookBaseUrl(o.webhookUrlHost, o.webhookPort) : undefined,
       service: { name: o.serviceName, namespace: o.namespace, port: 443 },
       excludedNamespaces: [o.namespace, "kube-system"],
-    })) {
-      await objects.patch(
-        obj,
-        undefined,
-        undefined,
-        "tekton-affinity",
-        true,
-        k8s.PatchStrategy.ServerSideApply,
-      );
+    });
+    for (const obj of desired) {
+      if (o.createWebhookConfigurations) {
+        await objects.patch(
+          obj,
+          undefined,
+          undefined,
+          "tekton-affinity",
+          true,
+          k8s.PatchStrategy.ServerSideApply,
+        );
+        continue;
+      }
+      // Installed configurations (release.yaml): only their caBundle is ours. A strategic merge patch
+      // merges webhooks by name, so the rest stays as the operator applied it, and a configuration that
+      // is gone (uninstalled) stays gone: the patch of a missing object is a 404, never a create.
+      await objects
+        .patch(
+          caBundleOnly(obj, bundle),
+          undefined,
+          undefined,
+          "tekton-affinity",
+          undefined,
+          k8s.PatchStrategy.StrategicMergePatch,
+        )
+        .catch((err: unknown) => {
+          if (!isNotFound(err)) throw err;
+          this.logger.error(
+            { kind: obj.kind, name: obj.metadata?.name },
+            "webhook configuration not installed: apply release.yaml (or deploy/), which ships it; this replica only keeps its caBundle",
+          );
+        });
     }
   }
 

@@ -40,8 +40,11 @@ export interface ControllerOptions {
   /** Port of the bull-board queue UI; 0 = off. */
   adminPort: number;
   adminHost: string;
-  /** Keep the webhook configurations in the cluster in sync (caBundle, URL). */
+  /** Keep the webhook configurations' caBundle in sync with the serving certificate. */
   manageWebhookConfigurations: boolean;
+  /** Apply the webhook configurations whole, creating them when missing (local clusters, tests); else
+   * only patch the caBundle of those the release installed. */
+  createWebhookConfigurations: boolean;
   /** How often each replica checks the webhook certificate Secret and renews its Lease; also the least
    * time between two steps of a CA rotation. */
   certificateCheckIntervalMs: number;

@@ -1,5 +1,7 @@
-// Our webhook configurations, kept by the controller itself (like knative's webhooks) so the caBundle
-// always matches the serving certificate it manages.
+// Our webhook configurations. They are installed with the release (deploy/base/webhooks.yaml, generated
+// from webhookConfigurations and checked by a unit test), so that uninstalling removes them; every
+// replica then patches only their caBundle to match the serving certificate it manages. Out of a cluster
+// install (local clusters, tests: --create-webhook-configurations) a replica applies them whole.
 //
 // failurePolicy, chosen per webhook:
 //  - pipelineruns (gate): Ignore. PipelineRuns of every namespace pass through it, including namespaces
@@ -32,6 +34,18 @@ function clientConfig(e: WebhookEndpoint, path: string) {
   return e.url
     ? { url: `${e.url}${path}`, caBundle: e.caBundle }
     : { service: { ...e.service!, path }, caBundle: e.caBundle };
+}
+
+/** The part of a configuration a replica keeps when the configurations are installed with the release:
+ * each webhook's caBundle, by webhook name. */
+export function caBundleOnly(configuration: KubernetesObject, caBundle: string): KubernetesObject {
+  const webhooks = (configuration as { webhooks?: { name: string }[] }).webhooks ?? [];
+  return {
+    apiVersion: configuration.apiVersion,
+    kind: configuration.kind,
+    metadata: { name: configuration.metadata?.name },
+    webhooks: webhooks.map((w) => ({ name: w.name, clientConfig: { caBundle } })),
+  } as KubernetesObject;
 }
 
 export function webhookConfigurations(e: WebhookEndpoint): KubernetesObject[] {

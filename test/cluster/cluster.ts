@@ -10,6 +10,7 @@
 
 import { execFile } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
+import { Resolver } from "node:dns/promises";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { request as requestHttp } from "node:http";
@@ -49,6 +50,7 @@ import {
   ctr,
   enableForwarding,
   hostAddress,
+  KUBERNETES_SERVICE_IP,
   loadImages,
   missingHostFeatures,
   otherClustersRealNodes,
@@ -647,6 +649,7 @@ export class LocalCluster {
     if (!this.state.components.some((c) => c.name === "coredns"))
       await this.startClusterDns(binaries.coredns);
     for (const name of names) await this.waitNodeReady(name, true, 60_000);
+    await this.waitClusterDnsServing();
     log(`${names.length} real node(s) Ready (${((Date.now() - started) / 1000).toFixed(1)}s)`);
     return names;
   }
@@ -729,6 +732,32 @@ export class LocalCluster {
         },
       ] as unknown as k8s.KubernetesObject[]),
     );
+  }
+
+  /**
+   * Waits until kubernetes.default resolves through the kube-dns Service's address, as a pod resolves it.
+   * That needs kube-proxy to have programmed both Services with their endpoints: until it has, a query
+   * meets its "no endpoints" REJECT rule (ECONNREFUSED), or no rule at all. Asked from the host, whose
+   * traffic to a Service address takes the same kube-proxy rules (nat OUTPUT) as a pod's (PREROUTING).
+   */
+  private async waitClusterDnsServing(): Promise<void> {
+    const resolver = new Resolver({ timeout: 1000, tries: 1 });
+    resolver.setServers([CLUSTER_DNS]);
+    let last = "";
+    await waitFor(
+      `cluster DNS at ${CLUSTER_DNS} to answer through kube-proxy`,
+      () =>
+        resolver.resolve4("kubernetes.default.svc.cluster.local").then(
+          (addresses) => addresses.includes(KUBERNETES_SERVICE_IP),
+          (err: Error) => {
+            last = err.message;
+            return false;
+          },
+        ),
+      { timeoutMs: 30_000, intervalMs: 500 },
+    ).catch((err: Error) => {
+      throw new Error(`${err.message} (last answer: ${last}); logs: ${this.state.dir}/logs`);
+    });
   }
 
   /** Stops a real node's kubelet and containerd, removes all it left on the host, and deletes the Node. */

@@ -247,3 +247,29 @@ export async function buildProjectImage(repo: string, reference: string, log: Lo
   );
   return archive;
 }
+
+export interface ReleasedImage {
+  /** An OCI archive of the image, as a registry would hold it (copy with digests preserved). */
+  archive: string;
+  /** The manifest's digest: what the release's image reference pins. */
+  digest: string;
+}
+
+/** Exports a built image as an OCI archive and returns its manifest digest. */
+export async function exportOciArchive(reference: string): Promise<ReleasedImage> {
+  const dir = join(cacheRoot(), "images");
+  await mkdir(dir, { recursive: true });
+  const base = join(dir, `${reference.replace(/[^A-Za-z0-9.-]+/g, "_")}`);
+  const archive = `${base}.oci.tar`;
+  const digestFile = `${base}.digest`;
+  await rm(archive, { force: true });
+  await exec(
+    "buildah",
+    ["push", "--format", "oci", "--digestfile", digestFile, reference, `oci-archive:${archive}:${reference}`],
+    `exporting ${reference} as an OCI archive`,
+  );
+  const digest = readFileSync(digestFile, "utf8").trim();
+  if (!/^sha256:[0-9a-f]{64}$/.test(digest))
+    throw new Error(`buildah wrote no digest for ${reference}: "${digest}"`);
+  return { archive, digest };
+}

@@ -23,6 +23,8 @@ const run = promisify(execFile);
 export const CLUSTER_CIDR = "10.244.0.0/16";
 export const SERVICE_CIDR = "10.96.0.0/16";
 export const CLUSTER_DNS = "10.96.0.10";
+/** The Service kubernetes.default: the first address of SERVICE_CIDR, as the apiserver allocates it. */
+export const KUBERNETES_SERVICE_IP = "10.96.0.1";
 export const REAL_NODE_LABEL = "harness.tekton-affinity.dev/real-node";
 
 export interface RealNodeRecord {

@@ -68,7 +68,9 @@ export class ControllerProcess {
       `--webhook-url-host=${this.o.webhookUrlHost ?? "127.0.0.1"}`,
       `--replica-id=${this.o.replicaId ?? "replica-0"}`,
       "--log-level=debug",
-      ...(this.o.manageWebhooks === false ? ["--no-manage-webhook-configurations"] : []),
+      ...(this.o.manageWebhooks === false
+        ? ["--no-manage-webhook-configurations"]
+        : ["--create-webhook-configurations"]),
       ...(this.o.args ?? []),
     ];
     const fd = openSync(this.log, "a");

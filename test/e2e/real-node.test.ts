@@ -378,7 +378,11 @@ describe("real node: a kubelet with containerd runs the placeholder and the task
                 {
                   name: "controller",
                   image: reference,
-                  args: [...TEST_CONTROLLER_ARGS, "--replica-id=pod-replica"],
+                  args: [
+                    ...TEST_CONTROLLER_ARGS,
+                    "--replica-id=pod-replica",
+                    "--create-webhook-configurations",
+                  ],
                   env: [
                     { name: "TEKTON_AFFINITY_NAMESPACE", value: ns },
                     { name: "TEKTON_AFFINITY_REDIS_URL", value: `redis://${redis.host}:${redis.port}` },

@@ -110,6 +110,7 @@ describe("redisConnection", () => {
       settleSeconds: DEFAULTS.settleSeconds,
       resyncSeconds: DEFAULTS.resyncSeconds,
       manageWebhookConfigurations: false,
+      createWebhookConfigurations: false,
       tenancy: DEFAULT_TENANCY_LIMITS,
       adminPort: DEFAULTS.adminPort,
       adminHost: DEFAULTS.adminHost,
