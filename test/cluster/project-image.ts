@@ -225,14 +225,38 @@ export function projectImageReference(repo: string): string {
   return `localhost/tekton-affinity:${version}`;
 }
 
-/** Builds the project's image from its Dockerfile; returns the archive `ctr images import` loads. */
-export async function buildProjectImage(repo: string, reference: string, log: Log): Promise<string> {
+/**
+ * Builds the project's image from its Dockerfile, stamped with package.json's version; returns the
+ * archive `ctr images import` loads. `labels` are added to the image (a second build of the same source
+ * gets another digest with a different one).
+ */
+export async function buildProjectImage(
+  repo: string,
+  reference: string,
+  log: Log,
+  labels: Record<string, string> = {},
+): Promise<string> {
   const dockerfile = join(repo, "Dockerfile");
   await ensureBaseImages(dockerfile, log);
   const started = Date.now();
+  const { version } = JSON.parse(readFileSync(join(repo, "package.json"), "utf8")) as { version: string };
   await exec(
     "buildah",
-    ["bud", "--pull-never", "--network", "host", "--layers", "-f", dockerfile, "-t", reference, repo],
+    [
+      "bud",
+      "--pull-never",
+      "--network",
+      "host",
+      "--layers",
+      "--build-arg",
+      `VERSION=${version}`,
+      ...Object.entries(labels).flatMap(([k, v]) => ["--label", `${k}=${v}`]),
+      "-f",
+      dockerfile,
+      "-t",
+      reference,
+      repo,
+    ],
     `building ${reference} from ${dockerfile}`,
   );
   log(`built ${reference} in ${((Date.now() - started) / 1000).toFixed(0)}s`);
