@@ -253,6 +253,11 @@ describe("as shipped: release.yaml installed, restarted, upgraded and removed on
         name: "tekton-affinity-webhook",
       });
     await waitForGate(cluster);
+    // Prometheus' view: each pod's plain-HTTP metrics port, named `metrics` as the PodMonitor expects.
+    const [pod] = await controllerPods(cluster);
+    expect(pod!.spec?.containers[0]?.ports?.find((p) => p.name === "metrics")?.containerPort).to.equal(9090);
+    const scraped = await (await fetch(`http://${pod!.status?.podIP}:9090/metrics`)).text();
+    expect(scraped).to.match(/^tekton_affinity_process_resident_memory_bytes \d+/m);
   });
 
   it("runs a managed run whose tasks really run and share an RWO workspace, its placeholder on the real node", async () => {

@@ -360,6 +360,16 @@ describe("deploy/ (kustomize install)", function () {
       valueFrom: { secretKeyRef: { ...REDIS_SECRET, optional: true } },
     });
     expect(grants(objects)).to.deep.equal(grants(base));
+    // The image is set once, in base/: the overlay renders the very one deploy/ does.
+    const baseDeployment = base.find((o) => o.kind === "Deployment") as unknown as V1Deployment;
+    const image = (d: V1Deployment) =>
+      [...(d.spec?.template.spec?.initContainers ?? []), ...(d.spec?.template.spec?.containers ?? [])].map(
+        (c) => c.image,
+      );
+    const version = (JSON.parse(readFileSync(resolve(REPO, "package.json"), "utf8")) as { version: string })
+      .version;
+    expect(image(baseDeployment)).to.deep.equal([`tekton-affinity:${version}`, `tekton-affinity:${version}`]);
+    expect(image(deployment)).to.deep.equal(image(baseDeployment));
   });
 
   it("grants the controller exactly the permissions its API calls need", () => {
