@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make demo` and `make test` need and is missing: redis-server (apt), a Go toolchain
 # (apt, if none is on PATH), and what the local cluster's real nodes run and build images with
-# (containerd, runc, the CNI plugins, buildah, BusyBox, iptables, gcc: docs/local-cluster.md).
+# (containerd, runc, the CNI plugins, buildah, BusyBox, iptables, gcc, and debootstrap for the project
+# image's local base images: docs/local-cluster.md).
 # Each problem is one line saying what is wrong and how to fix it.
 set -euo pipefail
 export PATH="$PATH:/usr/local/go/bin"
@@ -22,7 +23,7 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)
 have redis-server || apt_install redis-server
 # Real nodes: each binary, and the Debian package that ships it.
 for pair in containerd:containerd runc:runc ctr:containerd buildah:buildah busybox:busybox-static \
-  iptables:iptables gcc:gcc ip:iproute2; do
+  iptables:iptables gcc:gcc ip:iproute2 debootstrap:debootstrap; do
   have "${pair%%:*}" || [ -x "/usr/sbin/${pair%%:*}" ] || apt_install "${pair#*:}"
 done
 [ -x /usr/lib/cni/bridge ] || apt_install containernetworking-plugins

@@ -3,9 +3,9 @@
 // patches in from the certificate it serves.
 
 import { resolve } from "node:path";
-import { stringify } from "yaml";
 import { DEFAULTS } from "../src/controller/options.js";
 import { webhookConfigurations } from "../src/webhooks/configurations.js";
+import { toKubeYaml } from "./release-lib.js";
 
 export const WEBHOOKS_PATH = resolve(import.meta.dirname, "..", "deploy", "base", "webhooks.yaml");
 
@@ -25,5 +25,5 @@ export function webhooksManifest(): string {
     "# of the certificate it serves. Until one has, calls fail TLS: the gate ignores that (runs start",
     "# ungated), and the pods webhook only ever sees pods of runs the gate managed.",
   ];
-  return `${header.join("\n")}\n${objects.map((o) => stringify(o, { aliasDuplicateObjects: false })).join("---\n")}`;
+  return `${header.join("\n")}\n${toKubeYaml(objects)}`;
 }

@@ -91,7 +91,7 @@ export function registerUninstallCommand(program: Command): Command {
       for (const c of report.webhookConfigurationsDeleted) console.log(`deleted ${c}`);
       for (const r of report.released) console.log(`released pipelinerun ${r}`);
       console.log(
-        `${report.released.length} gated run(s) released. Now: kubectl delete -f release.yaml (or kubectl delete -k deploy/)`,
+        `${report.released.length} gated run(s) released. Now: kubectl delete -f release.yaml --ignore-not-found (or kubectl delete -k deploy/ --ignore-not-found: the webhook configurations are gone already)`,
       );
     });
 }

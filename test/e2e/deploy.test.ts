@@ -16,6 +16,7 @@ import type {
 } from "@kubernetes/client-node";
 import { expect } from "chai";
 import { parseAllDocuments, stringify } from "yaml";
+import { toKubeYaml } from "../../scripts/release-lib.js";
 import { parseQuantity } from "../../src/api/quantity.js";
 import type { LocalCluster } from "../cluster/cluster.js";
 import { waitFor } from "../cluster/kube.js";
@@ -98,7 +99,7 @@ async function dryRunApply(cluster: LocalCluster, objects: Obj[]): Promise<strin
       : o,
   );
   const file = join(mkdtempSync(join(tmpdir(), "deploy-")), "objects.yaml");
-  writeFileSync(file, renamed.map((o) => stringify(o)).join("---\n"));
+  writeFileSync(file, toKubeYaml(renamed));
   return cluster.kubectlRun("apply", "-f", file, "--dry-run=server");
 }
 

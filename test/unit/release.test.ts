@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { expect } from "chai";
 import { ALERTS, monitoringObjects } from "../../scripts/monitoring-lib.js";
-import { parseObjects, releaseObjects } from "../../scripts/release-lib.js";
+import { parseObjects, releaseObjects, toKubeYaml } from "../../scripts/release-lib.js";
 import { createMetrics } from "../../src/metrics.js";
 import { version } from "../../src/version.js";
 
@@ -82,6 +82,12 @@ describe("release manifest", () => {
     // Left alone by default.
     const plain = releaseObjects(RENDERED, { version: "1.2.3", image: IMAGE });
     expect(plain.find((o) => o.kind === "Role")!.metadata.namespace).to.equal("tekton-pipelines");
+  });
+
+  it("writes YAML kubectl reads back as written: yes/no/on stay strings", () => {
+    const yaml = toKubeYaml([{ args: ["--appendonly", "no", "on", "yes"], n: 1, b: true }]);
+    expect(yaml).to.include('"no"').and.include('"on"').and.include('"yes"');
+    expect(parseObjects(yaml)).to.deep.equal([{ args: ["--appendonly", "no", "on", "yes"], n: 1, b: true }]);
   });
 
   it("refuses a render that names none of our images (nothing would be pinned)", () => {
