@@ -61,6 +61,12 @@ export function createMetrics() {
       buckets: WEBHOOK_BUCKETS,
       registers: [registry],
     }),
+    webhookErrors: new Counter({
+      name: "tekton_affinity_webhook_errors_total",
+      help: "Admission handlers that threw: the gate then admits the run ungated, the pods and policies webhooks refuse. Any is a bug.",
+      labelNames: ["webhook"],
+      registers: [registry],
+    }),
     resyncs: new Counter({
       name: "tekton_affinity_resyncs_total",
       help: "Times this replica enqueued every unfinished run and every policy again, by why.",

@@ -16,6 +16,23 @@ export const PATHS = {
   policies: "/validate/affinitypolicies",
 } as const;
 
+/**
+ * The largest AdmissionReview the apiserver sends us: its request body limit is 3 MiB, and the
+ * policies webhook sees an UPDATE's old object too (stored, so within etcd's 1.5 MiB). Anything bigger
+ * is not from the apiserver, and is refused before it is read.
+ */
+export const MAX_REVIEW_BYTES = 5 * 1024 * 1024;
+/** More than an HA control plane's apiservers keep open to one replica; a flood is refused beyond it. */
+export const MAX_CONNECTIONS = 512;
+/** A request's headers and body must arrive within this: the apiserver sends at once, and gives up at
+ * the webhook's timeout (5 s). A slow sender cannot hold a connection's request open longer. */
+export const REQUEST_TIMEOUT_MS = 10_000;
+
+/** How a handler's failure is answered: the gate lets the run through ungated (its failurePolicy is
+ * Ignore too); the pods and policies webhooks refuse (Fail), with the reason, rather than admit a pod
+ * without its placement or a policy nobody checked. */
+export type OnHandlerError = "allow" | "deny";
+
 export interface WebhookHandlers {
   pipelineRun: (run: PipelineRun) => AdmissionDecision | Promise<AdmissionDecision>;
   pod: (pod: V1Pod, namespace: string) => AdmissionDecision | Promise<AdmissionDecision>;
@@ -41,7 +58,9 @@ export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: L
   app.disable("x-powered-by");
   // An ETag is a hash of every answer, for caches no admission answer goes through.
   app.disable("etag");
-  app.use(express.json({ limit: "10mb" }));
+  // No inflation: the apiserver never compresses a webhook request, and a small gzip body can inflate to
+  // far more than the limit (body-parser counts the inflated bytes, but only after inflating them).
+  app.use(express.json({ limit: MAX_REVIEW_BYTES, inflate: false }));
   // While draining, answer and close: the apiserver then opens its next connection to another
   // replica, instead of keeping an idle one to this replica that would be cut when it exits (a request
   // written on it at that instant gets EOF, and is not retried).
@@ -53,6 +72,7 @@ export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: L
   const admit =
     <T>(
       name: string,
+      onError: OnHandlerError,
       decide: (obj: T, review: AdmissionReview<T>) => AdmissionDecision | Promise<AdmissionDecision>,
     ) =>
     async (req: Request, res: Response) => {
@@ -67,12 +87,18 @@ export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: L
       try {
         decision = await decide(request.object as T, review);
       } catch (err) {
-        // A bug here must not block the request: answer allowed, loudly.
         logger.error(
           { webhook: name, err: String(err), uid: request.uid },
-          "webhook handler failed; allowing",
+          `webhook handler failed; ${onError === "allow" ? "allowing" : "denying"}`,
         );
-        decision = { allowed: true, warnings: [`tekton-affinity ${name} webhook failed: ${String(err)}`] };
+        metrics.webhookErrors.inc({ webhook: name });
+        decision =
+          onError === "allow"
+            ? { allowed: true, warnings: [`tekton-affinity ${name} webhook failed: ${String(err)}`] }
+            : {
+                allowed: false,
+                message: `tekton-affinity ${name} webhook failed: ${String(err)}; this is a bug in tekton-affinity, not in your object: retry, and report it if it persists`,
+              };
       }
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       metrics.webhookDuration.observe({ webhook: name, allowed: String(decision.allowed) }, seconds);
@@ -85,21 +111,36 @@ export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: L
 
   app.post(
     PATHS.pipelineRuns,
-    admit<PipelineRun>("pipelineruns", (run) => handlers.pipelineRun(run)),
+    admit<PipelineRun>("pipelineruns", "allow", (run) => handlers.pipelineRun(run)),
   );
   app.post(
     PATHS.pods,
-    admit<V1Pod>("pods", (pod, review) =>
+    admit<V1Pod>("pods", "deny", (pod, review) =>
       handlers.pod(pod, review.request?.namespace ?? pod.metadata?.namespace ?? ""),
     ),
   );
   app.post(
     PATHS.policies,
-    admit<AffinityPolicy>("affinitypolicies", (p) => handlers.policy(p)),
+    admit<AffinityPolicy>("affinitypolicies", "deny", (p) => handlers.policy(p)),
   );
   app.get("/healthz", (_req, res) => {
     res.send("ok");
   });
+  // A body refused by the parser (too large, compressed, not JSON): its status and a one-line reason, no
+  // stack trace. Whoever sent it was not the apiserver, or the apiserver sent what no webhook can read.
+  app.use(
+    (
+      err: { status?: number; type?: string; message?: string },
+      req: Request,
+      res: Response,
+      next: (e?: unknown) => void,
+    ) => {
+      if (res.headersSent) return next(err);
+      const status = err.status && err.status >= 400 && err.status < 500 ? err.status : 500;
+      logger.warn({ path: req.path, status, reason: err.type ?? err.message }, "refused a webhook request");
+      res.status(status).json({ error: err.message ?? "bad request" });
+    },
+  );
   app.get("/readyz", (_req, res) => {
     const warning = handlers.readyWarning?.();
     if (handlers.ready()) res.send(warning ? `ok, but: ${warning}` : "ok");
@@ -125,8 +166,10 @@ export function listen(
   // apiserver still counts as idle-and-reusable; a request it writes at that instant gets EOF, is not
   // retried (POST), and for a task pod Tekton fails the TaskRun (PodCreationFailed).
   server.keepAliveTimeout = APISERVER_IDLE_CONNECTION_MS + 30_000;
-  // A request's headers must still arrive promptly on a connection that may idle this long.
-  server.headersTimeout = server.keepAliveTimeout + 1_000;
+  // A request's headers and body must still arrive promptly on a connection that may idle this long.
+  server.headersTimeout = REQUEST_TIMEOUT_MS;
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
+  server.maxConnections = MAX_CONNECTIONS;
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => resolve(server));

@@ -4,10 +4,21 @@
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import type { TLSSocket } from "node:tls";
+import { gzipSync } from "node:zlib";
 import { expect } from "chai";
 import express from "express";
+import { pino } from "pino";
+import { createMetrics } from "../../src/metrics.js";
 import { generateCertificateAuthority, generateServingCertificate } from "../../src/webhooks/certificates.js";
-import { APISERVER_IDLE_CONNECTION_MS, listen } from "../../src/webhooks/server.js";
+import {
+  APISERVER_IDLE_CONNECTION_MS,
+  createApp,
+  listen,
+  MAX_CONNECTIONS,
+  MAX_REVIEW_BYTES,
+  PATHS,
+  REQUEST_TIMEOUT_MS,
+} from "../../src/webhooks/server.js";
 import { sleep } from "../cluster/processes.js";
 
 /** Node's own default keepAliveTimeout: a server on it closes idle connections after this. */
@@ -53,6 +64,89 @@ describe("webhook server connections", function () {
       agent.destroy();
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
+
+describe("webhook server limits and failures", function () {
+  this.timeout(30_000);
+  let server: import("node:http").Server;
+  let port: number;
+  const metrics = createMetrics();
+  const review = (object: unknown) => ({
+    apiVersion: "admission.k8s.io/v1",
+    kind: "AdmissionReview",
+    request: { uid: "u-1", operation: "CREATE", namespace: "team-a", object },
+  });
+  const post = async (path: string, body: Buffer | string, headers: Record<string, string> = {}) => {
+    const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...headers },
+      body: typeof body === "string" ? body : new Uint8Array(body),
+    });
+    const text = await res.text();
+    return { status: res.status, json: res.status === 200 ? JSON.parse(text) : undefined };
+  };
+
+  before(async () => {
+    const broken = () => {
+      throw new Error("boom");
+    };
+    const app = createApp(
+      { pipelineRun: broken, pod: broken, policy: broken, ready: () => true },
+      metrics,
+      pino({ level: "silent" }),
+    );
+    server = app.listen(0, "127.0.0.1");
+    await new Promise((resolve) => server.once("listening", resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  it("refuses a pod or a policy when its handler fails, with the reason, and lets a run through ungated", async () => {
+    const pod = await post(PATHS.pods, JSON.stringify(review({ metadata: { name: "p" } })));
+    expect(pod.json.response.allowed).to.equal(false);
+    expect(pod.json.response.status.message).to.contain("boom");
+    const policy = await post(PATHS.policies, JSON.stringify(review({ metadata: { name: "p" } })));
+    expect(policy.json.response.allowed).to.equal(false);
+    const run = await post(PATHS.pipelineRuns, JSON.stringify(review({ metadata: { name: "r" } })));
+    expect(run.json.response.allowed).to.equal(true);
+    expect(run.json.response.warnings[0]).to.contain("boom");
+    const text = await metrics.registry.metrics();
+    expect(text).to.match(/tekton_affinity_webhook_errors_total\{webhook="pods"\} 1/);
+    expect(text).to.match(/tekton_affinity_webhook_errors_total\{webhook="affinitypolicies"\} 1/);
+  });
+
+  it("refuses bodies larger than the apiserver can send, and compressed bodies, without reading them", async () => {
+    const big = JSON.stringify(review({ metadata: { annotations: { a: "x".repeat(MAX_REVIEW_BYTES) } } }));
+    expect((await post(PATHS.pods, big)).status).to.equal(413);
+    // 5 MB of zeros gzip to a few kB: a server that inflated would parse them.
+    const bomb = gzipSync(
+      JSON.stringify(review({ metadata: { annotations: { a: "0".repeat(5_000_000) } } })),
+    );
+    expect(bomb.length).to.be.below(50_000);
+    expect((await post(PATHS.pods, bomb, { "content-encoding": "gzip" })).status).to.equal(415);
+    // An ordinary review still gets its answer.
+    expect((await post(PATHS.pods, JSON.stringify(review({})))).status).to.equal(200);
+  });
+
+  it("caps connections and the time a request may take to arrive", async () => {
+    const ca = await generateCertificateAuthority({ commonName: "test-ca", validityDays: 1 });
+    const tls = await generateServingCertificate(ca, {
+      dnsNames: [],
+      ipAddresses: ["127.0.0.1"],
+      validityDays: 1,
+    });
+    const https = await listen(express(), tls, 0, "127.0.0.1");
+    try {
+      expect(https.maxConnections).to.equal(MAX_CONNECTIONS);
+      expect(https.requestTimeout).to.equal(REQUEST_TIMEOUT_MS);
+      expect(https.headersTimeout).to.be.at.most(REQUEST_TIMEOUT_MS);
+    } finally {
+      await new Promise((resolve) => https.close(resolve));
     }
   });
 });
