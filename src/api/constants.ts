@@ -16,6 +16,11 @@ export const MANAGED_LABEL = `${GROUP}/managed`;
 /** Label on a run's pods naming the run; Tekton sets tekton.dev/pipelineRun too, but we only trust our own. */
 export const RUN_LABEL = `${GROUP}/pipelinerun`;
 
+/** Label the gate puts on a run whose placement it writes into the run itself (run-placement.ts): its value
+ * is a token the run's placeholder pod also carries, and the run's task pods select it by pod affinity.
+ * Tekton copies it to the task pods, and the pods webhook's objectSelector skips pods that carry it. */
+export const PLACEMENT_LABEL = `${GROUP}/placement`;
+
 /** Annotations the gate webhook records on a run. */
 export const MODE_ANNOTATION = `${GROUP}/mode`;
 export const POLICY_ANNOTATION = `${GROUP}/policy`;

@@ -352,7 +352,9 @@ export class Controller {
         };
       }
     }
-    return gatePipelineRun(run, policies, clusterDefault, tektonFlags.conflict());
+    return gatePipelineRun(run, policies, clusterDefault, tektonFlags.conflict(), {
+      limits: this.o.tenancy,
+    });
   }
 
   /**

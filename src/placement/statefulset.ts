@@ -10,6 +10,7 @@ import {
   PLACEHOLDER_COMPONENT,
   PLACEHOLDER_LABEL,
   PLACEHOLDER_RUN_UID_LABEL,
+  PLACEMENT_LABEL,
   RESERVATION_LABEL,
   RUN_LABEL,
   TEKTON_GROUP,
@@ -183,6 +184,11 @@ export function placeholderStatefulSet(
   const podLabels = {
     ...labels,
     ...(spec.mode === "isolate-pipelinerun" ? { [ISOLATE_LABEL]: "true" } : {}),
+    // The token the run's own pod template selects its placeholder by (run-placement.ts). On the pod only:
+    // a StatefulSet's selector cannot change.
+    ...(run.metadata.labels?.[PLACEMENT_LABEL]
+      ? { [PLACEMENT_LABEL]: run.metadata.labels[PLACEMENT_LABEL] }
+      : {}),
     // Beside its reservation, which follows it back there after a preemption (reservation.ts).
     ...(ctx.reserving ? { [RESERVATION_LABEL]: plan.name } : {}),
   };

@@ -22,6 +22,7 @@ import {
   GROUP,
   MANAGED_LABEL,
   PENDING_STATUS,
+  PLACEMENT_LABEL,
   WAITING_ANNOTATION,
 } from "../api/constants.js";
 import { effectivePlaceholderTemplate, type TektonDefaultTemplate } from "../api/placeholder-template.js";
@@ -464,7 +465,8 @@ export function decideGate(obs: RunObservation, refused: string | undefined): Ru
   const decision = decideWait({
     waitedMs: now - new Date(run.metadata.creationTimestamp ?? now).getTime(),
     maxWaitMs: effectiveMaxWaitMs(spec, obs.options.limits),
-    onMaxWait: (spec.onMaxWait ?? "Fail") as OnMaxWait,
+    // A run that carries its placement cannot start without its placeholder (run-placement.ts).
+    onMaxWait: (run.metadata.labels?.[PLACEMENT_LABEL] ? "Fail" : (spec.onMaxWait ?? "Fail")) as OnMaxWait,
     reason: waiting ?? run.metadata.annotations?.[WAITING_ANNOTATION],
     minRequeueMs: obs.options.waitRequeueMs,
   });

@@ -15,7 +15,7 @@
 //  - affinitypolicies (validation): Fail. It only guards our own objects; an invalid policy must not slip in.
 
 import type { KubernetesObject } from "@kubernetes/client-node";
-import { GROUP, MANAGED_LABEL, PLURAL, TEKTON_GROUP, VERSION } from "../api/constants.js";
+import { GROUP, MANAGED_LABEL, PLACEMENT_LABEL, PLURAL, TEKTON_GROUP, VERSION } from "../api/constants.js";
 import { PATHS } from "./server.js";
 
 export const CONFIGURATION_NAME = "tekton-affinity";
@@ -82,7 +82,11 @@ export function webhookConfigurations(e: WebhookEndpoint): KubernetesObject[] {
         clientConfig: clientConfig(e, PATHS.pods),
         rules: [{ apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE"], resources: ["pods"] }],
         failurePolicy: "Fail",
-        objectSelector: { matchLabels: { [MANAGED_LABEL]: "true" } },
+        // Pods of runs that carry their placement (run-placement.ts) need nothing from us.
+        objectSelector: {
+          matchLabels: { [MANAGED_LABEL]: "true" },
+          matchExpressions: [{ key: PLACEMENT_LABEL, operator: "DoesNotExist" }],
+        },
         namespaceSelector: notExcluded,
         reinvocationPolicy: "IfNeeded",
       },

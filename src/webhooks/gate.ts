@@ -13,10 +13,19 @@ import {
   MANAGED_LABEL,
   MODE_ANNOTATION,
   PENDING_STATUS,
+  PLACEMENT_LABEL,
   POLICY_ANNOTATION,
 } from "../api/constants.js";
 import { resolvePolicy } from "../api/resolve.js";
+import { boundedSpec, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicy, AffinityPolicySpec, PipelineRun } from "../api/types.js";
+import {
+  carriesPlacement,
+  newPlacementToken,
+  placementPatch,
+  placementTerm,
+  placementWritable,
+} from "../placement/run-placement.js";
 import type { AdmissionDecision, JsonPatchOp } from "./admission.js";
 import { pointer, setMetadataEntries } from "./admission.js";
 
@@ -34,6 +43,13 @@ function withoutOwned(map: Record<string, string> | undefined): Record<string, s
   return Object.fromEntries(Object.entries(map).filter(([k]) => !k.startsWith(OWNED_PREFIX)));
 }
 
+export interface GateOptions {
+  /** The operator's bounds, applied to the policy as the reconciler applies them. */
+  limits?: TenancyLimits;
+  /** Draws the run's placement token (run-placement.ts); a fixed one in tests. */
+  newToken?: () => string;
+}
+
 /**
  * @param tektonConflict set (the reason) while Tekton's own affinity assistant is on: then no run is
  * gated, because its pods would get two competing anchors (Tekton's assistant and our placeholder).
@@ -43,6 +59,7 @@ export function gatePipelineRun(
   policiesInNamespace: readonly AffinityPolicy[],
   clusterDefault?: AffinityPolicySpec,
   tektonConflict?: string,
+  options: GateOptions = {},
 ): AdmissionDecision {
   const labels = ownedKeys(run.metadata.labels);
   const annotations = ownedKeys(run.metadata.annotations);
@@ -58,8 +75,14 @@ export function gatePipelineRun(
   const selected = resolved.spec !== undefined && resolved.spec.mode !== "disabled";
   const managed = selected && !tektonConflict;
 
+  const spec = managed ? boundedSpec(resolved.spec!, options.limits ?? DEFAULT_TENANCY_LIMITS) : undefined;
+  // The run carries its placement (run-placement.ts) when its mode can say it in one template.
+  const token =
+    spec && carriesPlacement(spec) && placementWritable(run)
+      ? (options.newToken ?? newPlacementToken)()
+      : undefined;
   const ours: Record<"labels" | "annotations", Record<string, string>> = {
-    labels: managed ? { [MANAGED_LABEL]: "true" } : {},
+    labels: managed ? { [MANAGED_LABEL]: "true", ...(token ? { [PLACEMENT_LABEL]: token } : {}) } : {},
     annotations: {},
   };
   const userPended = run.spec.status === PENDING_STATUS && !copiedGate;
@@ -91,6 +114,10 @@ export function gatePipelineRun(
       patch.push(...setMetadataEntries(run.metadata, field, toSet));
     }
   }
+  // Our term in, or any stale one of ours out (a copy of a run we placed carries it): a term naming
+  // another run's placeholder would keep this run's pods from ever being scheduled.
+  if (placementWritable(run))
+    patch.push(...placementPatch(run, token ? placementTerm(token, spec?.topologyKey) : undefined));
   if (managed && !userPended && run.spec.status !== PENDING_STATUS)
     patch.push({ op: "add", path: "/spec/status", value: PENDING_STATUS });
   // A copy of a gated run that is no longer ours to manage starts as any new run would.

@@ -7,6 +7,7 @@ import {
   PLACEHOLDER_COMPONENT,
   PLACEHOLDER_LABEL,
   PLACEHOLDER_RUN_UID_LABEL,
+  PLACEMENT_LABEL,
   RUN_LABEL,
 } from "../../src/api/constants.js";
 import { boundedSpec, DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
@@ -22,6 +23,7 @@ import {
   volumeRequirements,
 } from "../../src/placement/plan.js";
 import { mergeAffinity } from "../../src/placement/pod-affinity.js";
+import { placementTerm } from "../../src/placement/run-placement.js";
 import {
   claimsFromTemplates,
   placeholderStatefulSet,
@@ -381,6 +383,20 @@ describe("placeholderStatefulSet", () => {
     const p = plan ?? planPlaceholders(run, spec.mode)[0]!;
     return { plan: p, sts: placeholderStatefulSet(run, spec, p) };
   }
+
+  it("labels the placeholder's pod, not its selector, with the run's placement token, which its tasks select", () => {
+    const placed = { ...run, metadata: { ...run.metadata, labels: { [PLACEMENT_LABEL]: "t0k3n" } } };
+    const p = planPlaceholders(placed, "pipelineruns")[0]!;
+    const sts = placeholderStatefulSet(placed, { mode: "pipelineruns" }, p);
+    const podLabels = sts.spec!.template.metadata!.labels!;
+    const term = placementTerm("t0k3n");
+    for (const [key, value] of Object.entries(term.labelSelector!.matchLabels!))
+      expect(podLabels[key]).to.equal(value);
+    expect(sts.spec!.selector.matchLabels).to.not.have.property(PLACEMENT_LABEL);
+    expect(build({ mode: "pipelineruns" }).sts.spec!.template.metadata!.labels).to.not.have.property(
+      PLACEMENT_LABEL,
+    );
+  });
 
   it("meets the restricted Pod Security Standard", () => {
     const { sts } = build({ mode: "pipelineruns" });

@@ -16,6 +16,7 @@ import {
   MANAGED_LABEL,
   MODE_ANNOTATION,
   PENDING_STATUS,
+  PLACEMENT_LABEL,
   POLICY_ANNOTATION,
   WAITING_ANNOTATION,
 } from "../../src/api/constants.js";
@@ -595,6 +596,12 @@ describe("run decisions", () => {
       const actions = decideGate(waitedTooLong("Release"), undefined);
       expect(types(actions)).to.deep.equal(["deletePlaceholders", "releaseWithoutCoscheduling"]);
       expect(only(actions, "releaseWithoutCoscheduling")[0]!.message).to.contain("(onMaxWait: Release)");
+    });
+
+    it("fails a run that carries its placement even under onMaxWait: Release (its pods could not start without the placeholder)", () => {
+      const obs = waitedTooLong("Release");
+      obs.run.metadata.labels = { ...obs.run.metadata.labels, [PLACEMENT_LABEL]: "t0k3n" };
+      expect(types(decideGate(obs, undefined))).to.deep.equal(["failRun"]);
     });
 
     it("waits until maxWait, never requeueing past it", () => {

@@ -6,9 +6,11 @@ import {
   MODE_ANNOTATION,
   PENDING_STATUS,
   PLACEHOLDER_LABEL,
+  PLACEMENT_LABEL,
   POLICY_ANNOTATION,
   WAITING_ANNOTATION,
 } from "../../src/api/constants.js";
+import { DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../../src/api/types.js";
 import { placeholderName } from "../../src/placement/names.js";
 import { type JsonPatchOp, reviewResponse } from "../../src/webhooks/admission.js";
@@ -74,6 +76,14 @@ describe("test JSON patch applier", () => {
 
 describe("gatePipelineRun", () => {
   const managed = policy("co-schedule", { mode: "pipelineruns" });
+  const fixedToken = { newToken: () => "t0k3n" };
+  // The term a task pod of a run placed with token t0k3n needs: beside its placeholder.
+  const term = {
+    labelSelector: {
+      matchLabels: { [PLACEMENT_LABEL]: "t0k3n", "app.kubernetes.io/component": "affinity-placeholder" },
+    },
+    topologyKey: "kubernetes.io/hostname",
+  };
 
   it("allows a run no policy selects, without a patch", () => {
     const r = run({ app: "x" });
@@ -97,14 +107,18 @@ describe("gatePipelineRun", () => {
   it("gates a run with label and annotation maps: adds entries with escaped keys, and pends it", () => {
     const r = run({ app: "x" });
     r.metadata.annotations = { note: "keep" };
-    const decision = gatePipelineRun(r, [managed]);
+    const decision = gatePipelineRun(r, [managed], undefined, undefined, fixedToken);
     expect(decision.allowed).to.equal(true);
     const paths = decision.patch!.map((op) => op.path);
     expect(paths).to.include("/metadata/labels/affinity.tekton.dev~1managed");
     expect(paths).to.include("/metadata/annotations/affinity.tekton.dev~1mode");
 
     const out = applyPatch(r, decision.patch!);
-    expect(out.metadata.labels).to.deep.equal({ app: "x", [MANAGED_LABEL]: "true" });
+    expect(out.metadata.labels).to.deep.equal({
+      app: "x",
+      [MANAGED_LABEL]: "true",
+      [PLACEMENT_LABEL]: "t0k3n",
+    });
     expect(out.metadata.annotations).to.deep.equal({
       note: "keep",
       [MODE_ANNOTATION]: "pipelineruns",
@@ -113,10 +127,18 @@ describe("gatePipelineRun", () => {
     });
     expect(out.spec.status).to.equal(PENDING_STATUS);
     expect(out.spec.status).to.equal("PipelineRunPending");
+    // The run carries its placement: every task pod follows the placeholder with no admission from us.
+    expect(out.spec.taskRunTemplate).to.deep.equal({
+      podTemplate: { affinity: { podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [term] } } },
+    });
     // Nothing else changed.
-    expect({ ...out, metadata: r.metadata, spec: { ...out.spec, status: undefined } }).to.deep.equal({
+    expect({
+      ...out,
+      metadata: r.metadata,
+      spec: { ...out.spec, status: undefined, taskRunTemplate: undefined },
+    }).to.deep.equal({
       ...r,
-      spec: { ...r.spec, status: undefined },
+      spec: { ...r.spec, status: undefined, taskRunTemplate: undefined },
     });
   });
 
@@ -143,7 +165,7 @@ describe("gatePipelineRun", () => {
       [MODE_ANNOTATION]: "pipelineruns",
       [POLICY_ANNOTATION]: "co-schedule",
     });
-    expect(out.metadata.labels).to.deep.equal({ [MANAGED_LABEL]: "true" });
+    expect(out.metadata.labels?.[MANAGED_LABEL]).to.equal("true");
     expect(out.spec.status).to.equal(PENDING_STATUS);
   });
 
@@ -202,9 +224,12 @@ describe("gatePipelineRun", () => {
 
   it("handles a copied run exactly like a new one: our marks are dropped and written afresh", () => {
     const r = copiedRun();
-    const decision = gatePipelineRun(r, [managed]);
+    const decision = gatePipelineRun(r, [managed], undefined, undefined, fixedToken);
     const out = applyPatch(r, decision.patch!);
-    const fresh = applyPatch(run({ app: "x" }), gatePipelineRun(run({ app: "x" }), [managed]).patch!);
+    const fresh = applyPatch(
+      run({ app: "x" }),
+      gatePipelineRun(run({ app: "x" }), [managed], undefined, undefined, fixedToken).patch!,
+    );
     expect(out.metadata.labels).to.deep.equal(fresh.metadata.labels);
     expect(out.metadata.annotations).to.deep.equal({ note: "keep", ...fresh.metadata.annotations });
     expect(out.metadata.annotations?.[GATED_ANNOTATION]).to.equal("true");
@@ -227,6 +252,128 @@ describe("gatePipelineRun", () => {
     expect(out.metadata.labels).to.deep.equal({ app: "x" });
     expect(out.metadata.annotations).to.deep.equal({ note: "keep" });
     expect(out.spec.status).to.equal(undefined);
+  });
+
+  it("writes the placement into the run's pod templates, keeping the user's affinity", () => {
+    const userTerm = { labelSelector: { matchLabels: { db: "x" } }, topologyKey: "kubernetes.io/hostname" };
+    const nodeAffinity = {
+      requiredDuringSchedulingIgnoredDuringExecution: {
+        nodeSelectorTerms: [{ matchExpressions: [{ key: "pool", operator: "In", values: ["ci"] }] }],
+      },
+    };
+    const r = run(
+      {},
+      {
+        taskRunTemplate: {
+          serviceAccountName: "builder",
+          podTemplate: {
+            nodeSelector: { a: "b" },
+            affinity: {
+              nodeAffinity,
+              podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [userTerm] },
+            },
+          },
+        },
+        taskRunSpecs: [
+          { pipelineTaskName: "own", podTemplate: { affinity: { nodeAffinity } } },
+          { pipelineTaskName: "inherits", podTemplate: { nodeSelector: { c: "d" } } },
+        ],
+      },
+    );
+    const zonal = policy("zonal", {
+      mode: "isolate-pipelinerun",
+      topologyKey: "topology.kubernetes.io/zone",
+    });
+    const limits = {
+      ...DEFAULT_TENANCY_LIMITS,
+      allowedTopologyKeys: ["kubernetes.io/hostname", "topology.kubernetes.io/zone"],
+    };
+    const out = applyPatch(
+      r,
+      gatePipelineRun(r, [zonal], undefined, undefined, { ...fixedToken, limits }).patch!,
+    );
+    const zoneTerm = { ...term, topologyKey: "topology.kubernetes.io/zone" };
+    expect(out.spec.taskRunTemplate).to.deep.equal({
+      serviceAccountName: "builder",
+      podTemplate: {
+        nodeSelector: { a: "b" },
+        affinity: {
+          nodeAffinity,
+          podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [userTerm, zoneTerm] },
+        },
+      },
+    });
+    // Tekton lets a taskRunSpecs affinity replace the run's: ours goes there too; one without keeps inheriting.
+    expect(out.spec.taskRunSpecs).to.deep.equal([
+      {
+        pipelineTaskName: "own",
+        podTemplate: {
+          affinity: {
+            nodeAffinity,
+            podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [zoneTerm] },
+          },
+        },
+      },
+      { pipelineTaskName: "inherits", podTemplate: { nodeSelector: { c: "d" } } },
+    ]);
+    // A topology key the operator does not allow falls back to the node, as the placeholder's does.
+    const fallback = applyPatch(r, gatePipelineRun(r, [zonal], undefined, undefined, fixedToken).patch!);
+    expect(JSON.stringify(fallback.spec.taskRunTemplate)).to.contain(
+      '"topologyKey":"kubernetes.io/hostname"',
+    );
+  });
+
+  it("leaves the placement to the pods webhook where a run-wide template cannot say it", () => {
+    for (const spec of [
+      { mode: "workspaces" },
+      { mode: "pipelineruns", strategy: "nodePinning" },
+      { mode: "pipelineruns", onMaxWait: "Release" },
+    ] as AffinityPolicySpec[]) {
+      const r = run();
+      const out = applyPatch(
+        r,
+        gatePipelineRun(r, [policy("p", spec)], undefined, undefined, fixedToken).patch!,
+      );
+      expect(out.metadata.labels?.[MANAGED_LABEL], JSON.stringify(spec)).to.equal("true");
+      expect(out.metadata.labels, JSON.stringify(spec)).to.not.have.property(PLACEMENT_LABEL);
+      expect(out.spec.taskRunTemplate, JSON.stringify(spec)).to.equal(undefined);
+    }
+    // Nor for a run sent as v1beta1, whose pod template has another name.
+    const beta = { ...run(), apiVersion: "tekton.dev/v1beta1" };
+    const out = applyPatch(beta, gatePipelineRun(beta, [managed], undefined, undefined, fixedToken).patch!);
+    expect(out.metadata.labels).to.not.have.property(PLACEMENT_LABEL);
+    expect(out.spec.taskRunTemplate).to.equal(undefined);
+  });
+
+  it("takes a copied run's stale placement out, managed or not, so its pods never wait for a gone placeholder", () => {
+    const stale = {
+      labelSelector: {
+        matchLabels: { [PLACEMENT_LABEL]: "old", "app.kubernetes.io/component": "affinity-placeholder" },
+      },
+      topologyKey: "kubernetes.io/hostname",
+    };
+    const copy = () =>
+      run(
+        { [PLACEMENT_LABEL]: "old", [MANAGED_LABEL]: "true" },
+        {
+          taskRunTemplate: {
+            podTemplate: {
+              affinity: { podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [stale] } },
+            },
+          },
+        },
+      );
+    const unmanaged = applyPatch(copy(), gatePipelineRun(copy(), []).patch!);
+    expect(unmanaged.metadata.labels).to.deep.equal({});
+    expect(unmanaged.spec.taskRunTemplate).to.deep.equal({ podTemplate: {} });
+    const managedCopy = applyPatch(
+      copy(),
+      gatePipelineRun(copy(), [managed], undefined, undefined, fixedToken).patch!,
+    );
+    expect(managedCopy.metadata.labels?.[PLACEMENT_LABEL]).to.equal("t0k3n");
+    expect(managedCopy.spec.taskRunTemplate).to.deep.equal({
+      podTemplate: { affinity: { podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [term] } } },
+    });
   });
 
   it("gates nothing while Tekton's own affinity assistant is on, and says why", () => {

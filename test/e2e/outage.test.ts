@@ -1,0 +1,80 @@
+// "No outage of ours may fail a user's run": once a run is released, its later task pods need nothing
+// from us. The run carries its placement in its own pod template (src/placement/run-placement.ts), so
+// with every replica down its tasks are still created, still land beside the placeholder, and the run
+// succeeds. Before, the pods webhook (failurePolicy Fail) refused the second task's pod and Tekton failed
+// the run (PodCreationFailed).
+
+import { expect } from "chai";
+import { COMPONENT_LABEL, PLACEHOLDER_COMPONENT, PLACEMENT_LABEL } from "../../src/api/constants.js";
+import { waitFor } from "../cluster/kube.js";
+import { e2e, waitForGate } from "./env.js";
+import {
+  applyPolicy,
+  createNamespace,
+  createRun,
+  getRun,
+  pipelineRun,
+  placeholderPods,
+  RWO_TEMPLATE,
+  taskPods,
+  waitRunSucceeded,
+} from "./helpers.js";
+
+describe("an outage of ours", function () {
+  this.timeout(240_000);
+
+  it("fails no released run: with every replica down, its later tasks start beside its placeholder", async () => {
+    const env = await e2e();
+    const { cluster } = env;
+    const ns = await createNamespace(cluster, "outage");
+    await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+    // Three tasks in a chain over one RWO claim: the second and third pods are created during the outage.
+    const created = await createRun(
+      cluster,
+      pipelineRun(ns, {
+        workspaces: { source: RWO_TEMPLATE },
+        tasks: [
+          { name: "first", seconds: 4, workspaces: ["source"] },
+          { name: "second", runAfter: ["first"], seconds: 2, workspaces: ["source"] },
+          { name: "third", runAfter: ["second"], seconds: 2, workspaces: ["source"] },
+        ],
+      }),
+    );
+    const token = created.metadata.labels?.[PLACEMENT_LABEL];
+    expect(token, "the gate gives the run a placement token").to.be.a("string").and.not.equal("");
+    const name = created.metadata.name;
+    await waitFor(
+      "the run to be released",
+      async () => (await getRun(cluster, ns, name)).spec.status === undefined,
+      {
+        timeoutMs: 60_000,
+      },
+    );
+    await waitFor("the first task's pod", async () => (await taskPods(cluster, ns, name)).has("first"), {
+      timeoutMs: 60_000,
+    });
+
+    await env.controller.stop();
+    try {
+      const run = await waitRunSucceeded(cluster, ns, name, 120_000);
+      const [placeholder] = await placeholderPods(cluster, ns, run.metadata.uid!);
+      expect(placeholder?.metadata?.labels?.[PLACEMENT_LABEL]).to.equal(token);
+      const node = placeholder?.spec?.nodeName;
+      expect(node, "placeholder scheduled").to.be.a("string");
+      const pods = await taskPods(cluster, ns, name);
+      expect([...pods.keys()].sort()).to.deep.equal(["first", "second", "third"]);
+      for (const [task, pod] of pods) {
+        // Placed by the term the run carries (not by chance): it names this run's placeholder.
+        const terms = pod.spec?.affinity?.podAffinity?.requiredDuringSchedulingIgnoredDuringExecution ?? [];
+        expect(
+          terms.map((t) => t.labelSelector?.matchLabels),
+          task,
+        ).to.deep.include({ [PLACEMENT_LABEL]: token, [COMPONENT_LABEL]: PLACEHOLDER_COMPONENT });
+        expect(pod.spec?.nodeName, task).to.equal(node);
+      }
+    } finally {
+      await env.controller.start();
+      await waitForGate(cluster);
+    }
+  });
+});
