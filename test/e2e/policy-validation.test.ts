@@ -5,7 +5,7 @@
 import { expect } from "chai";
 import { GROUP, PLURAL, VERSION } from "../../src/api/constants.js";
 import type { AffinityPolicy } from "../../src/api/types.js";
-import { e2e } from "./env.js";
+import { e2e, waitForGate } from "./env.js";
 import { createNamespace } from "./helpers.js";
 
 const INVALID: [string, Record<string, unknown>, RegExp][] = [
@@ -179,6 +179,53 @@ describe("AffinityPolicy validation on the real apiserver", function () {
     expect(created.spec.strategy).to.equal("podAffinity");
     expect(created.spec.topologyKey).to.equal("kubernetes.io/hostname");
     expect(created.spec.isolation?.scope).to.equal("cluster");
+  });
+
+  // A replica that is starting (no webhook configuration patched yet) or every replica down: what needs
+  // no other object is still checked, by the CRD's schema and CEL rules, with the same explanations.
+  it("refuses invalid placeholders by the schema alone, with no replica up", async () => {
+    const env = await e2e();
+    const ns = await namespace();
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ resources: { requests: { cpu: "lots" } } }, /requests\[cpu\].*lots.*is not a Kubernetes quantity/],
+      [{ resources: { requests: { memory: "-1Gi" } } }, /-1Gi.* is negative; resource quantities must be zero or more/],
+      [
+        { resources: { requests: { memory: "2Gi" }, limits: { memory: "1Gi" } } },
+        /a request is above limit/,
+      ],
+      [{ image: "" }, /image is empty/],
+      [{ image: "pause latest" }, /image contains whitespace/],
+      [{ serviceAccountName: "Builder_SA" }, /serviceAccountName must be a lowercase DNS subdomain/],
+      [{ priorityClassName: "High" }, /priorityClassName must be a lowercase DNS subdomain/],
+    ];
+    await env.controller.stop();
+    try {
+      for (const [i, [placeholder, expected]] of cases.entries()) {
+        const error = await env.cluster.clients.custom
+          .createNamespacedCustomObject({
+            group: GROUP,
+            version: VERSION,
+            plural: PLURAL,
+            namespace: ns,
+            body: {
+              apiVersion: `${GROUP}/${VERSION}`,
+              kind: "AffinityPolicy",
+              metadata: { name: `schema-${i}` },
+              spec: { mode: "pipelineruns", placeholder },
+            },
+          })
+          .then(
+            () => "accepted",
+            (err: { body?: string }) => String(err.body ?? err),
+          );
+        expect(error, JSON.stringify(placeholder)).to.match(expected);
+        // Refused by the schema, not because our webhook could not be called.
+        expect(error).to.not.contain("failed calling webhook");
+      }
+    } finally {
+      await env.controller.start();
+      await waitForGate(env.cluster);
+    }
   });
 
   let shared: string | undefined;
