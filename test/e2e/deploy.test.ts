@@ -19,7 +19,7 @@ import { parseAllDocuments, stringify } from "yaml";
 import { toKubeYaml } from "../../scripts/release-lib.js";
 import { parseQuantity } from "../../src/api/quantity.js";
 import type { LocalCluster } from "../cluster/cluster.js";
-import { waitFor } from "../cluster/kube.js";
+import { kubectlRun, waitFor } from "../cluster/kube.js";
 import { ControllerProcess } from "./controller-process.js";
 import { e2e, TEST_CONTROLLER_ARGS, waitForGate } from "./env.js";
 import {
@@ -42,7 +42,7 @@ const WEBHOOKS = "tekton-affinity";
 interface Obj {
   apiVersion: string;
   kind: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; [key: string]: unknown };
   [key: string]: unknown;
 }
 
@@ -207,7 +207,54 @@ const RBAC_KINDS = new Set([
   "ClusterRoleBinding",
   "Role",
   "RoleBinding",
+  // The fence around the controller's service account (controller-fence.yaml): RBAC and the fence together.
+  "ValidatingAdmissionPolicy",
+  "ValidatingAdmissionPolicyBinding",
 ]);
+
+/** A StatefulSet as the controller writes a placeholder, in `namespace`, changed by `change`. */
+function placeholderShaped(
+  namespace: string,
+  change: (pod: Record<string, unknown>) => void = () => {},
+): Obj {
+  const labels = {
+    "app.kubernetes.io/component": "affinity-placeholder",
+    "affinity.tekton.dev/placeholder": "fence",
+  };
+  const pod: Record<string, unknown> = {
+    automountServiceAccountToken: false,
+    containers: [
+      {
+        name: "placeholder",
+        image: "registry.k8s.io/pause:3.10",
+        securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } },
+      },
+    ],
+  };
+  change(pod);
+  return {
+    apiVersion: "apps/v1",
+    kind: "StatefulSet",
+    metadata: {
+      name: "fence",
+      namespace,
+      labels,
+      ownerReferences: [
+        {
+          apiVersion: "tekton.dev/v1",
+          kind: "PipelineRun",
+          name: "r",
+          uid: "00000000-0000-0000-0000-000000000001",
+        },
+      ],
+    },
+    spec: {
+      serviceName: "fence",
+      selector: { matchLabels: labels },
+      template: { metadata: { labels }, spec: pod },
+    },
+  };
+}
 
 describe("deploy/ (kustomize install)", function () {
   this.timeout(300_000);
@@ -228,6 +275,8 @@ describe("deploy/ (kustomize install)", function () {
       "service/tekton-affinity-webhook",
       "statefulset.apps/tekton-affinity-redis",
       "poddisruptionbudget.policy/tekton-affinity-redis",
+      "validatingadmissionpolicy.admissionregistration.k8s.io/tekton-affinity-controller-fence",
+      "validatingadmissionpolicybinding.admissionregistration.k8s.io/tekton-affinity-controller-fence",
     ])
       expect(out).to.include(kind);
   });
@@ -313,10 +362,15 @@ describe("deploy/ (kustomize install)", function () {
     expect(redis.spec?.replicas).to.equal(1);
     const container = redis.spec!.template.spec!.containers.find((c) => c.name === "redis");
     const env = envOf(container);
-    // Kubernetes expands $(REDIS_PASSWORD) in args from the container's env.
-    const args = container?.args ?? [];
-    expect(args[args.indexOf("--requirepass") + 1]).to.equal("$(REDIS_PASSWORD)");
-    expect(args[args.indexOf("--maxmemory-policy") + 1], "BullMQ needs noeviction").to.equal("noeviction");
+    // The password goes to redis-server on stdin: neither command nor args carries it (or $(...) of it,
+    // which Kubernetes would expand onto the command line).
+    const commandLine = [...(container?.command ?? []), ...(container?.args ?? [])].join(" ");
+    expect(commandLine).to.not.include("--requirepass").and.not.include("$(REDIS_PASSWORD)");
+    expect(commandLine)
+      .to.match(/redis-server - /)
+      .and.match(/\nrequirepass \$REDIS_PASSWORD\n/);
+    expect(commandLine, "BullMQ needs noeviction").to.include("--maxmemory-policy noeviction");
+    expect(commandLine, "a maxmemory below the container's limit").to.match(/--maxmemory 192mb/);
     for (const name of ["REDIS_PASSWORD", "REDISCLI_AUTH"])
       expect(env[name], name).to.deep.equal({ name, valueFrom: { secretKeyRef: REDIS_SECRET } });
     // The readiness probe authenticates (REDISCLI_AUTH) and checks the answer: redis-cli exits 0 on NOAUTH.
@@ -396,6 +450,86 @@ describe("deploy/ (kustomize install)", function () {
           name: SERVICE_ACCOUNT,
           namespace: NAMESPACE,
         });
+  });
+
+  it("fences the controller's service account: what its RBAC allows but its job does not need is refused", async () => {
+    const env = await e2e();
+    const { cluster } = env;
+    await cluster.apply(
+      base
+        .filter((o) => RBAC_KINDS.has(o.kind))
+        .map((o) => stringify(o))
+        .join("---\n"),
+    );
+    const kubeconfig = cluster.writeImpersonatingKubeconfig(
+      join(env.logDir, "fence-sa.kubeconfig"),
+      `system:serviceaccount:${NAMESPACE}:${SERVICE_ACCOUNT}`,
+    );
+    const ns = await createNamespace(cluster, "fence");
+    const asController = (args: string[], input?: string) =>
+      kubectlRun(cluster.kubectl, kubeconfig, args, input).then(
+        (out) => `allowed: ${out}`,
+        (err: Error) => err.message,
+      );
+    const create = (obj: Obj) => asController(["create", "--dry-run=server", "-f", "-"], JSON.stringify(obj));
+    // A policy is enforced once the apiserver has loaded it: wait for the first refusal.
+    await waitFor("the fence to be enforced", async () =>
+      (await create(placeholderShaped("kube-system"))).includes("tekton-affinity-controller-fence"),
+    );
+    const privileged = placeholderShaped(ns, (pod) => {
+      (pod.containers as Record<string, unknown>[])[0]!.securityContext = { privileged: true };
+    });
+    const hostPath = placeholderShaped(ns, (pod) => {
+      pod.volumes = [{ name: "root", hostPath: { path: "/" } }];
+    });
+    const hostNetwork = placeholderShaped(ns, (pod) => {
+      pod.hostNetwork = true;
+    });
+    const withToken = placeholderShaped(ns, (pod) => {
+      pod.automountServiceAccountToken = true;
+    });
+    const notOwned = {
+      ...placeholderShaped(ns),
+      metadata: { ...placeholderShaped(ns).metadata, ownerReferences: [] },
+    };
+    for (const [what, obj] of Object.entries({ privileged, hostPath, hostNetwork, withToken, notOwned }))
+      expect(await create(obj), what).to.contain("tekton-affinity-controller-fence");
+    expect(
+      await create({ ...privileged, metadata: { ...privileged.metadata, namespace: "kube-system" } }),
+    ).to.match(/system namespace kube-system/);
+    // Its own shape passes: the fence refuses the abuse, not the job.
+    expect(await create(placeholderShaped(ns))).to.match(
+      /^allowed: .*statefulset.apps\/fence created \(server dry run\)/,
+    );
+
+    // A tenant's claim and a tenant's pod cannot be deleted; no webhook configuration can be created.
+    await cluster.clients.core.createNamespacedPersistentVolumeClaim({
+      namespace: ns,
+      body: {
+        metadata: { name: "tenant-data" },
+        spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Mi" } } },
+      },
+    });
+    await cluster.clients.core.createNamespacedPod({
+      namespace: ns,
+      body: { metadata: { name: "tenant-pod" }, spec: { containers: [{ name: "c", image: "busybox" }] } },
+    });
+    expect(await asController(["-n", ns, "delete", "pvc/tenant-data", "--wait=false"])).to.contain(
+      "tekton-affinity-controller-fence",
+    );
+    expect(await asController(["-n", ns, "delete", "pod/tenant-pod", "--wait=false"])).to.contain(
+      "tekton-affinity-controller-fence",
+    );
+    const webhook = {
+      apiVersion: "admissionregistration.k8s.io/v1",
+      kind: "MutatingWebhookConfiguration",
+      metadata: { name: "intercept-everything" },
+      webhooks: [],
+    };
+    expect(await create(webhook as unknown as Obj)).to.match(/forbidden/i);
+    // Both are still there.
+    await cluster.clients.core.readNamespacedPersistentVolumeClaim({ name: "tenant-data", namespace: ns });
+    await cluster.clients.core.readNamespacedPod({ name: "tenant-pod", namespace: ns });
   });
 
   it("a replica with only the deploy/ RBAC passes scenario 2 with no forbidden request", async () => {
