@@ -108,13 +108,27 @@ function tlsOptions(caFile: string | undefined): { ca?: string } {
   }
 }
 
+/** The URL as it may be shown: its password, if any, replaced by ***. Works on a URL that does not
+ * parse, which is when it is shown. */
+export function redactedUrl(raw: string): string {
+  return raw.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*:)[^/]*@/i, "$1***@");
+}
+
 /** Redis connection options for ioredis from the URL, password, TLS and Sentinel settings. */
 export function redisConnection(o: ControllerOptions) {
-  const url = new URL(o.redisUrl);
-  if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
-    throw new Error(`--redis-url must start with redis:// or rediss://, got "${o.redisUrl}"`);
+  const shown = redactedUrl(o.redisUrl);
+  let url: URL;
+  try {
+    url = new URL(o.redisUrl);
+  } catch {
+    throw new Error(
+      `--redis-url is not a URL: "${shown}"; use redis://[:PASSWORD@]HOST:PORT[/DB], with the password percent-encoded, or pass it as --redis-password`,
+    );
   }
-  if (!url.hostname) throw new Error(`--redis-url has no host: "${o.redisUrl}"; use redis://HOST:PORT`);
+  if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
+    throw new Error(`--redis-url must start with redis:// or rediss://, got "${shown}"`);
+  }
+  if (!url.hostname) throw new Error(`--redis-url has no host: "${shown}"; use redis://HOST:PORT`);
   const password = o.redisPassword ?? (url.password ? decodeURIComponent(url.password) : undefined);
   const tls = o.redisTls || url.protocol === "rediss:" ? tlsOptions(o.redisCaFile) : undefined;
   const dbPath = url.pathname.slice(1);

@@ -3,6 +3,7 @@
 // with the placeholder on a real node. The real node (real-node.ts: containerd, runc, a kubelet, the
 // images built here) joins the shared e2e cluster for these tests and leaves it after them.
 
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { connect, createServer, type Socket } from "node:net";
 import { resolve } from "node:path";
@@ -132,6 +133,7 @@ describe("real node: a kubelet with containerd runs the placeholder and the task
 
   it("deploy/'s Redis runs from the image it names, as deploy/ configures it (non-root, read-only root)", async () => {
     const ns = await createNamespace(cluster, "real-redis");
+    const password = uniqueName("pw");
     const [statefulSet] = parseYaml(
       readFileSync(resolve(REPO, "deploy", "base", "redis.yaml"), "utf8"),
     ).filter((o) => o.kind === "StatefulSet") as k8s.V1StatefulSet[];
@@ -139,7 +141,7 @@ describe("real node: a kubelet with containerd runs the placeholder and the task
     statefulSet!.spec!.template.spec!.nodeSelector = ON_REAL_NODE.nodeSelector;
     await cluster.clients.core.createNamespacedSecret({
       namespace: ns,
-      body: { metadata: { name: "tekton-affinity-redis" }, stringData: { password: uniqueName("pw") } },
+      body: { metadata: { name: "tekton-affinity-redis" }, stringData: { password } },
     });
     await cluster.clients.apps.createNamespacedStatefulSet({ namespace: ns, body: statefulSet! });
     // Ready is deploy/'s own probe: `redis-cli ping` with the password answers PONG.
@@ -153,6 +155,17 @@ describe("real node: a kubelet with containerd runs the placeholder and the task
     );
     expect(pod.spec?.nodeName).to.equal(realNode);
     expect(pod.status?.containerStatuses?.[0]?.image).to.equal(REDIS_IMAGE);
+    // The real node's processes are this machine's: no command line shows the password.
+    const commandLines = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" });
+    expect(commandLines).to.match(/redis-server/);
+    expect(commandLines).to.not.include(password);
+    // It took the password from stdin, and the maxmemory.
+    const cli = (...args: string[]) =>
+      execFileSync("redis-cli", ["-h", pod.status!.podIP!, "--no-auth-warning", ...args], {
+        encoding: "utf8",
+      }).trim();
+    expect(cli("ping")).to.match(/NOAUTH/);
+    expect(cli("-a", password, "config", "get", "maxmemory")).to.equal(`maxmemory\n${192 * 1024 * 1024}`);
   });
 
   it("the harness's StorageClasses give volumes a task on the real node can write", async () => {

@@ -1,6 +1,11 @@
 import { expect } from "chai";
 import { DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
-import { type ControllerOptions, DEFAULTS, redisConnection } from "../../src/controller/options.js";
+import {
+  type ControllerOptions,
+  DEFAULTS,
+  redactedUrl,
+  redisConnection,
+} from "../../src/controller/options.js";
 import {
   cacheHasSeen,
   eventJobId,
@@ -117,6 +122,26 @@ describe("redisConnection", () => {
       ...o,
     };
   }
+
+  it("never shows the URL's password in an error", () => {
+    for (const redisUrl of [
+      "redis://:hunter2@redis:6379/x", // bad database path
+      "http://:hunter2@redis:6379", // wrong scheme
+      "redis://:hun ter2@re dis:6379", // not a URL at all
+      "redis://user:hunter2@:6379",
+    ]) {
+      let message = "";
+      try {
+        redisConnection(options({ redisUrl }));
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      expect(message, redisUrl).to.match(/--redis-url/);
+      expect(message, redisUrl).to.not.include("hunter2");
+    }
+    expect(redactedUrl("rediss://app:p@ss@redis:6380/1")).to.equal("rediss://app:***@redis:6380/1");
+    expect(redactedUrl("redis://redis:6379")).to.equal("redis://redis:6379");
+  });
 
   it("reads host and port from a redis:// URL", () => {
     expect(redisConnection(options({ redisUrl: "redis://redis.infra.svc:6380" }))).to.deep.equal({
