@@ -115,8 +115,165 @@ export interface PlaceholderSpec {
   };
   /**
    * Secrets used to pull the placeholder image.
+   *
+   * @maxItems 16
    */
-  imagePullSecrets?: LocalObjectReference[];
+  imagePullSecrets?:
+    | []
+    | [LocalObjectReference]
+    | [LocalObjectReference, LocalObjectReference]
+    | [LocalObjectReference, LocalObjectReference, LocalObjectReference]
+    | [LocalObjectReference, LocalObjectReference, LocalObjectReference, LocalObjectReference]
+    | [
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+      ]
+    | [
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+      ]
+    | [
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+      ]
+    | [
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+      ]
+    | [
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+      ]
+    | [
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+      ]
+    | [
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+      ]
+    | [
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+      ]
+    | [
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+      ]
+    | [
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+      ]
+    | [
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+      ]
+    | [
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+        LocalObjectReference,
+      ];
   resources?: ResourceRequirements;
   /**
    * Image of the placeholder container; defaults to registry.k8s.io/pause:3.10.
