@@ -38,7 +38,7 @@ import { enqueueWaitingRuns, watchRunInputs } from "../reconcilers/pipelinerun-w
 import { causeOf, runKey, runNews, type Versioned, type WorkSink } from "../reconcilers/work-sink.js";
 import { CertificateManager, caBundle } from "../webhooks/certificate-manager.js";
 import { caBundleOnly, webhookConfigurations } from "../webhooks/configurations.js";
-import { CLUSTER_DEFAULT_POLICY, gatePipelineRun } from "../webhooks/gate.js";
+import { CLUSTER_DEFAULT_POLICY, gatePipelineRun, guardMarks } from "../webhooks/gate.js";
 import { mutateTaskPod } from "../webhooks/pods.js";
 import { validateAffinityPolicy } from "../webhooks/policies.js";
 import { createApp, listen } from "../webhooks/server.js";
@@ -58,6 +58,14 @@ function withTimeout<T>(read: Promise<T>, what: string): Promise<T> {
     );
   });
   return Promise.race([read, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** The user name the apiserver knows this replica by: one SelfSubjectReview at start. */
+async function ownUsername(kc: k8s.KubeConfig): Promise<string | undefined> {
+  const review = await kc.makeApiClient(k8s.AuthenticationV1Api).createSelfSubjectReview({
+    body: { apiVersion: "authentication.k8s.io/v1", kind: "SelfSubjectReview" },
+  });
+  return review.status?.userInfo?.username;
 }
 
 /** One API read of a run; undefined when it does not exist. */
@@ -144,6 +152,8 @@ export class Controller {
   private synced = false;
   /** Set on SIGTERM: /readyz fails so endpoints drop this replica, while it still answers admissions. */
   private draining = false;
+  /** This replica's own user name, as the apiserver sees it (SelfSubjectReview): updates by it are ours. */
+  private username: string | undefined;
   /** Which run events are new work; told of our own writes so they do not come back as work. */
   private readonly runChanges = new ChangeFilter(runFingerprint);
   /** What the watches (src/reconcilers/*-watches.ts) enqueue through. */
@@ -162,6 +172,13 @@ export class Controller {
     const o = this.o;
     const kc = loadKubeConfig(o.kubeconfig);
     const clients = makeClients(kc);
+    this.username = await ownUsername(kc).catch((err) => {
+      this.logger.warn(
+        { err: apiMessage(err) },
+        "could not learn this replica's user name (SelfSubjectReview); users' updates of our marks are not undone",
+      );
+      return undefined;
+    });
     const caches = makeCaches(kc, this.logger);
     this.caches = caches;
     // Before the caches start, so the index sees the first list's adds.
@@ -192,6 +209,9 @@ export class Controller {
     const app = createApp(
       {
         pipelineRun: (run) => this.gate(run, clients, caches, clusterDefault, tektonFlags),
+        // Unknown own identity: guard nothing rather than undo our own writes.
+        pipelineRunUpdate: (run, old, username) =>
+          guardMarks(run, old, this.username === undefined || username === this.username),
         pod: (pod, namespace) => this.admitTaskPod(pod, namespace, clients, caches, clusterDefault),
         policy: (policy) => validateAffinityPolicy(policy, o.tenancy),
         ready: () => this.synced && !this.draining,

@@ -9,6 +9,7 @@ export interface AdmissionRequest<T = unknown> {
   object?: T;
   oldObject?: T;
   dryRun?: boolean;
+  userInfo?: { username?: string; groups?: string[] };
 }
 
 export interface AdmissionReview<T = unknown> {

@@ -7,6 +7,8 @@
 //  - pipelineruns (gate): Ignore. PipelineRuns of every namespace pass through it, including namespaces
 //    with no policy; a controller outage must not stop a whole cluster's CI. A run admitted ungated while
 //    we were down is simply not co-scheduled (its pods carry no managed label).
+//  - pipelinerun-marks (UPDATE of managed runs): Ignore, as the gate; while we are down a user can
+//    change our marks, and the run reconciler takes what it then reads.
 //  - pods: Fail. Only pods of managed runs reach it (objectSelector on our label), and such a pod
 //    scheduled without its affinity could land away from its RWO volume. The cost: Tekton does not
 //    retry a pod creation the webhook failed, it fails that TaskRun (PodCreationFailed), so an admission
@@ -73,6 +75,25 @@ export function webhookConfigurations(e: WebhookEndpoint): KubernetesObject[] {
           },
         ],
         failurePolicy: "Ignore",
+        namespaceSelector: notExcluded,
+        reinvocationPolicy: "Never",
+      },
+      {
+        ...common,
+        // Our marks hold on UPDATE (gate.ts guardMarks). Only runs that carry, or carried, our managed
+        // label: the apiserver matches an UPDATE's objectSelector on the old object and on the new one.
+        name: `pipelinerun-marks.${GROUP}`,
+        clientConfig: clientConfig(e, PATHS.pipelineRunMarks),
+        rules: [
+          {
+            apiGroups: [TEKTON_GROUP],
+            apiVersions: ["v1", "v1beta1"],
+            operations: ["UPDATE"],
+            resources: ["pipelineruns"],
+          },
+        ],
+        failurePolicy: "Ignore",
+        objectSelector: { matchLabels: { [MANAGED_LABEL]: "true" } },
         namespaceSelector: notExcluded,
         reinvocationPolicy: "Never",
       },

@@ -137,3 +137,42 @@ export function gatePipelineRun(
     ...(warnings.length ? { warnings } : {}),
   };
 }
+
+/**
+ * Our marks on UPDATE. Only pods of runs we manage, and runs that were managed, reach it (objectSelector
+ * on the managed label, which the apiserver matches on the old object too). An update by anyone but the
+ * controller keeps every label and annotation under affinity.tekton.dev/ as it was: removing the managed
+ * label would drop the run out of our watch (its maxWait would never fire, its placeholder would stay),
+ * and a forged `cleaned-up` or `placed-on` would skip our work. Everything else in the update goes
+ * through.
+ */
+export function guardMarks(
+  run: PipelineRun,
+  old: PipelineRun | undefined,
+  byController: boolean,
+): AdmissionDecision {
+  if (byController || !old) return { allowed: true };
+  const patch: JsonPatchOp[] = [];
+  const changed: string[] = [];
+  for (const field of ["labels", "annotations"] as const) {
+    const now = run.metadata[field] ?? {};
+    const before = old.metadata[field] ?? {};
+    const keys = new Set([...ownedKeys(now), ...ownedKeys(before)]);
+    const restore: Record<string, string> = {};
+    for (const key of keys) {
+      if (now[key] === before[key]) continue;
+      changed.push(key);
+      if (before[key] === undefined) patch.push({ op: "remove", path: pointer("metadata", field, key) });
+      else restore[key] = before[key];
+    }
+    if (Object.keys(restore).length) patch.push(...setMetadataEntries(run.metadata, field, restore));
+  }
+  if (!patch.length) return { allowed: true };
+  return {
+    allowed: true,
+    patch,
+    warnings: [
+      `tekton-affinity: kept ${changed.join(", ")} as they were: labels and annotations under ${OWNED_PREFIX} are set by the controller only`,
+    ],
+  };
+}

@@ -12,6 +12,7 @@ import { type AdmissionDecision, type AdmissionReview, reviewResponse } from "./
 
 export const PATHS = {
   pipelineRuns: "/mutate/pipelineruns",
+  pipelineRunMarks: "/mutate/pipelineruns/marks",
   pods: "/mutate/pods",
   policies: "/validate/affinitypolicies",
 } as const;
@@ -35,6 +36,8 @@ export type OnHandlerError = "allow" | "deny";
 
 export interface WebhookHandlers {
   pipelineRun: (run: PipelineRun) => AdmissionDecision | Promise<AdmissionDecision>;
+  /** An UPDATE of a managed run, by `username`. */
+  pipelineRunUpdate?: (run: PipelineRun, old: PipelineRun | undefined, username: string) => AdmissionDecision;
   pod: (pod: V1Pod, namespace: string) => AdmissionDecision | Promise<AdmissionDecision>;
   policy: (policy: AffinityPolicy) => AdmissionDecision;
   /** True once the informer caches have synced (before that the webhooks would answer from nothing),
@@ -112,6 +115,14 @@ export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: L
   app.post(
     PATHS.pipelineRuns,
     admit<PipelineRun>("pipelineruns", "allow", (run) => handlers.pipelineRun(run)),
+  );
+  app.post(
+    PATHS.pipelineRunMarks,
+    admit<PipelineRun>("pipelinerun-marks", "allow", (run, review) =>
+      handlers.pipelineRunUpdate
+        ? handlers.pipelineRunUpdate(run, review.request?.oldObject, review.request?.userInfo?.username ?? "")
+        : { allowed: true },
+    ),
   );
   app.post(
     PATHS.pods,

@@ -181,10 +181,22 @@ describe("bad input and its visible consequences", function () {
     const unmanaged = await createRun(cluster, pipelineRun(ns, { tasks: [{ name: "a" }, { name: "b" }] }));
     await waitRunSucceeded(cluster, ns, unmanaged.metadata.name);
     expect(podAdmissions(controller.log, ns)).to.equal(0);
-    // The counter is live: a managed run's pods do reach it.
+    // Nor those of a run that carries its placement (pipelineruns mode: src/placement/run-placement.ts).
+    const carriedNs = await createNamespace(cluster, "carried");
+    await applyPolicy(cluster, carriedNs, { mode: "pipelineruns" });
+    const carried = await createRun(cluster, pipelineRun(carriedNs, { tasks: [{ name: "a" }] }));
+    await waitRunSucceeded(cluster, carriedNs, carried.metadata.name);
+    expect(podAdmissions(controller.log, carriedNs)).to.equal(0);
+    // The counter is live: a managed run's pods that need it (workspaces mode) do reach it.
     const managedNs = await createNamespace(cluster, "managed");
-    await applyPolicy(cluster, managedNs, { mode: "pipelineruns" });
-    const managed = await createRun(cluster, pipelineRun(managedNs, { tasks: [{ name: "a" }] }));
+    await applyPolicy(cluster, managedNs, { mode: "workspaces" });
+    const managed = await createRun(
+      cluster,
+      pipelineRun(managedNs, {
+        workspaces: { source: RWO_TEMPLATE },
+        tasks: [{ name: "a", workspaces: ["source"] }],
+      }),
+    );
     await waitRunSucceeded(cluster, managedNs, managed.metadata.name);
     expect(podAdmissions(controller.log, managedNs)).to.be.at.least(1);
   });

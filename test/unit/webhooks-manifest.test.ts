@@ -37,6 +37,7 @@ describe("shipped webhook configurations", () => {
       metadata: { name: "tekton-affinity" },
       webhooks: [
         { name: "pipelineruns.affinity.tekton.dev", clientConfig: { caBundle: "Q0E=" } },
+        { name: "pipelinerun-marks.affinity.tekton.dev", clientConfig: { caBundle: "Q0E=" } },
         { name: "pods.affinity.tekton.dev", clientConfig: { caBundle: "Q0E=" } },
       ],
     });

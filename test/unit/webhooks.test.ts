@@ -14,7 +14,7 @@ import { DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../../src/api/types.js";
 import { placeholderName } from "../../src/placement/names.js";
 import { type JsonPatchOp, reviewResponse } from "../../src/webhooks/admission.js";
-import { CLUSTER_DEFAULT_POLICY, gatePipelineRun } from "../../src/webhooks/gate.js";
+import { CLUSTER_DEFAULT_POLICY, gatePipelineRun, guardMarks } from "../../src/webhooks/gate.js";
 import { mutateTaskPod, type PodContext } from "../../src/webhooks/pods.js";
 import { policy, run } from "./helpers.js";
 
@@ -71,6 +71,56 @@ describe("test JSON patch applier", () => {
     expect(out).to.deep.equal({ a: { "x/y": 3 }, b: [1, 2] });
     expect(() => applyPatch({}, [{ op: "add", path: "/a/b", value: 1 }])).to.throw(/no parent/);
     expect(() => applyPatch({}, [{ op: "remove", path: "/a" }])).to.throw(/no such member/);
+  });
+});
+
+describe("guardMarks (UPDATE of a managed run)", () => {
+  const old = (): PipelineRun => {
+    const r = run({ app: "x", [MANAGED_LABEL]: "true", [PLACEMENT_LABEL]: "t0k3n" });
+    r.metadata.annotations = { [MODE_ANNOTATION]: "pipelineruns", [POLICY_ANNOTATION]: "p", note: "a" };
+    return r;
+  };
+
+  it("puts back every mark a user removed or changed, and drops one they forged; their own changes stay", () => {
+    const updated = old();
+    delete updated.metadata.labels![MANAGED_LABEL];
+    updated.metadata.labels![PLACEMENT_LABEL] = "other";
+    updated.metadata.labels!.app = "y";
+    updated.metadata.annotations = {
+      [POLICY_ANNOTATION]: "p",
+      note: "b",
+      "affinity.tekton.dev/cleaned-up": "true",
+    };
+    const decision = guardMarks(updated, old(), false);
+    expect(decision.allowed).to.equal(true);
+    const out = applyPatch(updated, decision.patch!);
+    expect(out.metadata.labels).to.deep.equal({
+      app: "y",
+      [MANAGED_LABEL]: "true",
+      [PLACEMENT_LABEL]: "t0k3n",
+    });
+    expect(out.metadata.annotations).to.deep.equal({
+      [MODE_ANNOTATION]: "pipelineruns",
+      [POLICY_ANNOTATION]: "p",
+      note: "b",
+    });
+    expect(decision.warnings![0]).to.contain(MANAGED_LABEL).and.contain("affinity.tekton.dev/cleaned-up");
+  });
+
+  it("restores a label map removed whole", () => {
+    const updated = old();
+    delete updated.metadata.labels;
+    const out = applyPatch(updated, guardMarks(updated, old(), false).patch!);
+    expect(out.metadata.labels).to.deep.equal({ [MANAGED_LABEL]: "true", [PLACEMENT_LABEL]: "t0k3n" });
+  });
+
+  it("lets the controller change its marks, and lets an update that keeps them through untouched", () => {
+    const released = old();
+    delete released.metadata.labels![MANAGED_LABEL];
+    expect(guardMarks(released, old(), true)).to.deep.equal({ allowed: true });
+    const userEdit = old();
+    userEdit.metadata.labels!.app = "z";
+    expect(guardMarks(userEdit, old(), false)).to.deep.equal({ allowed: true });
   });
 });
 
