@@ -345,11 +345,14 @@ function decideMigration(obs: RunObservation): RunAction[] {
     }
     // NotReady waits out its grace period; every problem waits out the settle period, so a quick
     // uncordon cancels the move; and a placeholder moves at most once per settle period.
+    // The eviction time was written by whichever replica evicted, by its clock: a clock minutes ahead
+    // of ours must not hold the placeholder for minutes, so that wait is at most one settle period.
+    // (One behind only shortens it; troubleSince, by our own clock, still holds the move a period.)
     const lastEviction = Number(set.metadata?.annotations?.[EVICTED_AT_ANNOTATION] ?? 0);
     const settleLeft = Math.max(
       problem.waitMs,
       (obs.troubleSince[nodeName] ?? now) + settlePeriodMs - now,
-      lastEviction + settlePeriodMs - now,
+      Math.min(lastEviction + settlePeriodMs - now, settlePeriodMs),
     );
     if (settleLeft > 0) {
       requeueAfterMs = Math.min(requeueAfterMs ?? settleLeft, settleLeft);

@@ -2,6 +2,11 @@
 // certificate it serves (as kube-apiserver keeps identity Leases). A CA rotation takes its next step only
 // when every live replica has caught up; a Lease not renewed within its duration is a replica that is
 // gone, and is ignored (and deleted) so a crashed replica cannot hold a rotation up.
+//
+// "Renewed within its duration" is judged by this replica's own clock, never by comparing the renewTime
+// another replica wrote (its clock) with ours: as client-go's leader election does, a Lease is live while
+// its resourceVersion changed less than a duration ago, as this replica saw it. Clocks minutes apart then
+// neither expire a live replica nor keep a dead one.
 
 import * as k8s from "@kubernetes/client-node";
 import type { ReplicaReport } from "./ca-rotation.js";
@@ -33,16 +38,29 @@ export function leaseName(replicaId: string): string {
   return `tekton-affinity-webhook-${safe || "replica"}`.slice(0, 253);
 }
 
-/** Whether a Lease was renewed within its duration at `now`. */
-export function leaseIsLive(lease: k8s.V1Lease, now: Date): boolean {
-  const renewed = lease.spec?.renewTime ?? lease.spec?.acquireTime;
-  if (!renewed) return false;
+/** When this replica last saw a Lease change (a renewal changes its resourceVersion), by its own clock. */
+export interface LeaseSighting {
+  version: string;
+  seenAtMs: number;
+}
+
+/** The sighting after looking at `lease` at `nowMs`: the previous one while the Lease is unchanged. */
+export function sight(previous: LeaseSighting | undefined, lease: k8s.V1Lease, nowMs: number): LeaseSighting {
+  const version = lease.metadata?.resourceVersion ?? "";
+  return previous && previous.version === version ? previous : { version, seenAtMs: nowMs };
+}
+
+/** Whether a Lease, last seen changing at `seen`, was renewed within its duration, at `nowMs`. A Lease
+ * first seen now counts as live for one duration: a replica that starts cannot tell a dead one yet. */
+export function leaseIsLive(lease: k8s.V1Lease, seen: LeaseSighting, nowMs: number): boolean {
+  if (!lease.spec?.renewTime && !lease.spec?.acquireTime) return false;
   const durationMs = (lease.spec?.leaseDurationSeconds ?? 0) * 1000;
-  return new Date(renewed).getTime() + durationMs > now.getTime();
+  return seen.seenAtMs + durationMs > nowMs;
 }
 
 export class ReplicaLeases {
   private readonly name: string;
+  private readonly sightings = new Map<string, LeaseSighting>();
 
   constructor(private readonly o: ReplicaLeasesOptions) {
     this.name = leaseName(o.replicaId);
@@ -88,25 +106,31 @@ export class ReplicaLeases {
   }
 
   /** The reports of every replica whose Lease is live; long-expired Leases are deleted on the way. */
-  async live(now = new Date()): Promise<ReplicaReport[]> {
+  async live(nowMs = Date.now()): Promise<ReplicaReport[]> {
     const { coordination, namespace } = this.o;
     const list = await coordination.listNamespacedLease({
       namespace,
       labelSelector: `${REPLICA_LEASE_LABEL}=true`,
     });
     const reports: ReplicaReport[] = [];
+    const present = new Set<string>();
     for (const lease of list.items) {
-      if (leaseIsLive(lease, now)) {
+      const name = lease.metadata?.name ?? "";
+      present.add(name);
+      const seen = sight(this.sightings.get(name), lease, nowMs);
+      this.sightings.set(name, seen);
+      if (leaseIsLive(lease, seen, nowMs)) {
         const a = lease.metadata?.annotations ?? {};
         reports.push({
-          id: lease.spec?.holderIdentity ?? lease.metadata?.name ?? "",
+          id: lease.spec?.holderIdentity ?? name,
           trusts: a[TRUSTS_ANNOTATION] ?? "",
           serves: a[SERVES_ANNOTATION] ?? "",
         });
-      } else if (!leaseIsLive(lease, new Date(now.getTime() - DELETE_EXPIRED_AFTER_MS))) {
-        await this.delete(lease.metadata?.name ?? "").catch(() => undefined);
+      } else if (!leaseIsLive(lease, seen, nowMs - DELETE_EXPIRED_AFTER_MS)) {
+        await this.delete(name).catch(() => undefined);
       }
     }
+    for (const name of this.sightings.keys()) if (!present.has(name)) this.sightings.delete(name);
     return reports;
   }
 

@@ -674,6 +674,15 @@ describe("run decisions", () => {
       ]);
     });
 
+    it("tolerates a clock minutes ahead of ours in evicted-at: it waits one settle period at most", () => {
+      const since = { "node-a": NOW - 60_000 };
+      // The evicting replica's clock ran five minutes ahead: its evicted-at is in our future.
+      const skewed = { setAnnotations: { [EVICTED_AT_ANNOTATION]: String(NOW + 5 * 60_000) } };
+      expect(decideRun(onA({ nodes: cordoned, troubleSince: since }, skewed))).to.deep.equal([
+        { type: "requeueAfter", ms: SETTLE },
+      ]);
+    });
+
     it("waits out the NotReady grace period", () => {
       const notReady = (sinceMs: number) => ({
         nodes: [node("node-a", { notReadySince: NOW - sinceMs })],
