@@ -28,6 +28,8 @@ export interface TenancyLimits {
   allowedImageRegistries: readonly string[];
   /** Ceiling per resource name on the placeholder's requests and limits, as Kubernetes quantities. */
   maxPlaceholderResources: Readonly<Record<string, string>>;
+  /** Ceiling on what a run's reservation (reserve: LargestTask) may hold, cpu and memory. */
+  maxReservationResources: Readonly<Record<string, string>>;
   /** Namespace label whose value names a namespace's isolation group. */
   isolationGroupLabel: string;
   /** maxWait when the policy sets none. */
@@ -43,6 +45,7 @@ export const DEFAULT_TENANCY_LIMITS: TenancyLimits = Object.freeze({
   allowedPriorityClasses: [],
   allowedImageRegistries: [],
   maxPlaceholderResources: { cpu: "1", memory: "1Gi" },
+  maxReservationResources: { cpu: "8", memory: "32Gi" },
   isolationGroupLabel: DEFAULT_ISOLATION_GROUP_LABEL,
   defaultMaxWaitMs: 30 * 60_000,
   maxWaitCeilingMs: 24 * 3_600_000,
@@ -129,7 +132,14 @@ export function tenancyErrors(policy: AffinityPolicy, limits: TenancyLimits): Fi
   for (const kind of ["requests", "limits"] as const) {
     for (const [name, q] of Object.entries(ph.resources?.[kind] ?? {})) {
       const ceiling = limits.maxPlaceholderResources[name];
-      if (q === undefined || ceiling === undefined) continue;
+      if (q === undefined) continue;
+      if (ceiling === undefined) {
+        errors.push({
+          field: `spec.placeholder.resources.${kind}.${name}`,
+          message: `${name} has no ceiling for a placeholder (the operator bounds only ${listed(Object.keys(limits.maxPlaceholderResources))} with --max-placeholder-resources), so it is not given to the placeholder; remove it, or ask the operator to set a ceiling for ${name}`,
+        });
+        continue;
+      }
       const value = parseQuantity(q);
       if (value !== undefined && value > parseQuantity(ceiling)!) {
         errors.push({
@@ -152,8 +162,10 @@ function capResources(resources: Record<string, Quantity>, limits: TenancyLimits
   const out: Record<string, Quantity> = {};
   for (const [name, q] of Object.entries(resources)) {
     const ceiling = limits.maxPlaceholderResources[name];
+    // A resource the operator set no ceiling for is unbounded: the placeholder does not get it.
+    if (ceiling === undefined) continue;
     const value = parseQuantity(q);
-    out[name] = ceiling !== undefined && value !== undefined && value > parseQuantity(ceiling)! ? ceiling : q;
+    out[name] = value !== undefined && value > parseQuantity(ceiling)! ? ceiling : q;
   }
   return out;
 }
@@ -172,4 +184,24 @@ export function boundedTemplate(t: PlaceholderTemplate, limits: TenancyLimits): 
     delete out.priorityClassName;
   }
   return out;
+}
+
+/** A reservation's requests within the operator's ceiling (--max-reservation-resources); `capped` says
+ * whether it held less than the run's largest task asked. */
+export function capReservation(
+  requests: { cpuMillis: number; memoryBytes: number },
+  limits: TenancyLimits,
+): { requests: { cpuMillis: number; memoryBytes: number }; capped: boolean } {
+  const cpu = limits.maxReservationResources.cpu;
+  const memory = limits.maxReservationResources.memory;
+  const cpuMillis =
+    cpu === undefined
+      ? requests.cpuMillis
+      : Math.min(requests.cpuMillis, Math.round(parseQuantity(cpu)! * 1000));
+  const memoryBytes =
+    memory === undefined ? requests.memoryBytes : Math.min(requests.memoryBytes, parseQuantity(memory)!);
+  return {
+    requests: { cpuMillis, memoryBytes },
+    capped: cpuMillis < requests.cpuMillis || memoryBytes < requests.memoryBytes,
+  };
 }

@@ -109,6 +109,7 @@ export function controllerOptions(opts: Record<string, unknown>): ControllerOpti
       allowedPriorityClasses: parseList(opts.allowedPriorityClasses as string),
       allowedImageRegistries: parseList(opts.allowedImageRegistries as string),
       maxPlaceholderResources: opts.maxPlaceholderResources as Record<string, string>,
+      maxReservationResources: opts.maxReservationResources as Record<string, string>,
       isolationGroupLabel: opts.isolationGroupLabel as string,
       defaultMaxWaitMs: Number(opts.defaultMaxWait),
       maxWaitCeilingMs: Number(opts.maxWaitCeiling),
@@ -347,6 +348,15 @@ export function registerControllerCommand(program: Command): Command {
         .env(env("MAX_PLACEHOLDER_RESOURCES"))
         .default(T.maxPlaceholderResources, "cpu=1,memory=1Gi")
         .argParser(resourceCeilings("--max-placeholder-resources")),
+    )
+    .addOption(
+      new Option(
+        "--max-reservation-resources <ceilings>",
+        "ceiling on a run's reservation (reserve: LargestTask), cpu and memory, e.g. cpu=8,memory=32Gi",
+      )
+        .env(env("MAX_RESERVATION_RESOURCES"))
+        .default(T.maxReservationResources, "cpu=8,memory=32Gi")
+        .argParser(resourceCeilings("--max-reservation-resources")),
     )
     .addOption(
       new Option(

@@ -37,7 +37,7 @@ import {
   TEKTON_VERSION,
   WAITING_ANNOTATION,
 } from "../api/constants.js";
-import { DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
+import { capReservation, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import { apiMessage, isConflict, isNotFound, type KubeClients, statusCode } from "../kube/clients.js";
 import type { EventRecorder, EventTarget } from "../kube/events.js";
@@ -369,7 +369,12 @@ export class PipelineRunReconciler {
     }
     const largest = largestTask(tasks);
     if (!largest) return fallBack("the run has no tasks");
-    return { reservation: { task: largest.name, requests: largest.requests } };
+    // Bounded like every resource we hold for a tenant: past the operator's ceiling it holds less.
+    const { requests, capped } = capReservation(largest.requests, this.limits);
+    const task = capped
+      ? `${largest.name} (capped by the operator's --max-reservation-resources)`
+      : largest.name;
+    return { reservation: { task, requests } };
   }
 
   /** For placeholder nodes that look unusable (any problem, tolerations aside), the other nodes of their

@@ -1,5 +1,7 @@
 import { expect } from "chai";
 import {
+  boundedTemplate,
+  capReservation,
   DEFAULT_TENANCY_LIMITS,
   effectiveMaxWaitMs,
   formatDuration,
@@ -63,6 +65,34 @@ describe("tenancy bounds", () => {
       "spec.placeholder.resources.limits.memory",
     ]);
     expect(errors[0]!.message).to.contain("ceiling of 1");
+  });
+
+  it("bounds every resource: one with no ceiling is refused at admission and never given to a placeholder", () => {
+    const errors = errorsOf({ placeholder: { resources: { requests: { "nvidia.com/gpu": "8" } } } });
+    expect(errors.map((e) => e.field)).to.deep.equal(["spec.placeholder.resources.requests.nvidia.com/gpu"]);
+    expect(errors[0]!.message).to.contain("no ceiling").and.contain("--max-placeholder-resources");
+    const t = boundedTemplate(
+      {
+        image: "pause",
+        resources: { requests: { cpu: "500m", "nvidia.com/gpu": "8" }, limits: { "nvidia.com/gpu": "8" } },
+      } as never,
+      DEFAULT_TENANCY_LIMITS,
+    );
+    expect(t.resources).to.deep.equal({ requests: { cpu: "500m" }, limits: {} });
+  });
+
+  it("caps a reservation at the operator's ceiling, and says when it did", () => {
+    const gib = 2 ** 30;
+    expect(capReservation({ cpuMillis: 2000, memoryBytes: 4 * gib }, DEFAULT_TENANCY_LIMITS)).to.deep.equal({
+      requests: { cpuMillis: 2000, memoryBytes: 4 * gib },
+      capped: false,
+    });
+    expect(
+      capReservation({ cpuMillis: 64_000, memoryBytes: 512 * gib }, DEFAULT_TENANCY_LIMITS),
+    ).to.deep.equal({
+      requests: { cpuMillis: 8000, memoryBytes: 32 * gib },
+      capped: true,
+    });
   });
 
   it("parses durations and bounds maxWait by the ceiling", () => {
