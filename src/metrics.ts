@@ -61,6 +61,11 @@ export function createMetrics() {
       buckets: WEBHOOK_BUCKETS,
       registers: [registry],
     }),
+    redisConnected: new Gauge({
+      name: "tekton_affinity_redis_connected",
+      help: "1 while this replica's work queue is connected to Redis, 0 during an outage (no reconcile runs then, and gated runs' maxWait does not count).",
+      registers: [registry],
+    }),
     webhookErrors: new Counter({
       name: "tekton_affinity_webhook_errors_total",
       help: "Admission handlers that threw: the gate then admits the run ungated, the pods and policies webhooks refuse. Any is a bug.",

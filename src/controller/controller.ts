@@ -270,6 +270,7 @@ export class Controller {
       notReadyGraceMs: o.notReadyGraceSeconds * 1000,
       settlePeriodMs: o.settleSeconds * 1000,
       tenancy: o.tenancy,
+      unavailableMs: (from, to) => this.queue?.outages.overlapMs(from, to) ?? 0,
       onRunWritten: (run) => {
         this.runChanges.observe(runKey(run), run);
         const cause = causeOf("PipelineRun", run);
@@ -298,7 +299,9 @@ export class Controller {
       },
       onMalformed: () => this.metrics.malformedJobs.inc(),
       onLockBusy: (item) => this.metrics.objectLockBusy.inc({ kind: item.kind }),
+      onRedisConnected: (connected) => this.metrics.redisConnected.set(connected ? 1 : 0),
     });
+    this.metrics.redisConnected.set(1);
     this.queue = queue;
     const reconcile = (item: WorkItem): Promise<ReconcileResult> => {
       if (item.kind === "run") return runs.reconcile(item.namespace, item.name);

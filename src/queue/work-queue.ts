@@ -24,6 +24,7 @@ import { DelayedError, type Job, Queue, Worker } from "bullmq";
 import { Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "pino";
 import { ObjectLocks } from "./object-lock.js";
+import { Outages } from "./outages.js";
 import { eventJobId, parseWorkItem, type WorkCause, type WorkItem, workKey } from "./work-item.js";
 
 export interface ReconcileResult {
@@ -62,6 +63,8 @@ export interface WorkQueueOptions {
   onMalformed?: () => void;
   /** Called when a job found its object locked by another worker and stepped aside. */
   onLockBusy?: (item: WorkItem) => void;
+  /** Told when the connection to Redis is lost (false) or back (true). */
+  onRedisConnected?: (connected: boolean) => void;
 }
 
 /** Which setting a Redis error points at, in words an operator can act on. */
@@ -92,8 +95,10 @@ export class WorkQueue {
   private locks?: ObjectLocks;
   /** The locks' own connection: BullMQ's clients are wrapped in its adapter and not ours to use. */
   private lockRedis?: Redis;
-  private readonly opts: Required<Omit<WorkQueueOptions, "onJobDone" | "onMalformed" | "onLockBusy">> &
-    Pick<WorkQueueOptions, "onJobDone" | "onMalformed" | "onLockBusy">;
+  private readonly opts: Required<
+    Omit<WorkQueueOptions, "onJobDone" | "onMalformed" | "onLockBusy" | "onRedisConnected">
+  > &
+    Pick<WorkQueueOptions, "onJobDone" | "onMalformed" | "onLockBusy" | "onRedisConnected">;
 
   constructor(options: WorkQueueOptions) {
     this.opts = {
@@ -118,11 +123,15 @@ export class WorkQueue {
   }
 
   private redisDown = false;
+  /** When Redis was down, by this replica's clock: a gated run's maxWait does not count them. */
+  readonly outages = new Outages();
 
   /** One line per outage, not one per reconnect attempt; `redisReady` ends the outage. */
   private reportRedisError(err: Error): void {
     if (this.redisDown) return;
     this.redisDown = true;
+    this.outages.begin(Date.now());
+    this.opts.onRedisConnected?.(false);
     const { host, port } = this.opts.connection;
     this.opts.logger.error(
       { err: err.message, redis: `${host ?? "sentinel"}:${port ?? ""}`, check: redisSettingToCheck(err) },
@@ -134,6 +143,8 @@ export class WorkQueue {
   redisReady(): void {
     if (!this.redisDown) return;
     this.redisDown = false;
+    this.outages.end(Date.now());
+    this.opts.onRedisConnected?.(true);
     this.opts.logger.info("redis connection restored");
   }
 

@@ -124,6 +124,9 @@ export interface RunReconcilerOptions {
   tektonDefaults?: TektonDefaults;
   /** The operator's bounds (topologyKey, priority, image, resources, maxWait, isolation groups). */
   tenancy?: TenancyLimits;
+  /** Milliseconds of [from, to] (this replica's clock) during which no replica could act (Redis down):
+   * a gated run's maxWait does not count them. Default: none. */
+  unavailableMs?: (fromMs: number, toMs: number) => number;
   /** Told the run as our own write left it, so its watch event does not come back as new work. */
   onRunWritten?: (run: PipelineRun) => void;
 }
@@ -259,6 +262,8 @@ export class PipelineRunReconciler {
       ...(reserve ? { reserve } : {}),
       ...(conflict ? { tektonConflict: conflict } : {}),
       now,
+      unavailableMs:
+        this.o.unavailableMs?.(new Date(run.metadata.creationTimestamp ?? now).getTime(), now) ?? 0,
       options: {
         limits: this.limits,
         notReadyGraceMs: this.notReadyGraceMs,

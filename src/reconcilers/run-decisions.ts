@@ -118,6 +118,8 @@ export interface RunObservation {
   tektonDefaults?: TektonDefaultTemplate;
   now: number;
   options: RunOptions;
+  /** Of the run's life so far, the milliseconds no replica could act (Redis down): not waiting time. */
+  unavailableMs?: number;
 }
 
 // ---- what to do about it ----
@@ -466,7 +468,8 @@ export function decideGate(obs: RunObservation, refused: string | undefined): Ru
   }
   const waiting = refused ?? whyNotPlaced(obs, unscheduled[0]);
   const decision = decideWait({
-    waitedMs: now - new Date(run.metadata.creationTimestamp ?? now).getTime(),
+    // Only while some replica could act: an outage of ours must not use up a run's maxWait.
+    waitedMs: now - new Date(run.metadata.creationTimestamp ?? now).getTime() - (obs.unavailableMs ?? 0),
     maxWaitMs: effectiveMaxWaitMs(spec, obs.options.limits),
     // A run that carries its placement cannot start without its placeholder (run-placement.ts).
     onMaxWait: (run.metadata.labels?.[PLACEMENT_LABEL] ? "Fail" : (spec.onMaxWait ?? "Fail")) as OnMaxWait,

@@ -18,10 +18,11 @@ function metricValue(metrics: string, name: string): number {
 describe("Redis trouble", function () {
   this.timeout(180_000);
 
-  it("keeps gating while Redis is down and places the run once it is back", async () => {
-    const { cluster } = await e2e();
+  it("keeps gating while Redis is down, longer than maxWait, and places the run once it is back: no run fails for our outage", async () => {
+    const { cluster, controller } = await e2e();
     const ns = await createNamespace(cluster, "redis-down");
-    await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+    // The outage below outlasts maxWait: counted from creation, the run would fail as Redis returns.
+    await applyPolicy(cluster, ns, { mode: "pipelineruns", maxWait: "6s" });
     await cluster.stopComponent("redis");
     let name = "";
     try {
@@ -30,7 +31,11 @@ describe("Redis trouble", function () {
       // The gate answered from the informer cache alone.
       expect(run.spec.status).to.equal(PENDING_STATUS);
       expect(run.metadata.annotations?.[GATED_ANNOTATION]).to.equal("true");
-      await sleep(3000);
+      // The outage is visible: this replica's queue reports Redis unreachable.
+      await waitFor("redis_connected 0", async () =>
+        metricValue(await controller.metrics(), "tekton_affinity_redis_connected") === 0 ? true : undefined,
+      );
+      await sleep(9000);
       expect((await getRun(cluster, ns, name)).spec.status).to.equal(PENDING_STATUS);
     } finally {
       await cluster.startRedis();
@@ -45,6 +50,7 @@ describe("Redis trouble", function () {
     );
     console.log(`      released ${((Date.now() - backAt) / 1000).toFixed(1)} s after Redis returned (empty)`);
     await waitRunSucceeded(cluster, ns, name);
+    expect(metricValue(await controller.metrics(), "tekton_affinity_redis_connected")).to.equal(1);
   });
 
   it("notices at once when Redis loses its keys without a reconnect (FLUSHALL) and resyncs", async () => {

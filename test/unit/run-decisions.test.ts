@@ -604,6 +604,17 @@ describe("run decisions", () => {
       expect(types(decideGate(obs, undefined))).to.deep.equal(["failRun"]);
     });
 
+    it("does not count an outage of ours (Redis down) as waiting: no run fails for it", () => {
+      const obs = waitedTooLong();
+      // 120 s since creation, 110 s of them with Redis down: it waited 10 s of its 60 s.
+      obs.unavailableMs = 110_000;
+      const actions = decideGate(obs, undefined);
+      expect(types(actions)).to.not.include("failRun");
+      expect(types(actions)).to.include("requeueAfter");
+      obs.unavailableMs = 50_000; // 70 s waited: past maxWait
+      expect(types(decideGate(obs, undefined))).to.deep.equal(["failRun"]);
+    });
+
     it("waits until maxWait, never requeueing past it", () => {
       const r = managedRun({ createdAgoMs: 59_000 });
       const obs = observe(r, { spec: { maxWait: "1m" }, placeholders: [{ set: true, pod: {} }] });
