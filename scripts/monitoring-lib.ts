@@ -59,6 +59,17 @@ export const ALERTS: Alert[] = [
     },
   },
   {
+    alert: "TektonAffinityRedisUnreachable",
+    expr: "max(1 - tekton_affinity_redis_connected) > 0",
+    for: "5m",
+    labels: { severity: "warning" },
+    annotations: {
+      summary: "tekton-affinity's replicas cannot reach Redis",
+      description:
+        "Nothing is reconciled: gated runs wait (their maxWait does not count the outage), placeholders are neither created nor cleaned up. Webhooks keep serving. Check the Redis pod and the replicas' first error line (docs/troubleshooting.md).",
+    },
+  },
+  {
     alert: "TektonAffinityReplicaNotReady",
     // kube-state-metrics' view of the Deployment.
     expr: `kube_deployment_status_replicas_available{namespace="${NAMESPACE}", deployment="tekton-affinity"} < kube_deployment_spec_replicas{namespace="${NAMESPACE}", deployment="tekton-affinity"}`,

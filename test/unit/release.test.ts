@@ -119,11 +119,12 @@ describe("monitoring manifest", () => {
       expect(deployment).to.include(`${k}: ${v}`);
   });
 
-  it("alerts on the four failures, naming only metrics the controller exports", async () => {
+  it("alerts on the five failures, naming only metrics the controller exports", async () => {
     expect(ALERTS.map((a) => a.alert)).to.deep.equal([
       "TektonAffinityWebhookUnavailable",
       "TektonAffinityRunsWaitingLong",
       "TektonAffinityQueueBacklog",
+      "TektonAffinityRedisUnreachable",
       "TektonAffinityReplicaNotReady",
     ]);
     const families = new Set((await createMetrics().registry.getMetricsAsJSON()).map((m) => m.name));
