@@ -21,6 +21,8 @@ import {
   trimList,
   trimNamespace,
   trimNode,
+  trimPlaceholderPod,
+  trimPlaceholderSet,
   trimRun,
   withoutManagedFields,
 } from "./trim.js";
@@ -204,6 +206,8 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
       () => apps.listStatefulSetForAllNamespaces({ labelSelector: placeholders }),
       logger,
       placeholders,
+      undefined,
+      trimPlaceholderSet,
     ),
     placeholderPods: new WatchedCache(
       "Pod",
@@ -212,6 +216,8 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
       () => core.listPodForAllNamespaces({ labelSelector: placeholders }),
       logger,
       placeholders,
+      undefined,
+      trimPlaceholderPod,
     ),
     // Every node of the cluster, so only the fields placement and migration read (trim.ts).
     nodes: new WatchedCache(

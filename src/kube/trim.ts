@@ -7,7 +7,7 @@
 // so a watch event never holds the full object longer than its parse.
 
 import * as k8s from "@kubernetes/client-node";
-import { CLEANED_UP_ANNOTATION } from "../api/constants.js";
+import { CLEANED_UP_ANNOTATION, COMPONENT_LABEL, GROUP } from "../api/constants.js";
 
 export type Trim<T> = (obj: T) => T;
 
@@ -161,4 +161,68 @@ export class TrimmingWatch<T extends k8s.KubernetesObject> extends k8s.Watch {
       done,
     );
   }
+}
+
+// ---- placeholders: what any tenant can imitate ----
+//
+// The placeholder caches list by our labels, which anyone who can create a StatefulSet or a Pod in their
+// namespace can copy onto any object, with megabytes of annotations or tolerations. So they keep only
+// what the run reconciler reads (change-filter.ts's fingerprints say what that is): our own labels and
+// annotations, the owner that controls it, and of a pod where it is scheduled and why not. A decoy then
+// costs a replica a few hundred bytes, not its size.
+
+const OURS = `${GROUP}/`;
+/** More tolerations than any placeholder of ours carries (the run's and the policy's, merged). */
+const MAX_TOLERATIONS = 64;
+
+function oursOnly(
+  map: Record<string, string> | undefined,
+  alsoKeep: string[] = [],
+): Record<string, string> | undefined {
+  if (!map) return map;
+  return Object.fromEntries(Object.entries(map).filter(([k]) => k.startsWith(OURS) || alsoKeep.includes(k)));
+}
+
+function placeholderMeta(
+  meta: k8s.V1ObjectMeta | undefined,
+  annotations: boolean,
+): k8s.V1ObjectMeta | undefined {
+  if (!meta) return meta;
+  const controller = meta.ownerReferences?.find((o) => o.controller);
+  return {
+    name: meta.name,
+    namespace: meta.namespace,
+    uid: meta.uid,
+    resourceVersion: meta.resourceVersion,
+    creationTimestamp: meta.creationTimestamp,
+    deletionTimestamp: meta.deletionTimestamp,
+    labels: oursOnly(meta.labels, [COMPONENT_LABEL]),
+    ...(annotations ? { annotations: oursOnly(meta.annotations) } : {}),
+    ...(controller ? { ownerReferences: [controller] } : {}),
+  };
+}
+
+/** A placeholder or reservation StatefulSet: identity, our labels and annotations (template hash, eviction
+ * marks, reserved-for), its controlling owner and deletion. Its spec is ours, never read back. */
+export function trimPlaceholderSet(set: k8s.V1StatefulSet): k8s.V1StatefulSet {
+  return { apiVersion: set.apiVersion, kind: set.kind, metadata: placeholderMeta(set.metadata, true) };
+}
+
+/** A placeholder or reservation pod: identity, our labels, its controlling owner, its node and
+ * tolerations (migration), and the PodScheduled and DisruptionTarget conditions. */
+export function trimPlaceholderPod(pod: k8s.V1Pod): k8s.V1Pod {
+  const conditions = (pod.status?.conditions ?? [])
+    .filter((c) => c.type === "PodScheduled" || c.type === "DisruptionTarget")
+    .map((c) => ({ type: c.type, status: c.status, reason: c.reason, message: c.message?.slice(0, 2048) }));
+  return {
+    apiVersion: pod.apiVersion,
+    kind: pod.kind,
+    metadata: placeholderMeta(pod.metadata, false),
+    spec: pod.spec && {
+      containers: [],
+      nodeName: pod.spec.nodeName,
+      tolerations: pod.spec.tolerations?.slice(0, MAX_TOLERATIONS),
+    },
+    status: pod.status && { phase: pod.status.phase, conditions },
+  };
 }

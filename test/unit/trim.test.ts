@@ -1,7 +1,22 @@
-import type { V1Node } from "@kubernetes/client-node";
+import type { V1Node, V1Pod, V1StatefulSet } from "@kubernetes/client-node";
 import { expect } from "chai";
-import { nodeSchedulingFingerprint } from "../../src/controller/change-filter.js";
-import { trimNamespace, trimNode, trimRun, withoutManagedFields } from "../../src/kube/trim.js";
+import { PLACEHOLDER_RUN_UID_LABEL } from "../../src/api/constants.js";
+import type { PipelineRun } from "../../src/api/types.js";
+import {
+  nodeSchedulingFingerprint,
+  placeholderPodFingerprint,
+  placeholderSetFingerprint,
+} from "../../src/controller/change-filter.js";
+import {
+  trimNamespace,
+  trimNode,
+  trimPlaceholderPod,
+  trimPlaceholderSet,
+  trimRun,
+  withoutManagedFields,
+} from "../../src/kube/trim.js";
+import { planPlaceholders } from "../../src/placement/plan.js";
+import { placeholderStatefulSet } from "../../src/placement/statefulset.js";
 import { nodeProblem } from "../../src/reconcilers/node-health.js";
 import { NodeTracker } from "../../src/reconcilers/node-tracker.js";
 import { isDone } from "../../src/reconcilers/run-decisions.js";
@@ -183,5 +198,63 @@ describe("cache trimming", () => {
     // A run that is not finished keeps its spec whatever its annotations say.
     expect(trimRun(run(cleaned, "Unknown")).spec).to.deep.equal(spec);
     expect(trimRun(run(cleaned)).spec).to.deep.equal(spec);
+  });
+});
+
+describe("trimPlaceholderSet and trimPlaceholderPod (objects any tenant can imitate)", () => {
+  const big = "x".repeat(50_000);
+  const run = { metadata: { name: "r", namespace: "team-a", uid: "run-uid" }, spec: {} } as PipelineRun;
+  const plan = planPlaceholders(run, "pipelineruns")[0]!;
+  const ours = (): V1StatefulSet => {
+    const set = placeholderStatefulSet(run, { mode: "pipelineruns" }, plan);
+    set.metadata!.uid = "set-uid";
+    set.metadata!.annotations = {
+      ...set.metadata!.annotations,
+      "affinity.tekton.dev/evicted-from": "node-a",
+      big,
+    };
+    return set;
+  };
+  const pod = (): V1Pod => ({
+    metadata: {
+      name: `${plan.name}-0`,
+      namespace: "team-a",
+      uid: "pod-uid",
+      labels: { ...ours().spec!.template.metadata!.labels, "controller-revision-hash": "abc" },
+      annotations: { big },
+      ownerReferences: [
+        { apiVersion: "apps/v1", kind: "StatefulSet", name: plan.name, uid: "set-uid", controller: true },
+      ],
+    },
+    spec: {
+      nodeName: "node-a",
+      tolerations: [{ key: "k", operator: "Exists" }],
+      containers: [{ name: "placeholder", image: "pause", env: [{ name: "BIG", value: big }] }],
+    },
+    status: {
+      phase: "Running",
+      conditions: [
+        { type: "PodScheduled", status: "True" },
+        { type: "Ready", status: "True", message: big },
+      ],
+    },
+  });
+
+  it("keeps everything the run reconciler reads: its fingerprints are unchanged", () => {
+    expect(placeholderSetFingerprint(trimPlaceholderSet(ours()))).to.equal(placeholderSetFingerprint(ours()));
+    expect(placeholderPodFingerprint(trimPlaceholderPod(pod()))).to.equal(placeholderPodFingerprint(pod()));
+    const set = trimPlaceholderSet(ours());
+    expect(set.metadata?.labels?.[PLACEHOLDER_RUN_UID_LABEL]).to.equal("run-uid");
+    expect(set.metadata?.annotations?.["affinity.tekton.dev/evicted-from"]).to.equal("node-a");
+    const p = trimPlaceholderPod(pod());
+    expect(p.spec?.tolerations).to.deep.equal([{ key: "k", operator: "Exists" }]);
+    expect(p.metadata?.ownerReferences?.[0]?.uid).to.equal("set-uid");
+  });
+
+  it("makes a decoy with 50 KB of annotations cost a few hundred bytes", () => {
+    for (const trimmed of [trimPlaceholderSet(ours()), trimPlaceholderPod(pod())]) {
+      expect(JSON.stringify(trimmed).length).to.be.below(1_500);
+      expect(JSON.stringify(trimmed)).to.not.contain("xxxx");
+    }
   });
 });
