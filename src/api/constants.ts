@@ -28,6 +28,9 @@ export const POLICY_ANNOTATION = `${GROUP}/policy`;
 export const CLEANED_UP_ANNOTATION = `${GROUP}/cleaned-up`;
 /** "true" when *we* set spec.status=PipelineRunPending; absent when the user pended the run themselves. */
 export const GATED_ANNOTATION = `${GROUP}/gated`;
+/** When the gate took over a run that a user or a queueing controller had created Pending and then
+ * released (RFC 3339): its maxWait counts from here, not from its creation. */
+export const GATED_AT_ANNOTATION = `${GROUP}/gated-at`;
 /** Human-readable "what this run is waiting for", visible in kubectl describe. */
 export const WAITING_ANNOTATION = `${GROUP}/waiting-for`;
 

@@ -19,6 +19,7 @@ import type {
 import {
   CLEANED_UP_ANNOTATION,
   GATED_ANNOTATION,
+  GATED_AT_ANNOTATION,
   GROUP,
   MANAGED_LABEL,
   PENDING_STATUS,
@@ -210,6 +211,17 @@ export function claimsMatter(run: PipelineRun, spec: AffinityPolicySpec | undefi
   return stage({ run, spec }) === "active";
 }
 
+/** When the gate began holding the run (ms): the takeover time when its creator pended it first. */
+function gatedSince(run: PipelineRun, now: number): number {
+  const at = Date.parse(run.metadata.annotations?.[GATED_AT_ANNOTATION] ?? "");
+  return Number.isFinite(at) ? at : new Date(run.metadata.creationTimestamp ?? now).getTime();
+}
+
+/** Pending, and not by us: someone else holds the run back. */
+export function isUserPending(run: PipelineRun): boolean {
+  return run.spec.status === PENDING_STATUS && run.metadata.annotations?.[GATED_ANNOTATION] !== "true";
+}
+
 export function isGated(run: PipelineRun): boolean {
   return run.spec.status === PENDING_STATUS && run.metadata.annotations?.[GATED_ANNOTATION] === "true";
 }
@@ -235,6 +247,9 @@ export function decideRun(obs: RunObservation): RunAction[] {
     case "done":
       return decideCleanUp(obs);
     case "active":
+      // Created Pending by a user or a queueing controller (Kueue, Konflux): not ours to place until they
+      // release it; then the gate takes it over (gate.ts guardMarks).
+      if (isUserPending(obs.run)) return [];
       return [...decidePlaceholders(obs), ...decideMigration(obs)];
   }
 }
@@ -469,7 +484,8 @@ export function decideGate(obs: RunObservation, refused: string | undefined): Ru
   const waiting = refused ?? whyNotPlaced(obs, unscheduled[0]);
   const decision = decideWait({
     // Only while some replica could act: an outage of ours must not use up a run's maxWait.
-    waitedMs: now - new Date(run.metadata.creationTimestamp ?? now).getTime() - (obs.unavailableMs ?? 0),
+    // From when the gate held it: its creation, or when its creator released a run created Pending.
+    waitedMs: now - gatedSince(run, now) - (obs.unavailableMs ?? 0),
     maxWaitMs: effectiveMaxWaitMs(spec, obs.options.limits),
     // A run that carries its placement cannot start without its placeholder (run-placement.ts).
     onMaxWait: (run.metadata.labels?.[PLACEMENT_LABEL] ? "Fail" : (spec.onMaxWait ?? "Fail")) as OnMaxWait,

@@ -9,6 +9,7 @@
 
 import {
   GATED_ANNOTATION,
+  GATED_AT_ANNOTATION,
   GROUP,
   MANAGED_LABEL,
   MODE_ANNOTATION,
@@ -139,40 +140,63 @@ export function gatePipelineRun(
 }
 
 /**
- * Our marks on UPDATE. Only pods of runs we manage, and runs that were managed, reach it (objectSelector
- * on the managed label, which the apiserver matches on the old object too). An update by anyone but the
- * controller keeps every label and annotation under affinity.tekton.dev/ as it was: removing the managed
- * label would drop the run out of our watch (its maxWait would never fire, its placeholder would stay),
- * and a forged `cleaned-up` or `placed-on` would skip our work. Everything else in the update goes
- * through.
+ * Our marks on UPDATE. Only runs that carry, or carried, our managed label reach it (objectSelector; the
+ * apiserver matches an UPDATE on the old object too). An update by anyone but the controller:
+ *  - keeps every label and annotation under affinity.tekton.dev/ as it was: removing the managed label
+ *    would drop the run out of our watch (its maxWait would never fire, its placeholder would stay), and
+ *    a forged `cleaned-up` or `placed-on` would skip our work;
+ *  - that releases a run its creator (a user, or a queueing controller such as Kueue) made Pending hands
+ *    it to the gate: it stays Pending, now gated by us, until its placeholder is scheduled, and its
+ *    maxWait counts from now (`gated-at`). Until that release the run got nothing from us.
+ * Everything else in the update goes through.
  */
 export function guardMarks(
   run: PipelineRun,
   old: PipelineRun | undefined,
   byController: boolean,
+  now: Date = new Date(),
 ): AdmissionDecision {
   if (byController || !old) return { allowed: true };
+  const takeOver =
+    old.metadata.labels?.[MANAGED_LABEL] === "true" &&
+    old.spec.status === PENDING_STATUS &&
+    old.metadata.annotations?.[GATED_ANNOTATION] !== "true" &&
+    run.spec.status !== PENDING_STATUS;
+  const desired = {
+    labels: Object.fromEntries(ownedKeys(old.metadata.labels).map((k) => [k, old.metadata.labels![k]!])),
+    annotations: {
+      ...Object.fromEntries(
+        ownedKeys(old.metadata.annotations).map((k) => [k, old.metadata.annotations![k]!]),
+      ),
+      ...(takeOver ? { [GATED_ANNOTATION]: "true", [GATED_AT_ANNOTATION]: now.toISOString() } : {}),
+    } as Record<string, string>,
+  };
   const patch: JsonPatchOp[] = [];
   const changed: string[] = [];
   for (const field of ["labels", "annotations"] as const) {
-    const now = run.metadata[field] ?? {};
-    const before = old.metadata[field] ?? {};
-    const keys = new Set([...ownedKeys(now), ...ownedKeys(before)]);
-    const restore: Record<string, string> = {};
+    const current = run.metadata[field] ?? {};
+    const want = desired[field];
+    const keys = new Set([...ownedKeys(current), ...Object.keys(want)]);
+    const set: Record<string, string> = {};
     for (const key of keys) {
-      if (now[key] === before[key]) continue;
-      changed.push(key);
-      if (before[key] === undefined) patch.push({ op: "remove", path: pointer("metadata", field, key) });
-      else restore[key] = before[key];
+      if (current[key] === want[key]) continue;
+      if (!takeOver || (key !== GATED_ANNOTATION && key !== GATED_AT_ANNOTATION)) changed.push(key);
+      if (want[key] === undefined) patch.push({ op: "remove", path: pointer("metadata", field, key) });
+      else set[key] = want[key];
     }
-    if (Object.keys(restore).length) patch.push(...setMetadataEntries(run.metadata, field, restore));
+    if (Object.keys(set).length) patch.push(...setMetadataEntries(run.metadata, field, set));
+  }
+  const warnings: string[] = [];
+  if (changed.length)
+    warnings.push(
+      `tekton-affinity: kept ${changed.join(", ")} as they were: labels and annotations under ${OWNED_PREFIX} are set by the controller only`,
+    );
+  if (takeOver) {
+    patch.push({ op: "add", path: "/spec/status", value: PENDING_STATUS });
+    warnings.push(
+      "tekton-affinity: this PipelineRun stays Pending until its placeholder is scheduled; it then starts by itself (see its affinity.tekton.dev/waiting-for annotation while it waits)",
+    );
   }
   if (!patch.length) return { allowed: true };
-  return {
-    allowed: true,
-    patch,
-    warnings: [
-      `tekton-affinity: kept ${changed.join(", ")} as they were: labels and annotations under ${OWNED_PREFIX} are set by the controller only`,
-    ],
-  };
+  return { allowed: true, patch, warnings };
 }

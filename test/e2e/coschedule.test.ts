@@ -3,6 +3,7 @@
 import { expect } from "chai";
 import {
   GATED_ANNOTATION,
+  GATED_AT_ANNOTATION,
   MANAGED_LABEL,
   PENDING_STATUS,
   WAITING_ANNOTATION,
@@ -13,6 +14,7 @@ import { waitFor } from "../cluster/kube.js";
 import { e2e } from "./env.js";
 import {
   applyPolicy,
+  asTenant,
   createNamespace,
   createRun,
   getRun,
@@ -162,33 +164,41 @@ describe("co-scheduling", function () {
     );
   });
 
-  it("leaves a run the user set Pending pending", async () => {
+  it("a run its creator made Pending gets nothing until they release it; then the gate holds it until it is placed", async () => {
     const { cluster } = await e2e();
     const ns = await createNamespace(cluster, "user-pending");
     await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+    // As a queueing controller (Kueue-style admission) or a user would: created Pending, released later.
+    const tenant = await asTenant(cluster, ns);
     const created = await createRun(
       cluster,
       pipelineRun(ns, { tasks: [{ name: "one" }], status: PENDING_STATUS }),
     );
     expect(created.metadata.annotations?.[GATED_ANNOTATION]).to.equal(undefined);
-    // Its placeholder is prepared and scheduled...
-    await waitFor("placeholder scheduled", async () =>
-      (await placeholderPods(cluster, ns, created.metadata.uid!)).some((p) => p.spec?.nodeName),
-    );
-    // ...and a few reconciles later the run is still the user's to start.
+    // Nothing is held for it while its creator holds it: no placeholder, no claim, no maxWait.
     await new Promise((r) => setTimeout(r, 3000));
+    expect(await placeholderPods(cluster, ns, created.metadata.uid!)).to.deep.equal([]);
     expect((await getRun(cluster, ns, created.metadata.name)).spec.status).to.equal(PENDING_STATUS);
-    await cluster.clients.custom.patchNamespacedCustomObject({
-      group: "tekton.dev",
-      version: "v1",
-      plural: "pipelineruns",
-      namespace: ns,
-      name: created.metadata.name,
-      body: [{ op: "remove", path: "/spec/status" }],
-    });
+
+    // Its creator releases it: the gate takes it over, Pending until its placeholder is scheduled.
+    const out = await tenant(
+      "patch",
+      `pipelinerun/${created.metadata.name}`,
+      "--type=json",
+      '-p=[{"op":"remove","path":"/spec/status"}]',
+    );
+    expect(out).to.contain("patched");
+    const taken = await getRun(cluster, ns, created.metadata.name);
+    expect(taken.metadata.annotations?.[GATED_AT_ANNOTATION], "maxWait counts from the release").to.be.a(
+      "string",
+    );
+    await waitForEvent(cluster, ns, created.metadata.name, "Placed");
     await waitRunSucceeded(cluster, ns, created.metadata.name);
     const nodes = await nodesOf(cluster, ns, created.metadata.name);
     expect(nodes.size).to.equal(1);
+    // Placed by the gate (its Placed event above), on the node it recorded.
+    const done = await getRun(cluster, ns, created.metadata.name);
+    expect([...nodes][0]).to.equal(done.metadata.annotations?.["affinity.tekton.dev/placed-on"]);
   });
 
   it("workspaces mode: tasks sharing an RWO volumeClaimTemplate follow its placeholder", async () => {

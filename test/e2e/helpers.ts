@@ -1,11 +1,12 @@
 // Builders and probes for end-to-end tests: PipelineRuns, policies, and what happened to them.
 
 import { randomBytes } from "node:crypto";
+import { join } from "node:path";
 import type { CoreV1Event, V1Pod } from "@kubernetes/client-node";
 import { GROUP, PLACEHOLDER_RUN_UID_LABEL, PLURAL, VERSION } from "../../src/api/constants.js";
 import type { AffinityPolicy, AffinityPolicySpec, PipelineRun } from "../../src/api/types.js";
 import type { LocalCluster } from "../cluster/cluster.js";
-import { StopWaiting, waitFor } from "../cluster/kube.js";
+import { kubectlRun, StopWaiting, waitFor } from "../cluster/kube.js";
 import { POD_DURATION_ANNOTATION } from "../cluster/kwok-stages.js";
 
 export function uniqueName(prefix: string): string {
@@ -339,4 +340,36 @@ export async function waitUntilSteady(
     { timeoutMs: 120_000, intervalMs },
   );
   return last;
+}
+
+/**
+ * kubectl as a namespace owner who may update the PipelineRuns of `namespace` (as Tekton's edit role
+ * allows), and nothing else. The harness's admin is also the controller's identity, whose updates are
+ * its own; a tenant's are not.
+ */
+export async function asTenant(
+  cluster: LocalCluster,
+  namespace: string,
+  user = "tenant-developer",
+): Promise<(...args: string[]) => Promise<string>> {
+  await cluster.apply(`
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: run-editor, namespace: ${namespace}}
+rules:
+  - apiGroups: [tekton.dev]
+    resources: [pipelineruns]
+    verbs: [get, list, patch, update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: run-editor, namespace: ${namespace}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: run-editor}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: ${user}}]
+`);
+  const kubeconfig = cluster.writeImpersonatingKubeconfig(
+    join(cluster.state.dir, `${user}-${namespace}.kubeconfig`),
+    user,
+  );
+  return (...args: string[]) => kubectlRun(cluster.kubectl, kubeconfig, ["-n", namespace, ...args]);
 }

@@ -3,48 +3,33 @@
 // guardMarks). Removing the managed label would drop the run out of our watch, with its placeholder left
 // behind; a forged cleaned-up would skip our cleanup.
 
-import { join } from "node:path";
 import { expect } from "chai";
 import { MANAGED_LABEL, PLACEMENT_LABEL } from "../../src/api/constants.js";
-import { kubectlRun } from "../cluster/kube.js";
 import { e2e } from "./env.js";
-import { applyPolicy, createNamespace, createRun, getRun, pipelineRun, waitRunSucceeded } from "./helpers.js";
-
-const TENANT = "tenant-developer";
+import {
+  applyPolicy,
+  asTenant,
+  createNamespace,
+  createRun,
+  getRun,
+  pipelineRun,
+  waitRunSucceeded,
+} from "./helpers.js";
 
 describe("our marks on UPDATE", function () {
   this.timeout(120_000);
 
   it("a tenant's update keeps every mark of ours as it was, and keeps the tenant's own changes", async () => {
-    const env = await e2e();
-    const { cluster } = env;
+    const { cluster } = await e2e();
     const ns = await createNamespace(cluster, "marks");
     await applyPolicy(cluster, ns, { mode: "pipelineruns" });
-    // The tenant may update runs in their namespace, as Tekton's edit role allows.
-    await cluster.apply(`
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: run-editor, namespace: ${ns}}
-rules:
-  - apiGroups: [tekton.dev]
-    resources: [pipelineruns]
-    verbs: [get, list, patch, update]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: run-editor, namespace: ${ns}}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: run-editor}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: ${TENANT}}]
-`);
-    const kubeconfig = cluster.writeImpersonatingKubeconfig(join(env.logDir, "tenant.kubeconfig"), TENANT);
-    const asTenant = (...args: string[]) => kubectlRun(cluster.kubectl, kubeconfig, ["-n", ns, ...args]);
-
+    const tenant = await asTenant(cluster, ns);
     const created = await createRun(cluster, pipelineRun(ns, { tasks: [{ name: "a", seconds: 3 }] }));
     const name = created.metadata.name;
     const token = created.metadata.labels?.[PLACEMENT_LABEL];
     expect(created.metadata.labels?.[MANAGED_LABEL]).to.equal("true");
 
-    const out = await asTenant(
+    const out = await tenant(
       "label",
       `pipelinerun/${name}`,
       `${MANAGED_LABEL}-`,
@@ -53,7 +38,7 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: ${TENANT}}]
       "--overwrite",
     );
     expect(out).to.contain("labeled");
-    await asTenant("annotate", `pipelinerun/${name}`, "affinity.tekton.dev/cleaned-up=true", "note=mine");
+    await tenant("annotate", `pipelinerun/${name}`, "affinity.tekton.dev/cleaned-up=true", "note=mine");
     const run = await getRun(cluster, ns, name);
     expect(run.metadata.labels?.[MANAGED_LABEL], "managed label kept").to.equal("true");
     expect(run.metadata.labels?.[PLACEMENT_LABEL], "placement token kept").to.equal(token);

@@ -13,6 +13,7 @@ import { expect } from "chai";
 import { pino } from "pino";
 import {
   GATED_ANNOTATION,
+  GATED_AT_ANNOTATION,
   MANAGED_LABEL,
   MODE_ANNOTATION,
   PENDING_STATUS,
@@ -240,6 +241,16 @@ describe("run decisions", () => {
       const disabled = managedRun({ mode: "disabled" });
       expect(decideRun(observe(disabled))).to.deep.equal([]);
       expect(decideGate(observe(disabled), undefined)).to.deep.equal([]);
+    });
+
+    it("gives a run its creator made Pending nothing until they release it (then the gate takes it over)", () => {
+      const pended = managedRun({ gated: false });
+      pended.spec.status = PENDING_STATUS;
+      expect(decideRun(observe(pended))).to.deep.equal([]);
+      expect(decideGate(observe(pended), undefined)).to.deep.equal([]);
+      // Taken over: gated by us, it gets its placeholder.
+      const taken = managedRun({ annotations: { [GATED_AT_ANNOTATION]: new Date(NOW).toISOString() } });
+      expect(types(decideRun(observe(taken)))).to.include("createPlaceholder");
     });
 
     it("only deletes the placeholders of a run released without co-scheduling", () => {
@@ -613,6 +624,15 @@ describe("run decisions", () => {
       expect(types(actions)).to.include("requeueAfter");
       obs.unavailableMs = 50_000; // 70 s waited: past maxWait
       expect(types(decideGate(obs, undefined))).to.deep.equal(["failRun"]);
+    });
+
+    it("counts maxWait from when the gate took a run over (gated-at), not from its creation", () => {
+      const obs = waitedTooLong();
+      obs.run.metadata.annotations = {
+        ...obs.run.metadata.annotations,
+        [GATED_AT_ANNOTATION]: new Date(NOW - 10_000).toISOString(),
+      };
+      expect(types(decideGate(obs, undefined))).to.not.include("failRun");
     });
 
     it("waits until maxWait, never requeueing past it", () => {

@@ -2,6 +2,7 @@ import type { V1Affinity, V1Pod } from "@kubernetes/client-node";
 import { expect } from "chai";
 import {
   GATED_ANNOTATION,
+  GATED_AT_ANNOTATION,
   MANAGED_LABEL,
   MODE_ANNOTATION,
   PENDING_STATUS,
@@ -112,6 +113,33 @@ describe("guardMarks (UPDATE of a managed run)", () => {
     delete updated.metadata.labels;
     const out = applyPatch(updated, guardMarks(updated, old(), false).patch!);
     expect(out.metadata.labels).to.deep.equal({ [MANAGED_LABEL]: "true", [PLACEMENT_LABEL]: "t0k3n" });
+  });
+
+  it("takes over a run its creator made Pending when they release it: still Pending, gated by us, maxWait from now", () => {
+    const pended = old();
+    pended.spec.status = PENDING_STATUS;
+    const released = structuredClone(pended);
+    delete released.spec.status;
+    const now = new Date("2026-12-07T12:00:00Z");
+    const decision = guardMarks(released, pended, false, now);
+    const out = applyPatch(released, decision.patch!);
+    expect(out.spec.status).to.equal(PENDING_STATUS);
+    expect(out.metadata.annotations?.[GATED_ANNOTATION]).to.equal("true");
+    expect(out.metadata.annotations?.[GATED_AT_ANNOTATION]).to.equal(now.toISOString());
+    expect(decision.warnings!.join(" ")).to.contain("stays Pending until its placeholder is scheduled");
+    // Not a run we gated ourselves, nor one no policy manages, nor an update that keeps it Pending.
+    const ours = structuredClone(pended);
+    ours.metadata.annotations![GATED_ANNOTATION] = "true";
+    const oursReleased = structuredClone(ours);
+    delete oursReleased.spec.status;
+    expect(
+      applyPatch(oursReleased, guardMarks(oursReleased, ours, false, now).patch ?? []).spec.status,
+    ).to.equal(undefined);
+    const stillPending = structuredClone(pended);
+    stillPending.metadata.labels!.team = "x";
+    expect(guardMarks(stillPending, pended, false, now)).to.deep.equal({ allowed: true });
+    // The controller's own release is its own.
+    expect(guardMarks(released, pended, true, now)).to.deep.equal({ allowed: true });
   });
 
   it("lets the controller change its marks, and lets an update that keeps them through untouched", () => {
