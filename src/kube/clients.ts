@@ -9,6 +9,7 @@ export interface KubeClients {
   apps: k8s.AppsV1Api;
   custom: k8s.CustomObjectsApi;
   admission: k8s.AdmissionregistrationV1Api;
+  authorization: k8s.AuthorizationV1Api;
 }
 
 export function loadKubeConfig(path?: string): k8s.KubeConfig {
@@ -73,6 +74,7 @@ export function makeClients(kc: k8s.KubeConfig): KubeClients {
     apps: kc.makeApiClient(k8s.AppsV1Api),
     custom: kc.makeApiClient(k8s.CustomObjectsApi),
     admission: kc.makeApiClient(k8s.AdmissionregistrationV1Api),
+    authorization: kc.makeApiClient(k8s.AuthorizationV1Api),
   };
 }
 

@@ -131,6 +131,16 @@ export interface RunReconcilerOptions {
   onRunWritten?: (run: PipelineRun) => void;
 }
 
+/** The service account the run's pods run as (Tekton's default when the run names none). */
+function runServiceAccount(run: PipelineRun): string {
+  return run.spec.taskRunTemplate?.serviceAccountName || "default";
+}
+
+/** Why another namespace's object is not read for a run: says only what the run itself named. */
+function notReadable(run: PipelineRun, kind: string, ref: { name: string; namespace: string }): string {
+  return `${kind} ${ref.namespace}/${ref.name} is in another namespace, and the run's service account (${runServiceAccount(run)}) may not get it`;
+}
+
 function runTarget(run: PipelineRun): EventTarget {
   return {
     apiVersion: `${TEKTON_GROUP}/${TEKTON_VERSION}`,
@@ -321,6 +331,11 @@ export class PipelineRunReconciler {
       unresolvable: `${why}: reserve: LargestTask falls back to None for this run`,
     });
     const read = async (plural: "pipelines" | "tasks", name: string, namespace: string) => {
+      // Another namespace's Task or Pipeline is read for the run only if the run itself may read it: its
+      // service account, as Tekton would run it. Otherwise our identity would read, and the run's events
+      // and reservation would show, what its namespace may not see.
+      if (namespace !== ns && !(await this.runMayRead(run, plural, name, namespace)))
+        return "forbidden" as const;
       try {
         return (await this.o.clients.custom.getNamespacedCustomObject({
           group: TEKTON_GROUP,
@@ -340,6 +355,7 @@ export class PipelineRunReconciler {
     if ("inline" in pipeline) spec = pipeline.inline;
     else {
       const found = await read("pipelines", pipeline.ref.name, pipeline.ref.namespace);
+      if (found === "forbidden") return fallBack(notReadable(run, "Pipeline", pipeline.ref));
       if (!found?.spec)
         return fallBack(`Pipeline ${pipeline.ref.namespace}/${pipeline.ref.name} was not found`);
       spec = found.spec as PipelineSpec;
@@ -355,6 +371,7 @@ export class PipelineRunReconciler {
       if ("inline" in source) taskSpec = source.inline;
       else {
         const found = await read("tasks", source.ref.name, source.ref.namespace);
+        if (found === "forbidden") return fallBack(notReadable(run, "Task", source.ref));
         if (!found?.spec)
           return fallBack(`Task ${source.ref.namespace}/${source.ref.name} (task ${pt.name}) was not found`);
         taskSpec = found.spec as TaskSpec;
@@ -380,6 +397,23 @@ export class PipelineRunReconciler {
       ? `${largest.name} (capped by the operator's --max-reservation-resources)`
       : largest.name;
     return { reservation: { task, requests } };
+  }
+
+  /** Whether the run's service account may get this Task or Pipeline (a SubjectAccessReview). */
+  private async runMayRead(run: PipelineRun, plural: "pipelines" | "tasks", name: string, namespace: string) {
+    const ns = run.metadata.namespace;
+    const review = await this.o.clients.authorization.createSubjectAccessReview({
+      body: {
+        apiVersion: "authorization.k8s.io/v1",
+        kind: "SubjectAccessReview",
+        spec: {
+          user: `system:serviceaccount:${ns}:${runServiceAccount(run)}`,
+          groups: ["system:serviceaccounts", `system:serviceaccounts:${ns}`, "system:authenticated"],
+          resourceAttributes: { group: TEKTON_GROUP, resource: plural, verb: "get", namespace, name },
+        },
+      },
+    });
+    return review.status?.allowed === true;
   }
 
   /** For placeholder nodes that look unusable (any problem, tolerations aside), the other nodes of their

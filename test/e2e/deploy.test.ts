@@ -153,6 +153,7 @@ const ALLOWED = [
   "cluster tekton.dev pipelineruns/status patch",
   "cluster tekton.dev pipelines get",
   "cluster tekton.dev tasks get",
+  "cluster authorization.k8s.io subjectaccessreviews create",
   "cluster core limitranges list",
   "cluster affinity.tekton.dev affinitypolicies get",
   "cluster affinity.tekton.dev affinitypolicies list",

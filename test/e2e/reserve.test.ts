@@ -202,6 +202,86 @@ describe("reserve: LargestTask", function () {
     );
   });
 
+  it("reads another namespace's Task only if the run's service account may: otherwise falls back and shows nothing of it", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "reserve-cross");
+    const other = await createNamespace(cluster, "reserve-private");
+    await applyPolicy(cluster, ns, { mode: "pipelineruns", reserve: "LargestTask" });
+    await cluster.clients.custom.createNamespacedCustomObject({
+      group: "tekton.dev",
+      version: "v1",
+      plural: "tasks",
+      namespace: other,
+      body: {
+        apiVersion: "tekton.dev/v1",
+        kind: "Task",
+        metadata: { name: "private" },
+        spec: taskSpec("3", 1),
+      },
+    });
+    const crossRun = (): PipelineRun =>
+      ({
+        apiVersion: "tekton.dev/v1",
+        kind: "PipelineRun",
+        metadata: { name: uniqueName("cross"), namespace: ns },
+        spec: {
+          pipelineSpec: {
+            tasks: [
+              {
+                name: "borrowed",
+                taskRef: {
+                  resolver: "cluster",
+                  params: [
+                    { name: "kind", value: "task" },
+                    { name: "name", value: "private" },
+                    { name: "namespace", value: other },
+                  ],
+                },
+              },
+            ],
+          },
+        },
+      }) as unknown as PipelineRun;
+    const refused = await createRun(cluster, crossRun());
+    const event = await waitForEvent(cluster, ns, refused.metadata.name, "ReserveUnresolved", {
+      type: "Warning",
+    });
+    expect(event.message)
+      .to.contain(`Task ${other}/private is in another namespace`)
+      .and.contain("may not get it");
+    // Nothing read from it reaches the run's namespace: not its requests.
+    expect(event.message).to.not.contain("cpu 3");
+
+    // Once the run's service account may read it, it sizes the reservation.
+    await cluster.apply(`
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: task-reader, namespace: ${other}}
+rules: [{apiGroups: [tekton.dev], resources: [tasks], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: task-reader, namespace: ${other}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: task-reader}
+subjects: [{kind: ServiceAccount, name: default, namespace: ${ns}}]
+`);
+    const allowed = await createRun(cluster, crossRun());
+    const reservation = await waitFor("the reservation sized from the other namespace's Task", async () => {
+      const sets = await cluster.clients.apps.listNamespacedStatefulSet({
+        namespace: ns,
+        labelSelector: "app.kubernetes.io/component=affinity-reservation",
+      });
+      return sets.items.find(
+        (s) => s.metadata?.labels?.["affinity.tekton.dev/pipelinerun"] === allowed.metadata.name,
+      );
+    });
+    expect(reservation.metadata?.annotations?.["affinity.tekton.dev/reserved-for"])
+      .to.contain("borrowed")
+      .and.contain("cpu 3");
+    await cluster.clients.core.deleteNamespace({ name: ns });
+    await cluster.clients.core.deleteNamespace({ name: other });
+  });
+
   it("tasks that cannot be resolved: the run goes on without a reservation and says so", async () => {
     const { cluster } = await e2e();
     const ns = await createNamespace(cluster, "reserve-remote");
