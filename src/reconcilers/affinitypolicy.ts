@@ -77,7 +77,8 @@ export class AffinityPolicyReconciler {
   private async observe(policy: AffinityPolicy): Promise<PolicyObservation> {
     const { caches } = this.o;
     const ns = policy.metadata.namespace;
-    const coschedule = await this.flags.coschedule();
+    const tekton = await this.flags.state();
+    const coschedule = tekton?.mode;
     // Looked up whenever the policy names one, valid or not: its absence is reported once the spec is.
     const serviceAccount = policy.spec.placeholder?.serviceAccountName;
     const serviceAccountExists =
@@ -88,6 +89,8 @@ export class AffinityPolicyReconciler {
       policies: caches.policies.list(ns) as AffinityPolicy[],
       activeRuns: this.o.activeRuns.count(ns, policy.metadata.name),
       ...(coschedule !== undefined ? { coschedule } : {}),
+      ...(tekton ? { tektonFix: tekton.fix } : {}),
+      ...(tekton?.note ? { tektonNote: tekton.note } : {}),
       ...(serviceAccountExists !== undefined ? { serviceAccountExists } : {}),
       ...(isolationGroup !== undefined ? { isolationGroup } : {}),
       limits: this.limits,

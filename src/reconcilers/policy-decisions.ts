@@ -29,6 +29,10 @@ export interface PolicyObservation {
   /** Tekton's feature-flags coschedule value (TektonFlags.coschedule()); undefined when Tekton's
    * feature-flags ConfigMap does not exist. */
   coschedule?: string;
+  /** What to set to turn Tekton's assistant off, for its release, and how its flags were read when that
+   * is not plain (tekton-flags.ts tektonAssistant). */
+  tektonFix?: string;
+  tektonNote?: string;
   /** Whether spec.placeholder.serviceAccountName exists in the namespace; undefined when the policy
    * names none (or it was not looked up: then it is not reported missing). */
   serviceAccountExists?: boolean;
@@ -126,7 +130,7 @@ function readyCondition(obs: PolicyObservation): NewCondition {
       "Ready",
       "False",
       "TektonAffinityAssistantEnabled",
-      `Tekton's own affinity assistant is on (feature-flags coschedule: "${coschedule}") and would co-schedule these runs too; set coschedule: "disabled" in the feature-flags ConfigMap of Tekton's namespace (tekton-affinity migrate prints the equivalent policies)`,
+      `Tekton's own affinity assistant is on (coschedule mode "${coschedule}"${obs.tektonNote ? `: ${obs.tektonNote}` : ""}) and would co-schedule these runs too; ${obs.tektonFix ?? 'set coschedule: "disabled" in the feature-flags ConfigMap of Tekton\'s namespace'} (tekton-affinity migrate prints the equivalent policies)`,
       generation,
     );
   }

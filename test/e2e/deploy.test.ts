@@ -198,7 +198,7 @@ const ALLOWED = [
   `${NAMESPACE} coordination.k8s.io leases get`,
   `${NAMESPACE} coordination.k8s.io leases list`,
   `${NAMESPACE} coordination.k8s.io leases update`,
-  "tekton-pipelines core configmaps get [config-defaults,feature-flags]",
+  "tekton-pipelines core configmaps get [config-defaults,feature-flags,pipelines-info]",
 ].sort();
 
 const RBAC_KINDS = new Set([

@@ -182,12 +182,17 @@ describe("AffinityPolicy API", function () {
       expect(stdout).to.contain("namespace: team-a");
       expect(stdout).to.contain("mode: isolate-pipelinerun");
     } finally {
-      await patchFlag("disabled");
+      // Tekton lowercases coschedule: "Disabled" turns its assistant off, and so it reads here.
+      await patchFlag("Disabled");
       // Later tests need the gate back: the replica re-reads the flag every 10 s.
       await waitFor(
         "readyz without Tekton's assistant",
         async () => (await (await e2e()).controller.get("/readyz")) === "ok",
       );
+      await patchFlag("disabled");
     }
+    await waitFor("Ready=True once Tekton's assistant is off", async () =>
+      condition(await getPolicy(cluster, ns, "default"), "Ready")?.status === "True" ? true : undefined,
+    );
   });
 });

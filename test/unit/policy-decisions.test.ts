@@ -148,7 +148,7 @@ describe("policy decisions", () => {
       const ready = cond(written(actions), "Ready")!;
       expect(ready).to.include({ status: "False", reason: "TektonAffinityAssistantEnabled" });
       expect(ready.message).to.equal(
-        `Tekton's own affinity assistant is on (feature-flags coschedule: "isolate-pipelinerun") and would co-schedule these runs too; set coschedule: "disabled" in the feature-flags ConfigMap of Tekton's namespace (tekton-affinity migrate prints the equivalent policies)`,
+        `Tekton's own affinity assistant is on (coschedule mode "isolate-pipelinerun") and would co-schedule these runs too; set coschedule: "disabled" in the feature-flags ConfigMap of Tekton's namespace (tekton-affinity migrate prints the equivalent policies)`,
       );
       expect(eventsOf(actions)).to.deep.equal([
         { type: "event", eventType: "Warning", reason: ready.reason, message: ready.message },
@@ -481,7 +481,10 @@ describe("AffinityPolicyReconciler executing the decisions", () => {
       caches,
       activeRuns: { count: (ns, name) => (ns === "team-a" && name === p.metadata.name ? 1 : 0) },
       logger: pino({ level: "silent" }),
-      tektonFlags: { coschedule: async () => o.coschedule } as unknown as TektonFlags,
+      tektonFlags: {
+        state: async () =>
+          o.coschedule === undefined ? undefined : { mode: o.coschedule, fix: 'set coschedule: "disabled"' },
+      } as unknown as TektonFlags,
       ...(o.events === false
         ? {}
         : {
