@@ -239,9 +239,11 @@ export class Controller {
     this.logger.info({ port: o.webhookPort }, "webhook server listening");
 
     await startCaches(caches);
-    this.synced = true;
     this.logger.info("informer caches synced");
+    // Ready only once the apiserver can call us: our caBundle is in the webhook configurations (until then
+    // its calls would fail TLS, and a policy would be checked by its schema alone).
     if (o.manageWebhookConfigurations) await this.applyWebhookConfigurations(kc, caBundle(bundle));
+    this.synced = true;
 
     const events = new EventRecorder(clients.core, "tekton-affinity", this.logger);
     const nodeTracker = new NodeTracker();
