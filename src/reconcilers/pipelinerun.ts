@@ -80,6 +80,7 @@ import {
   decideRun,
   EVICTED_AT_ANNOTATION,
   EVICTED_FROM_ANNOTATION,
+  gatedSince,
   isGated,
   type PlaceholderObservation,
   pinnedCannotMigrate,
@@ -272,8 +273,8 @@ export class PipelineRunReconciler {
       ...(reserve ? { reserve } : {}),
       ...(conflict ? { tektonConflict: conflict } : {}),
       now,
-      unavailableMs:
-        this.o.unavailableMs?.(new Date(run.metadata.creationTimestamp ?? now).getTime(), now) ?? 0,
+      // Over the span maxWait counts (decideGate): outages before it are not waiting time anyway.
+      unavailableMs: this.o.unavailableMs?.(gatedSince(run, now), now) ?? 0,
       options: {
         limits: this.limits,
         notReadyGraceMs: this.notReadyGraceMs,

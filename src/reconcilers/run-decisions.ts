@@ -212,7 +212,7 @@ export function claimsMatter(run: PipelineRun, spec: AffinityPolicySpec | undefi
 }
 
 /** When the gate began holding the run (ms): the takeover time when its creator pended it first. */
-function gatedSince(run: PipelineRun, now: number): number {
+export function gatedSince(run: PipelineRun, now: number): number {
   const at = Date.parse(run.metadata.annotations?.[GATED_AT_ANNOTATION] ?? "");
   return Number.isFinite(at) ? at : new Date(run.metadata.creationTimestamp ?? now).getTime();
 }

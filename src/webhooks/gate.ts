@@ -52,6 +52,32 @@ export interface GateOptions {
 }
 
 /**
+ * Ops that make the keys under our prefix in `meta`'s labels and annotations exactly `desired` (every
+ * other key untouched), and the keys that differed (`present`: the object had the key).
+ */
+function convergeMarks(
+  meta: PipelineRun["metadata"],
+  desired: Record<"labels" | "annotations", Record<string, string>>,
+): { patch: JsonPatchOp[]; differing: { key: string; present: boolean }[] } {
+  const patch: JsonPatchOp[] = [];
+  const differing: { key: string; present: boolean }[] = [];
+  for (const field of ["labels", "annotations"] as const) {
+    const current = meta[field] ?? {};
+    const want = desired[field];
+    const set: Record<string, string> = {};
+    for (const key of new Set([...ownedKeys(current), ...Object.keys(want)])) {
+      if (current[key] === want[key]) continue;
+      differing.push({ key, present: key in current });
+      if (want[key] === undefined) patch.push({ op: "remove", path: pointer("metadata", field, key) });
+      else set[key] = want[key];
+    }
+    // Removing every entry of a map leaves it in place ({}), so setMetadataEntries adds into it.
+    if (Object.keys(set).length) patch.push(...setMetadataEntries(meta, field, set));
+  }
+  return { patch, differing };
+}
+
+/**
  * @param tektonConflict set (the reason) while Tekton's own affinity assistant is on: then no run is
  * gated, because its pods would get two competing anchors (Tekton's assistant and our placeholder).
  */
@@ -62,8 +88,6 @@ export function gatePipelineRun(
   tektonConflict?: string,
   options: GateOptions = {},
 ): AdmissionDecision {
-  const labels = ownedKeys(run.metadata.labels);
-  const annotations = ownedKeys(run.metadata.annotations);
   // A copy of a run we gated: its Pending came from us, not from the user.
   const copiedGate =
     run.spec.status === PENDING_STATUS && run.metadata.annotations?.[GATED_ANNOTATION] === "true";
@@ -96,25 +120,10 @@ export function gatePipelineRun(
     };
   }
 
-  const patch: JsonPatchOp[] = [];
-  const removed: string[] = [];
-  for (const [field, keys] of [
-    ["labels", labels],
-    ["annotations", annotations],
-  ] as const) {
-    for (const key of keys) {
-      if (ours[field][key] === run.metadata[field]?.[key]) continue; // already what we would write
-      if (!(key in ours[field])) patch.push({ op: "remove", path: pointer("metadata", field, key) });
-      removed.push(key);
-    }
-    const toSet = Object.fromEntries(
-      Object.entries(ours[field]).filter(([k, v]) => run.metadata[field]?.[k] !== v),
-    );
-    if (Object.keys(toSet).length) {
-      // Removing every entry of a map leaves it in place ({}), so setMetadataEntries adds into it.
-      patch.push(...setMetadataEntries(run.metadata, field, toSet));
-    }
-  }
+  const marks = convergeMarks(run.metadata, ours);
+  const patch: JsonPatchOp[] = [...marks.patch];
+  // The marks the user sent that are not what we write.
+  const removed = marks.differing.filter((d) => d.present).map((d) => d.key);
   // Our term in, or any stale one of ours out (a copy of a run we placed carries it): a term naming
   // another run's placeholder would keep this run's pods from ever being scheduled.
   if (placementWritable(run))
@@ -171,21 +180,11 @@ export function guardMarks(
       ...(takeOver ? { [GATED_ANNOTATION]: "true", [GATED_AT_ANNOTATION]: now.toISOString() } : {}),
     } as Record<string, string>,
   };
-  const patch: JsonPatchOp[] = [];
-  const changed: string[] = [];
-  for (const field of ["labels", "annotations"] as const) {
-    const current = run.metadata[field] ?? {};
-    const want = desired[field];
-    const keys = new Set([...ownedKeys(current), ...Object.keys(want)]);
-    const set: Record<string, string> = {};
-    for (const key of keys) {
-      if (current[key] === want[key]) continue;
-      if (!takeOver || (key !== GATED_ANNOTATION && key !== GATED_AT_ANNOTATION)) changed.push(key);
-      if (want[key] === undefined) patch.push({ op: "remove", path: pointer("metadata", field, key) });
-      else set[key] = want[key];
-    }
-    if (Object.keys(set).length) patch.push(...setMetadataEntries(run.metadata, field, set));
-  }
+  const { patch, differing } = convergeMarks(run.metadata, desired);
+  // The marks the update changed (not those the takeover adds).
+  const changed = differing
+    .map((d) => d.key)
+    .filter((k) => !takeOver || (k !== GATED_ANNOTATION && k !== GATED_AT_ANNOTATION));
   const warnings: string[] = [];
   if (changed.length)
     warnings.push(
