@@ -13,6 +13,18 @@ export const TEKTON_VERSION = "v1";
 /** Label put on a gated PipelineRun. Tekton copies run labels to its TaskRuns and Pods, so the pod
  * webhook's objectSelector can match it and no other pod in the cluster reaches our webhook. */
 export const MANAGED_LABEL = `${GROUP}/managed`;
+/** The managed label's value while we co-schedule the run: the pods webhook and the marks guard select it. */
+export const MANAGED = "true";
+/** Its value once the run was released without co-scheduling (onMaxWait: Release): still watched, so its
+ * template claims are cleaned up when it finishes, but its later pods skip the pods webhook, and the
+ * user owns the run's marks again. */
+export const RELEASED = "released";
+
+/** Whether the controller watches the run: managed, or released but not yet cleaned up after. */
+export function isWatchedRun(run: { metadata: { labels?: Record<string, string> } }): boolean {
+  const value = run.metadata.labels?.[MANAGED_LABEL];
+  return value === MANAGED || value === RELEASED;
+}
 /** Label on a run's pods naming the run; Tekton sets tekton.dev/pipelineRun too, but we only trust our own. */
 export const RUN_LABEL = `${GROUP}/pipelinerun`;
 
@@ -46,5 +58,8 @@ export const RESERVATION_COMPONENT = "affinity-reservation";
 export const RESERVATION_LABEL = `${GROUP}/reservation`;
 /** The lowest-priority, never-preempting PriorityClass deploy/ installs for reservation pods. */
 export const RESERVATION_PRIORITY_CLASS = "tekton-affinity-reservation";
+
+/** The topology key a placeholder shares with its tasks unless a policy names another: one node. */
+export const DEFAULT_TOPOLOGY_KEY = "kubernetes.io/hostname";
 
 export const PENDING_STATUS = "PipelineRunPending";

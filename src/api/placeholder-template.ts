@@ -16,8 +16,10 @@
 //   identity at all. Kept, that pair (with the restricted default's runAsNonRoot) is a pod the kubelet
 //   refuses to start, so the run would wait for a placeholder that never runs; the placeholder keeps the
 //   restricted identity (uid 65532, runAsNonRoot) instead, and the tasks still run as the run asks.
-// - nodeAffinity: the run's podTemplate.affinity.nodeAffinity, so the placeholder only lands where the
-//   run's own pods may go (its tasks would otherwise be stranded between two required rules).
+// - affinity: the run's podTemplate.affinity, all of it (as Tekton's assistant inherits it): its
+//   nodeAffinity, so the placeholder only lands where the run's own pods may go (its tasks would
+//   otherwise be stranded between two required rules), and its podAffinity and podAntiAffinity, merged
+//   with ours (statefulset.ts), so a run that asks to be beside or away from some pods gets that node.
 // - image: the policy's > the operator's --default-placeholder-image > registry.k8s.io/pause:3.10.
 // - resources: the policy's; requests default per resource to cpu 1m and memory 8Mi, except for a
 //   resource that has a limit but no request (Kubernetes then uses the limit as the request, and a
@@ -57,6 +59,10 @@ export interface PlaceholderTemplate {
   image: string;
   /** The run's pod node affinity (a core/v1 NodeAffinity). */
   nodeAffinity?: Record<string, unknown>;
+  /** The run's pod affinity and anti-affinity (core/v1 PodAffinity, PodAntiAffinity), as written: the
+   * gate's own placement term is the placement layer's to drop. */
+  podAffinity?: Record<string, unknown>;
+  podAntiAffinity?: Record<string, unknown>;
 }
 
 /** The fields of Tekton's AffinityAssistantTemplate a placeholder takes from config-defaults. */
@@ -132,8 +138,11 @@ export function effectivePlaceholderTemplate(
   if (tolerations) template.tolerations = clone(tolerations);
   const priorityClassName = pod.priorityClassName || policy.priorityClassName || tekton.priorityClassName;
   if (priorityClassName) template.priorityClassName = priorityClassName;
-  const nodeAffinity = (pod.affinity as { nodeAffinity?: Record<string, unknown> } | undefined)?.nodeAffinity;
-  if (nodeAffinity) template.nodeAffinity = clone(nodeAffinity);
+  const affinity = pod.affinity as Record<string, Record<string, unknown> | undefined> | undefined;
+  for (const part of ["nodeAffinity", "podAffinity", "podAntiAffinity"] as const) {
+    const value = affinity?.[part];
+    if (value) template[part] = clone(value);
+  }
   const imagePullSecrets = pod.imagePullSecrets ?? policy.imagePullSecrets ?? tekton.imagePullSecrets;
   if (imagePullSecrets) template.imagePullSecrets = clone(imagePullSecrets);
   return template;

@@ -389,7 +389,11 @@ export async function gatherFacts(clients: KubeClients, namespace: string, name:
       .listNamespacedPod({ namespace, labelSelector: `${PLACEHOLDER_RUN_UID_LABEL}=${uid}` })
       .then((l) => l.items),
     clients.core
-      .listNamespacedPod({ namespace, labelSelector: `tekton.dev/pipelineRun=${name}` })
+      // Not its placeholders: they carry the run's labels too, as Tekton's assistant does.
+      .listNamespacedPod({
+        namespace,
+        labelSelector: `tekton.dev/pipelineRun=${name},!${PLACEHOLDER_RUN_UID_LABEL}`,
+      })
       .then((l) => l.items),
     clients.core
       .listNamespacedEvent({

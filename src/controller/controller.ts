@@ -6,7 +6,7 @@ import * as k8s from "@kubernetes/client-node";
 import { type Logger, pino } from "pino";
 import {
   GROUP,
-  MANAGED_LABEL,
+  isWatchedRun,
   PLURAL,
   POLICY_ANNOTATION,
   TEKTON_GROUP,
@@ -557,7 +557,7 @@ export class Controller {
    * watch events is enqueued by the watches (src/reconcilers/*-watches.ts).
    */
   private enqueueRun(run: PipelineRun, resync = false): void {
-    if (run.metadata.labels?.[MANAGED_LABEL] !== "true") return;
+    if (!isWatchedRun(run)) return;
     const cause = resync ? undefined : causeOf("PipelineRun", run);
     this.enqueue(
       { kind: "run", namespace: run.metadata.namespace, name: run.metadata.name, cause },
@@ -677,7 +677,6 @@ export class Controller {
     let runs = 0;
     for (const run of caches.runs.list()) {
       if (run.metadata.annotations?.[CLEANED_UP_ANNOTATION] === "true") continue;
-      if (run.metadata.labels?.[MANAGED_LABEL] !== "true") continue;
       this.enqueueRun(run, true);
       runs++;
     }

@@ -80,6 +80,7 @@ export function makeClients(kc: k8s.KubeConfig): KubeClients {
 
 /** client-node 1.x picks a patch's content type from a per-request option. */
 export const mergePatch = () => k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch);
+export const jsonPatch = () => k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.JsonPatch);
 
 export function statusCode(err: unknown): number | undefined {
   return (err as { code?: number })?.code;

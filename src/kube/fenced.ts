@@ -2,10 +2,16 @@
 // 409 Conflict if the object changed since, so a stale view (or a replica whose lock lapsed) can never
 // overwrite newer state. The caller retries from fresh state.
 
-import type { AppsV1Api, CustomObjectsApi, V1StatefulSet } from "@kubernetes/client-node";
+import type {
+  AppsV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  V1PersistentVolumeClaim,
+  V1StatefulSet,
+} from "@kubernetes/client-node";
 import { TEKTON_GROUP, TEKTON_VERSION } from "../api/constants.js";
 import type { PipelineRun } from "../api/types.js";
-import { mergePatch } from "./clients.js";
+import { jsonPatch, mergePatch } from "./clients.js";
 
 export async function patchRunFenced(
   custom: CustomObjectsApi,
@@ -60,5 +66,39 @@ export async function annotateSetFenced(
       body: { metadata: { resourceVersion: set.metadata?.resourceVersion, annotations } },
     },
     mergePatch(),
+  );
+}
+
+/** The finalizer the apiserver puts on every claim, which keeps a deleted one Terminating while any pod
+ * that uses it is not gone yet (a placeholder still shutting down, a finished task pod). */
+export const PVC_PROTECTION_FINALIZER = "kubernetes.io/pvc-protection";
+
+/**
+ * Deletes a claim and drops its protection finalizer, as Tekton does for the claims its affinity
+ * assistant cleans up (PurgeFinalizerAndDeletePVCForWorkspace): the claim is gone, not Terminating,
+ * and its volume is released at once. Fenced twice: the delete by the claim's uid, the patch by a
+ * JSON-patch test of the finalizers we read, so another finalizer added since is never dropped.
+ * The caller decides that the claim is ours (owned by the finished run).
+ */
+export async function purgeClaim(core: CoreV1Api, claim: V1PersistentVolumeClaim): Promise<void> {
+  const { name = "", namespace = "", uid } = claim.metadata ?? {};
+  await core.deleteNamespacedPersistentVolumeClaim({ name, namespace, body: { preconditions: { uid } } });
+  const finalizers = claim.metadata?.finalizers ?? [];
+  if (!finalizers.includes(PVC_PROTECTION_FINALIZER)) return;
+  await core.patchNamespacedPersistentVolumeClaim(
+    {
+      name,
+      namespace,
+      body: [
+        { op: "test", path: "/metadata/uid", value: uid },
+        { op: "test", path: "/metadata/finalizers", value: finalizers },
+        {
+          op: "replace",
+          path: "/metadata/finalizers",
+          value: finalizers.filter((f) => f !== PVC_PROTECTION_FINALIZER),
+        },
+      ],
+    },
+    jsonPatch(),
   );
 }

@@ -6,9 +6,11 @@ import type { Logger } from "pino";
 import {
   COMPONENT_LABEL,
   GROUP,
+  MANAGED,
   MANAGED_LABEL,
   PLACEHOLDER_COMPONENT,
   PLURAL,
+  RELEASED,
   RESERVATION_COMPONENT,
   TEKTON_GROUP,
   TEKTON_VERSION,
@@ -173,8 +175,9 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
   const core = kc.makeApiClient(k8s.CoreV1Api);
   // Placeholders and the reservations that hold room beside them (reserve: LargestTask).
   const placeholders = `${COMPONENT_LABEL} in (${PLACEHOLDER_COMPONENT},${RESERVATION_COMPONENT})`;
-  // Only the runs the gate marked as ours: a cluster's other runs (often most of them) cost no memory.
-  const managed = `${MANAGED_LABEL}=true`;
+  // Only the runs the gate marked as ours (and those released from it, for their clean-up): a cluster's
+  // other runs (often most of them) cost no memory.
+  const managed = `${MANAGED_LABEL} in (${MANAGED},${RELEASED})`;
   return {
     runs: new WatchedCache(
       "PipelineRun",

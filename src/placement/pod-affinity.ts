@@ -2,8 +2,7 @@
 // overwrote the pod's affinity; we add our term and keep the user's.
 
 import type { V1Affinity, V1NodeSelectorRequirement, V1PodAffinityTerm } from "@kubernetes/client-node";
-import { PLACEHOLDER_LABEL } from "../api/constants.js";
-import { DEFAULT_TOPOLOGY_KEY } from "./statefulset.js";
+import { DEFAULT_TOPOLOGY_KEY, PLACEHOLDER_LABEL } from "../api/constants.js";
 
 export interface AffinityTarget {
   placeholder: string;

@@ -19,6 +19,7 @@
 import type { V1StatefulSet } from "@kubernetes/client-node";
 import {
   COMPONENT_LABEL,
+  DEFAULT_TOPOLOGY_KEY,
   GROUP,
   PLACEHOLDER_RUN_UID_LABEL,
   RESERVATION_COMPONENT,
@@ -34,7 +35,6 @@ import { boundedTemplate } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import type { PlaceholderPlan } from "./plan.js";
 import {
-  DEFAULT_TOPOLOGY_KEY,
   isolationAffinity,
   ownerReference,
   type PlacementContext,

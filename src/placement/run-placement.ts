@@ -20,6 +20,7 @@ import { isDeepStrictEqual } from "node:util";
 import type { V1Affinity, V1PodAffinityTerm } from "@kubernetes/client-node";
 import {
   COMPONENT_LABEL,
+  DEFAULT_TOPOLOGY_KEY,
   PLACEHOLDER_COMPONENT,
   PLACEHOLDER_LABEL,
   PLACEMENT_LABEL,
@@ -28,7 +29,6 @@ import {
 } from "../api/constants.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import type { JsonPatchOp } from "../webhooks/admission.js";
-import { DEFAULT_TOPOLOGY_KEY } from "./statefulset.js";
 
 /** Whether runs under this spec carry their placement (else the pods webhook adds it to each pod). Not:
  * workspaces mode (a task follows the placeholder of the claim it mounts, which a run-wide template

@@ -3,9 +3,11 @@
 // StatefulSet controller recreate it on another node.
 
 import { createHash } from "node:crypto";
-import type { V1PersistentVolumeClaim, V1StatefulSet } from "@kubernetes/client-node";
+import type { V1PersistentVolumeClaim, V1PodAffinity, V1StatefulSet } from "@kubernetes/client-node";
 import {
   COMPONENT_LABEL,
+  DEFAULT_TOPOLOGY_KEY,
+  GROUP,
   ISOLATE_LABEL,
   PLACEHOLDER_COMPONENT,
   PLACEHOLDER_LABEL,
@@ -25,8 +27,8 @@ import { boundedTemplate, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import { mountedClaims, type PlaceholderPlan, type VolumeRequirement } from "./plan.js";
 import { reservationAffinityTerm } from "./reservation.js";
+import { withoutOurTerms } from "./run-placement.js";
 
-export const DEFAULT_TOPOLOGY_KEY = "kubernetes.io/hostname";
 /** On a placeholder StatefulSet: a hash of its pod template, to see that its policy changed since. */
 export const TEMPLATE_HASH_ANNOTATION = "affinity.tekton.dev/template-hash";
 
@@ -45,8 +47,25 @@ export function ownerReference(run: PipelineRun) {
   };
 }
 
+/** Tekton labels the pods of a run with its name; its assistant carries that label too. */
+export const TEKTON_PIPELINERUN_LABEL = "tekton.dev/pipelineRun";
+
+/**
+ * The run's labels a placeholder carries, as Tekton's assistant carries them (cost and policy tooling
+ * and people's runbooks select by them), plus tekton.dev/pipelineRun. Not ours (affinity.tekton.dev/*:
+ * the managed label would send the placeholder through the pods webhook) and not the component label,
+ * which says what the object is: placeholderLabels sets both.
+ */
+export function inheritedLabels(run: PipelineRun): Record<string, string> {
+  const kept = Object.entries(run.metadata.labels ?? {}).filter(
+    ([key]) => !key.startsWith(`${GROUP}/`) && key !== COMPONENT_LABEL,
+  );
+  return { ...Object.fromEntries(kept), [TEKTON_PIPELINERUN_LABEL]: run.metadata.name };
+}
+
 export function placeholderLabels(run: PipelineRun, plan: PlaceholderPlan): Record<string, string> {
   return {
+    ...inheritedLabels(run),
     [COMPONENT_LABEL]: PLACEHOLDER_COMPONENT,
     [PLACEHOLDER_LABEL]: plan.name,
     [RUN_LABEL]: run.metadata.name,
@@ -146,10 +165,30 @@ export function withVolumeAffinity(
   };
 }
 
+/** Pod (anti-)affinity rules with a required and a preferred list, as in core/v1. */
+type TermLists = {
+  requiredDuringSchedulingIgnoredDuringExecution?: unknown[];
+  preferredDuringSchedulingIgnoredDuringExecution?: unknown[];
+};
+
+/** Both lists of `a` and `b` together (every required term must hold; preferences add up), or
+ * undefined when neither has a term. */
+export function concatTerms(a: TermLists | undefined, b: TermLists | undefined): TermLists | undefined {
+  const out: TermLists = {};
+  for (const list of [
+    "requiredDuringSchedulingIgnoredDuringExecution",
+    "preferredDuringSchedulingIgnoredDuringExecution",
+  ] as const) {
+    const terms = [...(a?.[list] ?? []), ...(b?.[list] ?? [])];
+    if (terms.length) out[list] = terms;
+  }
+  return Object.keys(out).length ? out : undefined;
+}
+
 function placeholderAffinity(
   spec: AffinityPolicySpec,
   ctx: PlacementContext,
-  nodeAffinity: Record<string, unknown> | undefined,
+  inherited: { nodeAffinity?: Record<string, unknown>; podAffinity?: object; podAntiAffinity?: object },
   plan: PlaceholderPlan,
 ) {
   const isolate = spec.mode === "isolate-pipelinerun";
@@ -160,14 +199,23 @@ function placeholderAffinity(
       ? spreadAffinity()
       : undefined;
   const beside = ctx.reserving
-    ? {
-        podAffinity: {
-          requiredDuringSchedulingIgnoredDuringExecution: [reservationAffinityTerm(spec, plan)],
-        },
-      }
+    ? { requiredDuringSchedulingIgnoredDuringExecution: [reservationAffinityTerm(spec, plan)] }
     : undefined;
-  if (!apart && !nodeAffinity && !beside) return undefined;
-  return { ...(nodeAffinity ? { nodeAffinity: nodeAffinity as never } : {}), ...apart, ...beside };
+  // The run's own pod affinity, without the gate's term that makes its tasks follow this placeholder.
+  const runPodAffinity = withoutOurTerms({
+    podAffinity: inherited.podAffinity as V1PodAffinity,
+  })?.podAffinity;
+  const podAffinity = concatTerms(runPodAffinity as TermLists | undefined, beside);
+  const podAntiAffinity = concatTerms(
+    inherited.podAntiAffinity as TermLists | undefined,
+    apart?.podAntiAffinity,
+  );
+  const affinity = {
+    ...(inherited.nodeAffinity ? { nodeAffinity: inherited.nodeAffinity as never } : {}),
+    ...(podAffinity ? { podAffinity: podAffinity as never } : {}),
+    ...(podAntiAffinity ? { podAntiAffinity: podAntiAffinity as never } : {}),
+  };
+  return Object.keys(affinity).length ? affinity : undefined;
 }
 
 export function placeholderStatefulSet(
@@ -206,7 +254,16 @@ export function placeholderStatefulSet(
       securityContext: t.securityContext as never,
       imagePullSecrets: t.imagePullSecrets as never,
       terminationGracePeriodSeconds: 0,
-      affinity: placeholderAffinity(spec, ctx, withVolumeAffinity(t.nodeAffinity, plan.volumeAffinity), plan),
+      affinity: placeholderAffinity(
+        spec,
+        ctx,
+        {
+          nodeAffinity: withVolumeAffinity(t.nodeAffinity, plan.volumeAffinity),
+          podAffinity: t.podAffinity,
+          podAntiAffinity: t.podAntiAffinity,
+        },
+        plan,
+      ),
       containers: [
         {
           name: "placeholder",

@@ -7,7 +7,7 @@
 // files the run under the policy its annotation names while it has not finished, a delete forgets it.
 // A relist replays the cache's adds, updates and deletes, so the index follows the cache.
 
-import { POLICY_ANNOTATION } from "../api/constants.js";
+import { MANAGED_LABEL, POLICY_ANNOTATION, RELEASED } from "../api/constants.js";
 import type { PipelineRun } from "../api/types.js";
 import { isDone } from "./run-decisions.js";
 
@@ -26,7 +26,8 @@ export class ActiveRunIndex implements ActiveRunCounts {
   /** A run was added or changed: file it under its policy while it is active, else forget it. */
   observe(run: PipelineRun): void {
     const policy = run.metadata.annotations?.[POLICY_ANNOTATION];
-    if (!policy || isDone(run)) {
+    // A run released without co-scheduling is no longer the policy's, though still watched.
+    if (!policy || isDone(run) || run.metadata.labels?.[MANAGED_LABEL] === RELEASED) {
       this.forget(run);
       return;
     }

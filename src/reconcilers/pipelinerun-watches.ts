@@ -6,7 +6,13 @@
 // The same events may also be work for the policy reconciler; that part is in affinitypolicy-watches.ts.
 
 import type * as k8s from "@kubernetes/client-node";
-import { GATED_ANNOTATION, MANAGED_LABEL, POLICY_ANNOTATION, RUN_LABEL } from "../api/constants.js";
+import {
+  GATED_ANNOTATION,
+  isWatchedRun,
+  MANAGED_LABEL,
+  POLICY_ANNOTATION,
+  RUN_LABEL,
+} from "../api/constants.js";
 import type { PipelineRun } from "../api/types.js";
 import {
   ChangeFilter,
@@ -29,7 +35,7 @@ export function watchRunInputs(caches: WatchCaches, runs: RunNews, sink: WorkSin
   // A run event the filter let through (not Tekton's status writes, not our own writes) is work for the
   // run; whether it is also work for its policy's count is affinitypolicy-watches.ts's to say.
   runs.onChange((run) => {
-    if (run.metadata.labels?.[MANAGED_LABEL] !== "true") return;
+    if (!isWatchedRun(run)) return;
     sink.enqueue({
       kind: "run",
       namespace: run.metadata.namespace,

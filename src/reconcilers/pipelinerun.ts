@@ -29,10 +29,12 @@ import type {
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import {
+  DEFAULT_TOPOLOGY_KEY,
   GATED_ANNOTATION,
   GROUP,
   MANAGED_LABEL,
   PLACEHOLDER_RUN_UID_LABEL,
+  RELEASED,
   TEKTON_GROUP,
   TEKTON_VERSION,
   WAITING_ANNOTATION,
@@ -41,7 +43,7 @@ import { capReservation, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../a
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import { apiMessage, isConflict, isNotFound, type KubeClients, statusCode } from "../kube/clients.js";
 import type { EventRecorder, EventTarget } from "../kube/events.js";
-import { annotateSetFenced, patchRunFenced, patchRunStatusFenced } from "../kube/fenced.js";
+import { annotateSetFenced, patchRunFenced, patchRunStatusFenced, purgeClaim } from "../kube/fenced.js";
 import type { Caches } from "../kube/informers.js";
 import type { TektonDefaults } from "../kube/tekton-defaults.js";
 import type { TektonFlags } from "../kube/tekton-flags.js";
@@ -55,7 +57,7 @@ import {
   volumeRequirements,
 } from "../placement/plan.js";
 import { NO_ROOM, reservationName, reservesLargestTask } from "../placement/reservation.js";
-import { DEFAULT_TOPOLOGY_KEY, isNodeWide } from "../placement/statefulset.js";
+import { isNodeWide } from "../placement/statefulset.js";
 import {
   largestTask,
   limitRangeDefaults,
@@ -701,7 +703,7 @@ export class PipelineRunReconciler {
   private async releaseWithoutCoscheduling(run: PipelineRun, message: string, log: Logger): Promise<void> {
     await this.patchRun(run, {
       metadata: {
-        labels: { [MANAGED_LABEL]: null },
+        labels: { [MANAGED_LABEL]: RELEASED },
         annotations: {
           [GATED_ANNOTATION]: null,
           [WAITING_ANNOTATION]: null,
@@ -871,7 +873,7 @@ export class PipelineRunReconciler {
     return sets.length;
   }
 
-  /** Deletes those of the named claims the run owns; returns their names. */
+  /** Deletes those of the named claims the run owns, protection finalizer and all; returns their names. */
   private async deleteOwnedClaims(run: PipelineRun, names: string[]): Promise<string[]> {
     const deleted: string[] = [];
     for (const name of names) {
@@ -882,11 +884,8 @@ export class PipelineRunReconciler {
         });
         // Only a claim this run owns: never one that merely has the same name.
         if (!claim.metadata?.ownerReferences?.some((o) => o.uid === run.metadata.uid)) continue;
-        await this.o.clients.core.deleteNamespacedPersistentVolumeClaim({
-          name,
-          namespace: run.metadata.namespace,
-          body: { preconditions: { uid: claim.metadata.uid } },
-        });
+        // Gone, not Terminating: its protection finalizer goes too (a conflict retries the job).
+        await purgeClaim(this.o.clients.core, claim);
         deleted.push(name);
       } catch (err) {
         if (!isNotFound(err)) throw err;

@@ -241,7 +241,8 @@ export function currentPod(p: PlaceholderObservation): V1Pod | undefined {
 export function decideRun(obs: RunObservation): RunAction[] {
   switch (stage(obs)) {
     case "released":
-      return [{ type: "deletePlaceholders" }];
+      // Its placeholders go at once; its template claims, once it finishes, as any run's would.
+      return isDone(obs.run) && obs.spec ? decideCleanUp(obs) : [{ type: "deletePlaceholders" }];
     case "ignored":
       return [];
     case "done":

@@ -2,11 +2,10 @@
 // managed label reach it (objectSelector), and it answers from the informer caches alone.
 
 import type { V1Pod } from "@kubernetes/client-node";
-import { MODE_ANNOTATION, PLACEHOLDER_LABEL } from "../api/constants.js";
+import { DEFAULT_TOPOLOGY_KEY, MODE_ANNOTATION, PLACEHOLDER_LABEL } from "../api/constants.js";
 import type { AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
 import { placeholderForPod, runClaims } from "../placement/plan.js";
 import { mergeAffinity } from "../placement/pod-affinity.js";
-import { DEFAULT_TOPOLOGY_KEY } from "../placement/statefulset.js";
 import type { AdmissionDecision } from "./admission.js";
 
 export interface PodContext {

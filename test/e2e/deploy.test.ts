@@ -18,6 +18,7 @@ import { expect } from "chai";
 import { parseAllDocuments, stringify } from "yaml";
 import { toKubeYaml } from "../../scripts/release-lib.js";
 import { parseQuantity } from "../../src/api/quantity.js";
+import { mergePatch } from "../../src/kube/clients.js";
 import type { LocalCluster } from "../cluster/cluster.js";
 import { kubectlRun, waitFor } from "../cluster/kube.js";
 import { ControllerProcess } from "./controller-process.js";
@@ -531,6 +532,56 @@ describe("deploy/ (kustomize install)", function () {
     // Both are still there.
     await cluster.clients.core.readNamespacedPersistentVolumeClaim({ name: "tenant-data", namespace: ns });
     await cluster.clients.core.readNamespacedPod({ name: "tenant-pod", namespace: ns });
+
+    // Finalizers: the clean-up may take them off a run's own claim once it is being deleted, and only then.
+    const run = await createRun(cluster, pipelineRun(ns, { tasks: [{ name: "a", seconds: 60 }] }));
+    await cluster.clients.core.createNamespacedPersistentVolumeClaim({
+      namespace: ns,
+      body: {
+        metadata: {
+          name: "run-data",
+          finalizers: ["example.com/hold"],
+          ownerReferences: [
+            {
+              apiVersion: "tekton.dev/v1",
+              kind: "PipelineRun",
+              name: run.metadata.name,
+              uid: run.metadata.uid!,
+            },
+          ],
+        },
+        spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Mi" } } },
+      },
+    });
+    const dropFinalizers = (claim: string) =>
+      asController([
+        "-n",
+        ns,
+        "patch",
+        `pvc/${claim}`,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":["example.com/hold"]}}',
+      ]);
+    expect(await dropFinalizers("run-data"), "a live claim").to.contain("tekton-affinity-controller-fence");
+    expect(await dropFinalizers("tenant-data"), "a tenant's claim").to.contain(
+      "tekton-affinity-controller-fence",
+    );
+    await cluster.clients.core.deleteNamespacedPersistentVolumeClaim({ name: "run-data", namespace: ns });
+    expect(
+      await asController(["-n", ns, "label", "pvc/run-data", "stolen=yes"]),
+      "anything but finalizers",
+    ).to.contain("tekton-affinity-controller-fence");
+    expect(await dropFinalizers("run-data"), "a run's claim being deleted").to.match(/^allowed: .*patched/);
+    const left = await cluster.clients.core.readNamespacedPersistentVolumeClaim({
+      name: "run-data",
+      namespace: ns,
+    });
+    expect(left.metadata?.finalizers).to.deep.equal(["example.com/hold"]);
+    await cluster.clients.core.patchNamespacedPersistentVolumeClaim(
+      { name: "run-data", namespace: ns, body: { metadata: { finalizers: null } } },
+      mergePatch(),
+    );
   });
 
   it("a replica with only the deploy/ RBAC passes scenario 2 with no forbidden request", async () => {

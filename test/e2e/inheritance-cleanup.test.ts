@@ -34,10 +34,12 @@ async function placeholderFor(cluster: LocalCluster, ns: string, shape: RunShape
   return { run, pod };
 }
 
+/** Whether the claim object is there at all: one stuck Terminating (deleted, but held by its
+ * protection finalizer) still is, and still holds its volume. */
 async function claimExists(cluster: LocalCluster, ns: string, name: string): Promise<boolean> {
   try {
-    const claim = await cluster.clients.core.readNamespacedPersistentVolumeClaim({ name, namespace: ns });
-    return !claim.metadata?.deletionTimestamp;
+    await cluster.clients.core.readNamespacedPersistentVolumeClaim({ name, namespace: ns });
+    return true;
   } catch (err) {
     if (isNotFound(err)) return false;
     throw err;
@@ -102,6 +104,66 @@ describe("placeholder inheritance and cleanup (scenario 4)", function () {
     const done = await waitRunSucceeded(cluster, ns, run.metadata.name);
     expect(done.metadata.annotations?.["affinity.tekton.dev/placed-on"]).to.equal(target);
     await waitRunSucceeded(cluster, ns, policyOnly.run.metadata.name);
+  });
+
+  it("affinity and labels: the run's whole pod affinity and its labels reach the placeholder, as in Tekton", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "inherit");
+    await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+    const target = "kwok-node-2";
+    // Pods the run wants to stay away from on every other node, and a run already on the target: the
+    // placeholder's own spreading then prefers another node, so only the inherited anti-affinity brings
+    // it there.
+    for (const node of ["kwok-node-0", "kwok-node-1"]) {
+      await cluster.clients.core.createNamespacedPod({
+        namespace: ns,
+        body: {
+          metadata: { name: `noisy-${node}`, labels: { app: "noisy" } },
+          spec: { nodeName: node, containers: [{ name: "c", image: "busybox" }] },
+        },
+      });
+    }
+    const first = await placeholderFor(cluster, ns, {
+      tasks: [{ name: "a", seconds: 12 }],
+      taskRunTemplate: { podTemplate: { nodeSelector: { "kubernetes.io/hostname": target } } },
+    });
+    await waitFor(
+      "the first placeholder on its node",
+      async () => (await placeholderPods(cluster, ns, first.run.metadata.uid!))[0]?.spec?.nodeName === target,
+    );
+    const away = {
+      labelSelector: { matchLabels: { app: "noisy" } },
+      topologyKey: "kubernetes.io/hostname",
+    };
+    const { run } = await placeholderFor(cluster, ns, {
+      labels: { team: "payments" },
+      tasks: [{ name: "a" }, { name: "b", runAfter: ["a"] }],
+      taskRunTemplate: {
+        podTemplate: {
+          affinity: { podAntiAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [away] } },
+        },
+      },
+    });
+    const pod = await waitFor("the placeholder scheduled", async () => {
+      const p = (await placeholderPods(cluster, ns, run.metadata.uid!))[0];
+      return p?.spec?.nodeName ? p : undefined;
+    });
+    expect(pod.spec?.affinity?.podAntiAffinity?.requiredDuringSchedulingIgnoredDuringExecution).to.deep.equal(
+      [away],
+    );
+    expect(pod.spec?.nodeName).to.equal(target);
+    const sets = await cluster.clients.apps.listNamespacedStatefulSet({
+      namespace: ns,
+      labelSelector: `affinity.tekton.dev/pipelinerun-uid=${run.metadata.uid}`,
+    });
+    for (const labels of [pod.metadata?.labels, sets.items[0]?.metadata?.labels]) {
+      expect(labels?.team).to.equal("payments");
+      expect(labels?.["tekton.dev/pipelineRun"]).to.equal(run.metadata.name);
+      expect(labels).to.not.have.property("affinity.tekton.dev/managed");
+    }
+    const done = await waitRunSucceeded(cluster, ns, run.metadata.name);
+    expect(done.metadata.annotations?.["affinity.tekton.dev/placed-on"]).to.equal(target);
+    await waitRunSucceeded(cluster, ns, first.run.metadata.name);
   });
 
   it('PVC cleanup matrix: workspaces mode keeps template PVCs unless auto-cleanup-pvc is exactly "true"; other modes delete them; user PVCs stay', async () => {

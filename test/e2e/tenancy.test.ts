@@ -11,9 +11,10 @@ import {
 import { DEFAULT_ISOLATION_GROUP_LABEL } from "../../src/api/tenancy.js";
 import type { PipelineRun } from "../../src/api/types.js";
 import { mergePatch } from "../../src/kube/clients.js";
+import { tektonClaimName } from "../../src/placement/names.js";
 import { MAX_WAIT_EXCEEDED_REASON } from "../../src/reconcilers/pipelinerun.js";
 import type { LocalCluster } from "../cluster/cluster.js";
-import { waitFor } from "../cluster/kube.js";
+import { isNotFound, waitFor } from "../cluster/kube.js";
 import { e2e } from "./env.js";
 import {
   applyPolicy,
@@ -22,6 +23,7 @@ import {
   getRun,
   pipelineRun,
   placeholderPods,
+  RWO_TEMPLATE,
   runEvents,
   taskPods,
   uniqueName,
@@ -256,16 +258,26 @@ describe("bounded, visible waiting", function () {
       onMaxWait: "Release",
       placeholder: { nodeSelector: { disktype: "no-such-disk" } },
     });
-    const run = await createRun(cluster, pipelineRun(ns, { tasks: [{ name: "a" }, { name: "b" }] }));
+    const run = await createRun(
+      cluster,
+      pipelineRun(ns, {
+        workspaces: { source: RWO_TEMPLATE },
+        tasks: [
+          { name: "a", workspaces: ["source"] },
+          { name: "b", runAfter: ["a"], workspaces: ["source"] },
+        ],
+      }),
+    );
     const event = await waitForEvent(cluster, ns, run.metadata.name, "ReleasedWithoutCoscheduling", {
       type: "Warning",
     });
     expect(event.message).to.contain("starting without co-scheduling");
     await waitRunSucceeded(cluster, ns, run.metadata.name);
     const r = await getRun(cluster, ns, run.metadata.name);
-    expect(r.metadata.labels?.[MANAGED_LABEL]).to.equal(undefined);
+    // No longer managed (its pods skip our webhook), still watched for its clean-up.
+    expect(r.metadata.labels?.[MANAGED_LABEL]).to.equal("released");
     for (const pod of (await taskPods(cluster, ns, run.metadata.name)).values()) {
-      expect(pod.metadata?.labels?.[MANAGED_LABEL]).to.equal(undefined);
+      expect(pod.metadata?.labels?.[MANAGED_LABEL]).to.not.equal("true");
       expect(pod.spec?.affinity?.podAffinity).to.equal(undefined);
     }
     await waitFor(
@@ -273,6 +285,17 @@ describe("bounded, visible waiting", function () {
       async () =>
         (await cluster.clients.apps.listNamespacedStatefulSet({ namespace: ns })).items.length === 0,
     );
+    // Its template claim follows the clean-up matrix like any run's (pipelineruns mode: deleted), and is
+    // gone, not Terminating.
+    await waitForEvent(cluster, ns, run.metadata.name, "CleanedUp");
+    const claim = tektonClaimName(undefined, "source", run.metadata.uid!);
+    const read = await cluster.clients.core
+      .readNamespacedPersistentVolumeClaim({ name: claim, namespace: ns })
+      .then(
+        () => "present",
+        (err) => (isNotFound(err) ? "NotFound" : String(err)),
+      );
+    expect(read).to.equal("NotFound");
   });
 
   it("a quota that denies the placeholder pod shows on the run at once; raising it lets the run start", async () => {

@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { POLICY_ANNOTATION } from "../../src/api/constants.js";
+import { MANAGED_LABEL, POLICY_ANNOTATION, RELEASED } from "../../src/api/constants.js";
 import type { Condition, PipelineRun } from "../../src/api/types.js";
 import { ActiveRunIndex } from "../../src/reconcilers/active-runs.js";
 
@@ -47,6 +47,15 @@ describe("ActiveRunIndex: each policy's unfinished runs, kept from the run watch
     index.observe(managedRun("c", undefined));
     expect(index.count("team-a", "default")).to.equal(0);
     index.forget(managedRun("a", "default")); // deleting a finished run changes nothing
+    expect(index.count("team-a", "default")).to.equal(0);
+  });
+
+  it("forgets a run released without co-scheduling: it is no longer the policy's, though still watched", () => {
+    const index = new ActiveRunIndex();
+    const run = managedRun("a", "default");
+    index.observe(run);
+    expect(index.count("team-a", "default")).to.equal(1);
+    index.observe({ ...run, metadata: { ...run.metadata, labels: { [MANAGED_LABEL]: RELEASED } } });
     expect(index.count("team-a", "default")).to.equal(0);
   });
 

@@ -429,26 +429,95 @@ describe("placeholderStatefulSet", () => {
     ]);
   });
 
-  it("carries only our labels, never Tekton's nor the managed label", () => {
+  it("carries the run's labels and tekton.dev/pipelineRun, as Tekton's assistant does, but never our marks", () => {
     for (const mode of ["pipelineruns", "isolate-pipelinerun", "workspaces"] as Mode[]) {
       const { sts, plan } = build({ mode });
       const stsLabels = sts.metadata?.labels ?? {};
       const podLabels = sts.spec!.template.metadata?.labels ?? {};
       expect(stsLabels).to.deep.equal({
+        "tekton.dev/pipeline": "build",
+        "tekton.dev/pipelineRun": "build-1",
         [COMPONENT_LABEL]: PLACEHOLDER_COMPONENT,
         [PLACEHOLDER_LABEL]: plan.name,
         [RUN_LABEL]: "build-1",
         [PLACEHOLDER_RUN_UID_LABEL]: UID,
       });
       for (const labels of [stsLabels, podLabels]) {
-        expect(Object.keys(labels).filter((k) => k.startsWith("tekton.dev/"))).to.deep.equal([]);
+        // The managed label would send the placeholder through the pods webhook.
         expect(labels).to.not.have.property(MANAGED_LABEL);
+        expect(labels[COMPONENT_LABEL]).to.equal(PLACEHOLDER_COMPONENT);
       }
       // The selector picks the pod template's labels.
       expect(sts.spec!.selector.matchLabels).to.deep.equal({ [PLACEHOLDER_LABEL]: plan.name });
       expect(podLabels[PLACEHOLDER_LABEL]).to.equal(plan.name);
       expect(sts.metadata?.name).to.equal(plan.name);
       expect(sts.spec!.replicas).to.equal(1);
+    }
+  });
+
+  it("drops the run's marks and component label from what it inherits; ours win", () => {
+    const marked: PipelineRun = {
+      ...run,
+      metadata: {
+        ...run.metadata,
+        labels: {
+          team: "payments",
+          [MANAGED_LABEL]: "true",
+          [PLACEMENT_LABEL]: "t0k3n",
+          [COMPONENT_LABEL]: "build",
+          "tekton.dev/pipelineRun": "spoofed",
+        },
+      },
+    };
+    const p = planPlaceholders(marked, "pipelineruns")[0]!;
+    const sts = placeholderStatefulSet(marked, { mode: "pipelineruns" }, p);
+    for (const labels of [sts.metadata!.labels!, sts.spec!.template.metadata!.labels!]) {
+      expect(labels.team).to.equal("payments");
+      expect(labels).to.not.have.property(MANAGED_LABEL);
+      expect(labels[COMPONENT_LABEL]).to.equal(PLACEHOLDER_COMPONENT);
+      expect(labels["tekton.dev/pipelineRun"]).to.equal("build-1");
+    }
+    // The placement token only on the pod (its tasks select it), never on the set.
+    expect(sts.metadata!.labels).to.not.have.property(PLACEMENT_LABEL);
+  });
+
+  it("inherits the run's whole pod affinity, merged with its own, without the gate's placement term", () => {
+    const userAffinity: V1PodAffinityTerm = {
+      labelSelector: { matchLabels: { app: "cache" } },
+      topologyKey: "kubernetes.io/hostname",
+    };
+    const userAnti: V1PodAffinityTerm = {
+      labelSelector: { matchLabels: { app: "noisy" } },
+      topologyKey: "kubernetes.io/hostname",
+    };
+    const affinity: V1Affinity = {
+      podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [userAffinity, placementTerm("t0k3n")] },
+      podAntiAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: [userAnti],
+        preferredDuringSchedulingIgnoredDuringExecution: [{ weight: 5, podAffinityTerm: userAnti }],
+      },
+    };
+    const withAffinity: PipelineRun = {
+      ...run,
+      spec: {
+        ...run.spec,
+        taskRunTemplate: { podTemplate: { affinity: affinity as Record<string, unknown> } },
+      },
+    };
+    for (const mode of ["pipelineruns", "isolate-pipelinerun"] as Mode[]) {
+      const p = planPlaceholders(withAffinity, mode)[0]!;
+      const merged = placeholderStatefulSet(withAffinity, { mode }, p).spec!.template.spec!.affinity!;
+      // The run's own term stays; the term that makes its tasks follow this placeholder does not.
+      expect(merged.podAffinity?.requiredDuringSchedulingIgnoredDuringExecution).to.deep.equal([
+        userAffinity,
+      ]);
+      const required = merged.podAntiAffinity?.requiredDuringSchedulingIgnoredDuringExecution ?? [];
+      const preferred = merged.podAntiAffinity?.preferredDuringSchedulingIgnoredDuringExecution ?? [];
+      expect(required[0]).to.deep.equal(userAnti);
+      expect(preferred[0]).to.deep.equal({ weight: 5, podAffinityTerm: userAnti });
+      // Ours are kept beside the run's: isolation's required term, or spreading's preference.
+      if (mode === "isolate-pipelinerun") expect(required).to.have.length(2);
+      else expect(preferred).to.have.length(2);
     }
   });
 

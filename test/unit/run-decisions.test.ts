@@ -265,6 +265,32 @@ describe("run decisions", () => {
       });
       expect(decideRun(observe(unlabelled))).to.deep.equal([{ type: "deletePlaceholders" }]);
     });
+
+    it("cleans up after a run released without co-scheduling once it finishes, as the matrix says", () => {
+      const released = (mode: Mode, done: boolean, extra: Record<string, string> = {}) =>
+        managedRun({
+          mode,
+          gated: false,
+          done,
+          workspaces: [template("source")],
+          annotations: { [RELEASED_UNCOSCHEDULED_ANNOTATION]: "waited too long", ...extra },
+        });
+      const claim = tektonClaimName("data", "source", UID);
+      // Still running: only its placeholders go.
+      expect(decideRun(observe(released("pipelineruns", false)))).to.deep.equal([
+        { type: "deletePlaceholders" },
+      ]);
+      // Finished: its template claim goes too in pipelineruns mode, and in workspaces mode only when asked.
+      expect(decideRun(observe(released("pipelineruns", true)))).to.deep.equal([
+        { type: "cleanUp", claims: [claim] },
+      ]);
+      expect(decideRun(observe(released("workspaces", true)))).to.deep.equal([
+        { type: "cleanUp", claims: [] },
+      ]);
+      // Cleaned up: nothing more.
+      const cleaned = released("pipelineruns", true, { [CLEANED_UP_ANNOTATION]: "true" });
+      expect(decideRun(observe(cleaned))).to.deep.equal([]);
+    });
   });
 
   describe("placeholders", () => {
