@@ -48,6 +48,33 @@ export function placementWritable(run: PipelineRun): boolean {
   return run.apiVersion === undefined || run.apiVersion === `${TEKTON_GROUP}/${TEKTON_VERSION}`;
 }
 
+/** Whether the run can carry its placement in its pod templates: not with a required pod affinity of
+ * its own in any of them. The scheduler needs ONE pod to match every required pod affinity term of a
+ * pod, and no pod is both the user's target and our placeholder. The pods webhook instead gives such a
+ * run's task pods our term in place of the run-wide ones its placeholder satisfies for them
+ * (pod-affinity.ts). */
+export function placementCombines(run: PipelineRun): boolean {
+  return ownRequiredPodAffinity(run).length === 0;
+}
+
+interface PodTemplateAffinity {
+  podTemplate?: { affinity?: V1Affinity };
+}
+
+/** The run's own required pod affinity terms (not ours), from the run-wide pod template and, with
+ * `everywhere`, from its taskRunSpecs' too. */
+export function ownRequiredPodAffinity(run: PipelineRun, everywhere = true): V1PodAffinityTerm[] {
+  const templates = [
+    run.spec.taskRunTemplate as PodTemplateAffinity | undefined,
+    ...(everywhere ? ((run.spec.taskRunSpecs as PodTemplateAffinity[] | undefined) ?? []) : []),
+  ];
+  return templates.flatMap((t) =>
+    (t?.podTemplate?.affinity?.podAffinity?.requiredDuringSchedulingIgnoredDuringExecution ?? []).filter(
+      (term) => !isOurTerm(term),
+    ),
+  );
+}
+
 /** A fresh token: 16 hex digits, a valid label value. */
 export function newPlacementToken(): string {
   return randomBytes(8).toString("hex");
@@ -99,10 +126,6 @@ export function withPlacement(affinity: V1Affinity | undefined, term: V1PodAffin
   return out;
 }
 
-interface TaskRunSpec {
-  podTemplate?: { affinity?: V1Affinity };
-}
-
 /**
  * JSON patch ops that make the run's pod templates carry `term` (or, without one, none of our terms):
  * the run-wide template always, and each taskRunSpecs entry whose pod template sets its own affinity.
@@ -122,7 +145,7 @@ export function placementPatch(run: PipelineRun, term: V1PodAffinityTerm | undef
       ops.push({ op: "add", path: "/spec/taskRunTemplate/podTemplate", value: { affinity: wanted } });
     else ops.push({ op: "add", path: "/spec/taskRunTemplate/podTemplate/affinity", value: wanted });
   }
-  const specs = (run.spec.taskRunSpecs as TaskRunSpec[] | undefined) ?? [];
+  const specs = (run.spec.taskRunSpecs as PodTemplateAffinity[] | undefined) ?? [];
   specs.forEach((s, i) => {
     const own = s?.podTemplate?.affinity;
     if (!own) return; // Tekton fills it from the run's template

@@ -23,6 +23,7 @@ import type { AffinityPolicy, AffinityPolicySpec, PipelineRun } from "../api/typ
 import {
   carriesPlacement,
   newPlacementToken,
+  placementCombines,
   placementPatch,
   placementTerm,
   placementWritable,
@@ -103,7 +104,7 @@ export function gatePipelineRun(
   const spec = managed ? boundedSpec(resolved.spec!, options.limits ?? DEFAULT_TENANCY_LIMITS) : undefined;
   // The run carries its placement (run-placement.ts) when its mode can say it in one template.
   const token =
-    spec && carriesPlacement(spec) && placementWritable(run)
+    spec && carriesPlacement(spec) && placementWritable(run) && placementCombines(run)
       ? (options.newToken ?? newPlacementToken)()
       : undefined;
   const ours: Record<"labels" | "annotations", Record<string, string>> = {

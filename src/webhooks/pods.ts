@@ -6,6 +6,7 @@ import { DEFAULT_TOPOLOGY_KEY, MODE_ANNOTATION, PLACEHOLDER_LABEL } from "../api
 import type { AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
 import { placeholderForPod, runClaims } from "../placement/plan.js";
 import { mergeAffinity } from "../placement/pod-affinity.js";
+import { ownRequiredPodAffinity } from "../placement/run-placement.js";
 import type { AdmissionDecision } from "./admission.js";
 
 export interface PodContext {
@@ -69,6 +70,7 @@ export function mutateTaskPod(pod: V1Pod, ctx: PodContext): AdmissionDecision {
     namespace,
     topologyKey,
     ...(pinned ? { pinned } : {}),
+    carried: ownRequiredPodAffinity(run, false),
   });
   return {
     allowed: true,

@@ -257,7 +257,8 @@ export async function taskPods(
 ): Promise<Map<string, V1Pod>> {
   const pods = await cluster.clients.core.listNamespacedPod({
     namespace,
-    labelSelector: `tekton.dev/pipelineRun=${runName}`,
+    // Only TaskRun pods: placeholders carry the run's labels too.
+    labelSelector: `tekton.dev/pipelineRun=${runName},tekton.dev/taskRun`,
   });
   return new Map(pods.items.map((p) => [p.metadata?.labels?.["tekton.dev/pipelineTask"] ?? "", p]));
 }

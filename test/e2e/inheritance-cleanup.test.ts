@@ -16,6 +16,7 @@ import {
   type RunShape,
   RWO_TEMPLATE,
   runEvents,
+  taskPods,
   waitForEvent,
   waitRunSucceeded,
 } from "./helpers.js";
@@ -164,6 +165,41 @@ describe("placeholder inheritance and cleanup (scenario 4)", function () {
     const done = await waitRunSucceeded(cluster, ns, run.metadata.name);
     expect(done.metadata.annotations?.["affinity.tekton.dev/placed-on"]).to.equal(target);
     await waitRunSucceeded(cluster, ns, first.run.metadata.name);
+  });
+
+  it("a run's own required pod affinity: its placeholder goes beside the target, and its tasks follow", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "beside");
+    await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+    const target = "kwok-node-1";
+    await cluster.clients.core.createNamespacedPod({
+      namespace: ns,
+      body: {
+        metadata: { name: "cache", labels: { app: "cache" } },
+        spec: { nodeName: target, containers: [{ name: "c", image: "busybox" }] },
+      },
+    });
+    const beside = {
+      labelSelector: { matchLabels: { app: "cache" } },
+      topologyKey: "kubernetes.io/hostname",
+    };
+    // The scheduler needs one pod to match every required pod affinity term: a task pod with the run's
+    // term and ours beside it would never be scheduled (as with Tekton's assistant, which appends its own).
+    const run = await createRun(
+      cluster,
+      pipelineRun(ns, {
+        tasks: [{ name: "a" }, { name: "b", runAfter: ["a"] }],
+        taskRunTemplate: {
+          podTemplate: {
+            affinity: { podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [beside] } },
+          },
+        },
+      }),
+    );
+    const done = await waitRunSucceeded(cluster, ns, run.metadata.name, 60_000);
+    expect(done.metadata.annotations?.["affinity.tekton.dev/placed-on"]).to.equal(target);
+    for (const pod of (await taskPods(cluster, ns, run.metadata.name)).values())
+      expect(pod.spec?.nodeName).to.equal(target);
   });
 
   it('PVC cleanup matrix: workspaces mode keeps template PVCs unless auto-cleanup-pvc is exactly "true"; other modes delete them; user PVCs stay', async () => {

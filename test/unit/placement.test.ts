@@ -9,6 +9,7 @@ import {
   PLACEHOLDER_RUN_UID_LABEL,
   PLACEMENT_LABEL,
   RUN_LABEL,
+  TEMPLATE_HASH_ANNOTATION,
 } from "../../src/api/constants.js";
 import { boundedSpec, DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
 import type { AffinityPolicySpec, Mode, PipelineRun, WorkspaceBinding } from "../../src/api/types.js";
@@ -24,11 +25,7 @@ import {
 } from "../../src/placement/plan.js";
 import { mergeAffinity } from "../../src/placement/pod-affinity.js";
 import { placementTerm } from "../../src/placement/run-placement.js";
-import {
-  claimsFromTemplates,
-  placeholderStatefulSet,
-  TEMPLATE_HASH_ANNOTATION,
-} from "../../src/placement/statefulset.js";
+import { claimsFromTemplates, placeholderStatefulSet } from "../../src/placement/statefulset.js";
 
 const UID = "0b8f6c1e-2a3d-4f5e-9a7b-1c2d3e4f5a6b";
 
@@ -373,6 +370,40 @@ describe("mergeAffinity", () => {
     mergeAffinity(existing, target);
     mergeAffinity(existing, { ...target, pinned: { key: "kubernetes.io/hostname", value: "node-3" } });
     expect(existing).to.deep.equal(before);
+  });
+});
+
+describe("mergeAffinity with the run's own required pod affinity", () => {
+  const cache: V1PodAffinityTerm = {
+    labelSelector: { matchLabels: { app: "cache" } },
+    topologyKey: "kubernetes.io/hostname",
+  };
+  const taskOnly: V1PodAffinityTerm = {
+    labelSelector: { matchLabels: { app: "gpu-driver" } },
+    topologyKey: "kubernetes.io/hostname",
+  };
+  const withTerms = (...terms: V1PodAffinityTerm[]): V1Affinity => ({
+    podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: terms },
+  });
+  const target = { placeholder: "affinity-placeholder-abc", namespace: "team-a", carried: [cache] };
+
+  it("puts ours in place of the terms the placeholder satisfies for the pod on its node", () => {
+    const merged = mergeAffinity(withTerms(cache, taskOnly), target);
+    const required = merged.podAffinity?.requiredDuringSchedulingIgnoredDuringExecution ?? [];
+    // The pod's own term stays (the placeholder does not carry it); the carried one is left to it.
+    expect(required.map((t) => t.labelSelector?.matchLabels)).to.deep.equal([
+      { app: "gpu-driver" },
+      { [PLACEHOLDER_LABEL]: "affinity-placeholder-abc" },
+    ]);
+  });
+
+  it("keeps a carried term whose domain the placeholder's does not lie within", () => {
+    const zonal = { ...target, topologyKey: "topology.kubernetes.io/zone" };
+    const byNode = mergeAffinity(withTerms(cache), zonal);
+    expect(byNode.podAffinity?.requiredDuringSchedulingIgnoredDuringExecution).to.have.length(2);
+    const sameZone = { ...cache, topologyKey: "topology.kubernetes.io/zone" };
+    const byZone = mergeAffinity(withTerms(sameZone), { ...zonal, carried: [sameZone] });
+    expect(byZone.podAffinity?.requiredDuringSchedulingIgnoredDuringExecution).to.have.length(1);
   });
 });
 

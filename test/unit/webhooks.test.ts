@@ -334,6 +334,7 @@ describe("gatePipelineRun", () => {
 
   it("writes the placement into the run's pod templates, keeping the user's affinity", () => {
     const userTerm = { labelSelector: { matchLabels: { db: "x" } }, topologyKey: "kubernetes.io/hostname" };
+    const preferred = [{ weight: 10, podAffinityTerm: userTerm }];
     const nodeAffinity = {
       requiredDuringSchedulingIgnoredDuringExecution: {
         nodeSelectorTerms: [{ matchExpressions: [{ key: "pool", operator: "In", values: ["ci"] }] }],
@@ -348,7 +349,7 @@ describe("gatePipelineRun", () => {
             nodeSelector: { a: "b" },
             affinity: {
               nodeAffinity,
-              podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [userTerm] },
+              podAffinity: { preferredDuringSchedulingIgnoredDuringExecution: preferred },
             },
           },
         },
@@ -377,7 +378,10 @@ describe("gatePipelineRun", () => {
         nodeSelector: { a: "b" },
         affinity: {
           nodeAffinity,
-          podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [userTerm, zoneTerm] },
+          podAffinity: {
+            preferredDuringSchedulingIgnoredDuringExecution: preferred,
+            requiredDuringSchedulingIgnoredDuringExecution: [zoneTerm],
+          },
         },
       },
     });
@@ -415,6 +419,25 @@ describe("gatePipelineRun", () => {
       expect(out.metadata.labels?.[MANAGED_LABEL], JSON.stringify(spec)).to.equal("true");
       expect(out.metadata.labels, JSON.stringify(spec)).to.not.have.property(PLACEMENT_LABEL);
       expect(out.spec.taskRunTemplate, JSON.stringify(spec)).to.equal(undefined);
+    }
+    // Nor for a run with a required pod affinity of its own, in any pod template: the scheduler needs one
+    // pod to match all of a pod's required terms, and none is both the user's target and our placeholder.
+    const beside = {
+      labelSelector: { matchLabels: { app: "cache" } },
+      topologyKey: "kubernetes.io/hostname",
+    };
+    const required = { podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [beside] } };
+    for (const withOwn of [
+      run({}, { taskRunTemplate: { podTemplate: { affinity: required } } }),
+      run({}, { taskRunSpecs: [{ pipelineTaskName: "a", podTemplate: { affinity: required } }] }),
+    ]) {
+      const out = applyPatch(
+        withOwn,
+        gatePipelineRun(withOwn, [managed], undefined, undefined, fixedToken).patch!,
+      );
+      expect(out.metadata.labels?.[MANAGED_LABEL]).to.equal("true");
+      expect(out.metadata.labels).to.not.have.property(PLACEMENT_LABEL);
+      expect(JSON.stringify(out.spec)).to.not.contain(PLACEMENT_LABEL);
     }
     // Nor for a run sent as v1beta1, whose pod template has another name.
     const beta = { ...run(), apiVersion: "tekton.dev/v1beta1" };
