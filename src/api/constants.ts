@@ -43,6 +43,12 @@ export const GATED_ANNOTATION = `${GROUP}/gated`;
 /** When the gate took over a run that a user or a queueing controller had created Pending and then
  * released (RFC 3339): its maxWait counts from here, not from its creation. */
 export const GATED_AT_ANNOTATION = `${GROUP}/gated-at`;
+/** On a placed run: the node (or nodes) its placeholders were scheduled on. */
+export const PLACED_ON_ANNOTATION = `${GROUP}/placed-on`;
+/** On a run that waited past maxWait and was started without co-scheduling (onMaxWait: Release). */
+export const RELEASED_UNCOSCHEDULED_ANNOTATION = `${GROUP}/released-without-coscheduling`;
+/** Tekton's own: in workspaces mode, delete the run's volumeClaimTemplate PVCs when it finishes ("true"). */
+export const AUTO_CLEANUP_PVC_ANNOTATION = "tekton.dev/auto-cleanup-pvc";
 /** Human-readable "what this run is waiting for", visible in kubectl describe. */
 export const WAITING_ANNOTATION = `${GROUP}/waiting-for`;
 
@@ -52,6 +58,13 @@ export const PLACEHOLDER_COMPONENT = "affinity-placeholder";
 export const PLACEHOLDER_LABEL = `${GROUP}/placeholder`;
 export const PLACEHOLDER_RUN_UID_LABEL = `${GROUP}/pipelinerun-uid`;
 export const ISOLATE_LABEL = `${GROUP}/isolate`;
+/** On a placeholder StatefulSet: the node its pod was evicted from, and when (for the settle period). */
+export const EVICTED_FROM_ANNOTATION = `${GROUP}/evicted-from`;
+export const EVICTED_AT_ANNOTATION = `${GROUP}/evicted-at`;
+/** On a placeholder StatefulSet: a hash of its pod template, to see that its policy changed since. */
+export const TEMPLATE_HASH_ANNOTATION = `${GROUP}/template-hash`;
+/** On a placeholder StatefulSet: the workspaces its claims are bound to. */
+export const WORKSPACES_ANNOTATION = `${GROUP}/workspaces`;
 /** A run's reservation (reserve: LargestTask): its own component, so isolation and spreading, which select
  * placeholders, ignore it. Its pod and the placeholder's carry RESERVATION_LABEL (value: the plan). */
 export const RESERVATION_COMPONENT = "affinity-reservation";
@@ -61,5 +74,20 @@ export const RESERVATION_PRIORITY_CLASS = "tekton-affinity-reservation";
 
 /** The topology key a placeholder shares with its tasks unless a policy names another: one node. */
 export const DEFAULT_TOPOLOGY_KEY = "kubernetes.io/hostname";
+
+/** On a reservation set: the task it holds room for and how much, e.g. "build: cpu 2, memory 1Gi". */
+export const RESERVED_FOR_ANNOTATION = `${GROUP}/reserved-for`;
+/** Marks the reservation's StatefulSet selector apart from the placeholder pod, which carries the
+ * reservation label too. */
+export const ROLE_LABEL = `${GROUP}/role`;
+
+/** On the webhook Secret: set it (any value) to replace the CA, in steps, without failing an admission. */
+export const ROTATE_CA_ANNOTATION = `${GROUP}/rotate-ca`;
+/** On the webhook Secret: the rotation step last taken. */
+export const LAST_STEP_ANNOTATION = `${GROUP}/ca-last-step`;
+/** On each replica's Lease: the label that finds them, and what CA the replica trusts and serves with. */
+export const REPLICA_LEASE_LABEL = `${GROUP}/webhook-replica`;
+export const TRUSTS_ANNOTATION = `${GROUP}/trusts`;
+export const SERVES_ANNOTATION = `${GROUP}/serves`;
 
 export const PENDING_STATUS = "PipelineRunPending";

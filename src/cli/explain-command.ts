@@ -5,28 +5,30 @@
 import type { CoreV1Event, V1Pod, V1StatefulSet } from "@kubernetes/client-node";
 import type { Command } from "commander";
 import {
+  CLEANED_UP_ANNOTATION,
   GATED_ANNOTATION,
   GROUP,
   MANAGED_LABEL,
   MODE_ANNOTATION,
   PENDING_STATUS,
+  PLACED_ON_ANNOTATION,
   PLACEHOLDER_LABEL,
   PLACEHOLDER_RUN_UID_LABEL,
   PLURAL,
   POLICY_ANNOTATION,
+  RELEASED_UNCOSCHEDULED_ANNOTATION,
   TEKTON_GROUP,
   TEKTON_VERSION,
   VERSION,
   WAITING_ANNOTATION,
+  WORKSPACES_ANNOTATION,
 } from "../api/constants.js";
 import { resolvePolicy } from "../api/resolve.js";
 import type { AffinityPolicy, LabelSelector, PipelineRun } from "../api/types.js";
 import { isNotFound, type KubeClients, loadKubeConfig, makeClients } from "../kube/clients.js";
-import { MAX_WAIT_EXCEEDED_REASON, RELEASED_UNCOSCHEDULED_ANNOTATION } from "../reconcilers/pipelinerun.js";
+import { MAX_WAIT_EXCEEDED_REASON } from "../reconcilers/pipelinerun.js";
 
 // Kept literal here rather than imported from the reconciler, which pulls in the whole controller.
-const PLACED_ON_ANNOTATION = `${GROUP}/placed-on`;
-const CLEANED_UP_ANNOTATION = `${GROUP}/cleaned-up`;
 /** The policy name the gate records when the operator's cluster default applied (src/webhooks/gate.ts). */
 const CLUSTER_DEFAULT_POLICY = "(cluster-default)";
 
@@ -186,7 +188,7 @@ export function buildFacts(input: {
       node: pod?.spec?.nodeName,
       phase: pod?.status?.phase,
       unschedulable: pod ? unschedulable(pod) : undefined,
-      workspaces: s.metadata?.annotations?.[`${GROUP}/workspaces`],
+      workspaces: s.metadata?.annotations?.[WORKSPACES_ANNOTATION],
     };
   });
   // Pods whose StatefulSet is already gone (cleanup in progress) still say where the run was held.

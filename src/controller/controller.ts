@@ -5,6 +5,7 @@ import type { Server } from "node:https";
 import * as k8s from "@kubernetes/client-node";
 import { type Logger, pino } from "pino";
 import {
+  CLEANED_UP_ANNOTATION,
   GROUP,
   isWatchedRun,
   PLURAL,
@@ -33,7 +34,7 @@ import { AffinityPolicyReconciler } from "../reconcilers/affinitypolicy.js";
 import { watchPolicyInputs } from "../reconcilers/affinitypolicy-watches.js";
 import { effectiveSpec } from "../reconcilers/effective-spec.js";
 import { NodeTracker } from "../reconcilers/node-tracker.js";
-import { CLEANED_UP_ANNOTATION, PipelineRunReconciler } from "../reconcilers/pipelinerun.js";
+import { PipelineRunReconciler } from "../reconcilers/pipelinerun.js";
 import { enqueueWaitingRuns, watchRunInputs } from "../reconcilers/pipelinerun-watches.js";
 import { causeOf, runKey, runNews, type Versioned, type WorkSink } from "../reconcilers/work-sink.js";
 import { CertificateManager, caBundle } from "../webhooks/certificate-manager.js";

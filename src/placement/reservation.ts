@@ -20,12 +20,14 @@ import type { V1StatefulSet } from "@kubernetes/client-node";
 import {
   COMPONENT_LABEL,
   DEFAULT_TOPOLOGY_KEY,
-  GROUP,
   PLACEHOLDER_RUN_UID_LABEL,
   RESERVATION_COMPONENT,
   RESERVATION_LABEL,
   RESERVATION_PRIORITY_CLASS,
+  RESERVED_FOR_ANNOTATION,
+  ROLE_LABEL,
   RUN_LABEL,
+  TEMPLATE_HASH_ANNOTATION,
 } from "../api/constants.js";
 import {
   effectivePlaceholderTemplate,
@@ -38,21 +40,13 @@ import {
   isolationAffinity,
   ownerReference,
   type PlacementContext,
-  TEMPLATE_HASH_ANNOTATION,
   templateHash,
   withVolumeAffinity,
 } from "./statefulset.js";
 import { formatResources, type Resources } from "./task-resources.js";
 
-/** On the reservation set: the task it holds room for and how much, e.g. "build: cpu 2, memory 1Gi". */
-export const RESERVED_FOR_ANNOTATION = `${GROUP}/reserved-for`;
-
 /** How a run's Waiting reason starts when no node has room for its largest task (run-decisions.ts). */
 export const NO_ROOM = "no node has room for the run's largest task";
-
-/** Marks the reservation's StatefulSet selector apart from the placeholder pod, which carries the
- * reservation label too. */
-const ROLE_LABEL = `${GROUP}/role`;
 
 /** What a run reserves: its largest task (by name) and that task's requests. */
 export interface Reservation {

@@ -17,6 +17,8 @@ import {
   RUN_LABEL,
   TEKTON_GROUP,
   TEKTON_VERSION,
+  TEMPLATE_HASH_ANNOTATION,
+  WORKSPACES_ANNOTATION,
 } from "../api/constants.js";
 import {
   effectivePlaceholderTemplate,
@@ -28,9 +30,6 @@ import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import { mountedClaims, type PlaceholderPlan, type VolumeRequirement } from "./plan.js";
 import { reservationAffinityTerm } from "./reservation.js";
 import { withoutOurTerms } from "./run-placement.js";
-
-/** On a placeholder StatefulSet: a hash of its pod template, to see that its policy changed since. */
-export const TEMPLATE_HASH_ANNOTATION = "affinity.tekton.dev/template-hash";
 
 export function templateHash(template: unknown): string {
   return createHash("sha256").update(JSON.stringify(template)).digest("hex").slice(0, 16);
@@ -296,7 +295,7 @@ export function placeholderStatefulSet(
       annotations: {
         [TEMPLATE_HASH_ANNOTATION]: templateHash(template),
         ...(plan.claims.length
-          ? { "affinity.tekton.dev/workspaces": plan.claims.flatMap((c) => c.workspaces).join(",") }
+          ? { [WORKSPACES_ANNOTATION]: plan.claims.flatMap((c) => c.workspaces).join(",") }
           : {}),
       },
     },

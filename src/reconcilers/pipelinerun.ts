@@ -29,12 +29,16 @@ import type {
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import {
+  CLEANED_UP_ANNOTATION,
   DEFAULT_TOPOLOGY_KEY,
+  EVICTED_AT_ANNOTATION,
+  EVICTED_FROM_ANNOTATION,
   GATED_ANNOTATION,
-  GROUP,
   MANAGED_LABEL,
+  PLACED_ON_ANNOTATION,
   PLACEHOLDER_RUN_UID_LABEL,
   RELEASED,
+  RELEASED_UNCOSCHEDULED_ANNOTATION,
   TEKTON_GROUP,
   TEKTON_VERSION,
   WAITING_ANNOTATION,
@@ -75,34 +79,20 @@ import { effectiveSpec } from "./effective-spec.js";
 import { nodeProblem } from "./node-health.js";
 import type { NodeTracker } from "./node-tracker.js";
 import {
-  CLEANED_UP_ANNOTATION,
   claimsMatter,
   currentPod,
   decideGate,
   decideRun,
-  EVICTED_AT_ANNOTATION,
-  EVICTED_FROM_ANNOTATION,
   gatedSince,
   isGated,
   type PlaceholderObservation,
   pinnedCannotMigrate,
   pinnedNode,
-  RELEASED_UNCOSCHEDULED_ANNOTATION,
   type RunAction,
   type RunActionOf,
   type RunObservation,
 } from "./run-decisions.js";
 
-// Defined in run-decisions.ts (the decisions read them); exported here too, as before.
-export {
-  AUTO_CLEANUP_PVC_ANNOTATION,
-  CLEANED_UP_ANNOTATION,
-  EVICTED_AT_ANNOTATION,
-  EVICTED_FROM_ANNOTATION,
-  isDone,
-  RELEASED_UNCOSCHEDULED_ANNOTATION,
-} from "./run-decisions.js";
-export const PLACED_ON_ANNOTATION = `${GROUP}/placed-on`;
 /** The Succeeded=False reason of a run that waited past maxWait (onMaxWait: Fail). */
 export const MAX_WAIT_EXCEEDED_REASON = "AffinityMaxWaitExceeded";
 

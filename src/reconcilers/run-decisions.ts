@@ -17,13 +17,18 @@ import type {
   V1StatefulSet,
 } from "@kubernetes/client-node";
 import {
+  AUTO_CLEANUP_PVC_ANNOTATION,
   CLEANED_UP_ANNOTATION,
+  EVICTED_AT_ANNOTATION,
+  EVICTED_FROM_ANNOTATION,
   GATED_ANNOTATION,
   GATED_AT_ANNOTATION,
-  GROUP,
   MANAGED_LABEL,
   PENDING_STATUS,
   PLACEMENT_LABEL,
+  RELEASED_UNCOSCHEDULED_ANNOTATION,
+  RESERVED_FOR_ANNOTATION,
+  TEMPLATE_HASH_ANNOTATION,
   WAITING_ANNOTATION,
 } from "../api/constants.js";
 import { effectivePlaceholderTemplate, type TektonDefaultTemplate } from "../api/placeholder-template.js";
@@ -40,7 +45,6 @@ import {
 } from "../placement/plan.js";
 import {
   NO_ROOM,
-  RESERVED_FOR_ANNOTATION,
   type Reservation,
   reservationStatefulSet,
   reservesLargestTask,
@@ -49,19 +53,10 @@ import {
   claimsFromTemplates,
   type PlacementContext,
   placeholderStatefulSet,
-  TEMPLATE_HASH_ANNOTATION,
 } from "../placement/statefulset.js";
 import { type NodeProblem, nodeProblem } from "./node-health.js";
 import { decideWait, type OnMaxWait } from "./waiting.js";
 
-// Defined here because the decisions read them; pipelinerun.ts re-exports them for its importers.
-export { CLEANED_UP_ANNOTATION };
-/** On a placeholder StatefulSet: the node its pod was evicted from, and when (for the settle period). */
-export const EVICTED_FROM_ANNOTATION = `${GROUP}/evicted-from`;
-export const EVICTED_AT_ANNOTATION = `${GROUP}/evicted-at`;
-export const AUTO_CLEANUP_PVC_ANNOTATION = "tekton.dev/auto-cleanup-pvc";
-/** On a run that waited past maxWait and was started without co-scheduling (onMaxWait: Release). */
-export const RELEASED_UNCOSCHEDULED_ANNOTATION = `${GROUP}/released-without-coscheduling`;
 /** How long a placeholder StatefulSet may go without a pod before the run reports it. */
 const MISSING_POD_AFTER_MS = 10_000;
 

@@ -6,6 +6,7 @@
 
 import type * as k8s from "@kubernetes/client-node";
 import type { Logger } from "pino";
+import { LAST_STEP_ANNOTATION, ROTATE_CA_ANNOTATION } from "../api/constants.js";
 import {
   decideTlsStep,
   effectiveTrust,
@@ -34,9 +35,6 @@ const KEYS = {
   nextCaPem: "ca-next.crt",
   nextCaKeyPem: "ca-next.key",
 } as const;
-/** Set it (any value) on the Secret to replace the CA, in steps, without failing an admission. */
-export const ROTATE_CA_ANNOTATION = "affinity.tekton.dev/rotate-ca";
-const LAST_STEP_ANNOTATION = "affinity.tekton.dev/ca-last-step";
 /** Each attempt either returns or lost a race to another replica; more losses in a row than this is a bug. */
 const MAX_ATTEMPTS = 5;
 

@@ -9,11 +9,9 @@
 // neither expire a live replica nor keep a dead one.
 
 import * as k8s from "@kubernetes/client-node";
+import { REPLICA_LEASE_LABEL, SERVES_ANNOTATION, TRUSTS_ANNOTATION } from "../api/constants.js";
 import type { ReplicaReport } from "./ca-rotation.js";
 
-export const REPLICA_LEASE_LABEL = "affinity.tekton.dev/webhook-replica";
-const TRUSTS_ANNOTATION = "affinity.tekton.dev/trusts";
-const SERVES_ANNOTATION = "affinity.tekton.dev/serves";
 /** Leases expired for longer than this are deleted by whichever replica lists them. */
 const DELETE_EXPIRED_AFTER_MS = 10 * 60 * 1000;
 

@@ -17,9 +17,8 @@ import * as k8s from "@kubernetes/client-node";
 import { expect } from "chai";
 import { type BuiltRelease, buildRelease, loadReleaseImage } from "../../scripts/release-build.js";
 import { parseObjects, toKubeYaml } from "../../scripts/release-lib.js";
-import { MANAGED_LABEL } from "../../src/api/constants.js";
+import { MANAGED_LABEL, PLACED_ON_ANNOTATION } from "../../src/api/constants.js";
 import { releaseAndUnregister } from "../../src/cli/uninstall-command.js";
-import { PLACED_ON_ANNOTATION } from "../../src/reconcilers/pipelinerun.js";
 import { ensureBinaries } from "../cluster/build.js";
 import type { LocalCluster } from "../cluster/cluster.js";
 import { StopWaiting, waitFor } from "../cluster/kube.js";
@@ -125,7 +124,7 @@ async function expectAllSucceededCoScheduled(
   );
   const pods = await cluster.clients.core.listNamespacedPod({
     namespace: ns,
-    labelSelector: "tekton.dev/pipelineRun",
+    labelSelector: "tekton.dev/pipelineRun,tekton.dev/taskRun",
   });
   for (const run of runs) {
     expect(run.metadata.labels?.[MANAGED_LABEL], run.metadata.name).to.equal("true");

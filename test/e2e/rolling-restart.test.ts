@@ -9,8 +9,7 @@
 // a refused pod creation, so one admission dropped by a stopping replica would fail a run.
 
 import { expect } from "chai";
-import { MANAGED_LABEL, MODE_ANNOTATION } from "../../src/api/constants.js";
-import { PLACED_ON_ANNOTATION } from "../../src/reconcilers/pipelinerun.js";
+import { MANAGED_LABEL, MODE_ANNOTATION, PLACED_ON_ANNOTATION } from "../../src/api/constants.js";
 import { StopWaiting, waitFor } from "../cluster/kube.js";
 import { sleep } from "../cluster/processes.js";
 import { e2e, TEST_CONTROLLER_ARGS, waitForGate } from "./env.js";

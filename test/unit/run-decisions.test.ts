@@ -12,6 +12,10 @@ import type {
 import { expect } from "chai";
 import { pino } from "pino";
 import {
+  AUTO_CLEANUP_PVC_ANNOTATION,
+  CLEANED_UP_ANNOTATION,
+  EVICTED_AT_ANNOTATION,
+  EVICTED_FROM_ANNOTATION,
   GATED_ANNOTATION,
   GATED_AT_ANNOTATION,
   MANAGED_LABEL,
@@ -19,6 +23,8 @@ import {
   PENDING_STATUS,
   PLACEMENT_LABEL,
   POLICY_ANNOTATION,
+  RELEASED_UNCOSCHEDULED_ANNOTATION,
+  TEMPLATE_HASH_ANNOTATION,
   WAITING_ANNOTATION,
 } from "../../src/api/constants.js";
 import { boundedSpec, DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
@@ -31,19 +37,14 @@ import type { Metrics } from "../../src/metrics.js";
 import { tektonClaimName } from "../../src/placement/names.js";
 import { type PlaceholderPlan, planPlaceholders } from "../../src/placement/plan.js";
 import { reservationName, reservationStatefulSet } from "../../src/placement/reservation.js";
-import { placeholderStatefulSet, TEMPLATE_HASH_ANNOTATION } from "../../src/placement/statefulset.js";
+import { placeholderStatefulSet } from "../../src/placement/statefulset.js";
 import { NodeTracker } from "../../src/reconcilers/node-tracker.js";
 import { PipelineRunReconciler } from "../../src/reconcilers/pipelinerun.js";
 import {
-  AUTO_CLEANUP_PVC_ANNOTATION,
-  CLEANED_UP_ANNOTATION,
   decideGate,
   decideRun,
-  EVICTED_AT_ANNOTATION,
-  EVICTED_FROM_ANNOTATION,
   pinnedCannotMigrate,
   pinnedNode,
-  RELEASED_UNCOSCHEDULED_ANNOTATION,
   type RunAction,
   type RunActionOf,
   type RunObservation,
