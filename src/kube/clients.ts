@@ -10,6 +10,7 @@ export interface KubeClients {
   custom: k8s.CustomObjectsApi;
   admission: k8s.AdmissionregistrationV1Api;
   authorization: k8s.AuthorizationV1Api;
+  scheduling: k8s.SchedulingV1Api;
 }
 
 export function loadKubeConfig(path?: string): k8s.KubeConfig {
@@ -75,6 +76,7 @@ export function makeClients(kc: k8s.KubeConfig): KubeClients {
     custom: kc.makeApiClient(k8s.CustomObjectsApi),
     admission: kc.makeApiClient(k8s.AdmissionregistrationV1Api),
     authorization: kc.makeApiClient(k8s.AuthorizationV1Api),
+    scheduling: kc.makeApiClient(k8s.SchedulingV1Api),
   };
 }
 

@@ -60,7 +60,7 @@ export function reservationName(plan: PlaceholderPlan): string {
 
 /** Whether the policy asks for room for the largest task. */
 export function reservesLargestTask(spec: AffinityPolicySpec | undefined): boolean {
-  return (spec as { reserve?: string } | undefined)?.reserve === "LargestTask";
+  return spec?.reserve === "LargestTask";
 }
 
 /** The required pod affinity both the reservation and the placeholder carry: to pods of this plan's

@@ -1,22 +1,24 @@
 // AffinityPolicy reconciler: status that explains itself in `kubectl get` and `kubectl describe`.
-//   Ready        False when the spec is invalid or Tekton's own affinity assistant would fight ours.
+//   Ready        False when the spec is invalid, what it needs is missing (its placeholder
+//                ServiceAccount; for reserve: LargestTask, the reservations' PriorityClass), or
+//                Tekton's own affinity assistant would fight ours.
 //   Overlapping  True when another policy can select the same runs; says which one wins.
 //   activeRuns   runs this policy manages that have not finished.
 //
 // Decide, then act. The decisions live in policy-decisions.ts: pure functions, unit-tested without a
 // cluster (test/unit/policy-decisions.test.ts). A reconcile here gathers what the caches say, Tekton's
-// coschedule flag and whether the policy's ServiceAccount exists into a PolicyObservation (observe),
+// coschedule flag and whether what the policy needs exists into a PolicyObservation (observe),
 // asks decidePolicy for a list of PolicyActions, and performs them in order (execute).
 
-import type { CoreV1Api } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { GROUP, PLURAL, VERSION } from "../api/constants.js";
+import { GROUP, PLURAL, RESERVATION_PRIORITY_CLASS, VERSION } from "../api/constants.js";
 import { DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicy } from "../api/types.js";
 import { isNotFound, type KubeClients, mergePatch } from "../kube/clients.js";
 import type { EventRecorder } from "../kube/events.js";
 import type { Caches } from "../kube/informers.js";
 import type { TektonFlags } from "../kube/tekton-flags.js";
+import { reservesLargestTask } from "../placement/reservation.js";
 import type { ActiveRunCounts } from "./active-runs.js";
 import { decidePolicy, type PolicyAction, type PolicyObservation } from "./policy-decisions.js";
 
@@ -32,17 +34,17 @@ export interface PolicyReconcilerOptions {
   events?: EventRecorder;
 }
 
-/** Whether a ServiceAccount exists, remembered for 10 s (policy reconciles follow every run change). */
-class ServiceAccounts {
+/** Whether an object exists, by key, remembered for 10 s (policy reconciles follow every run change). */
+class Existence {
   private readonly seen = new Map<string, { exists: boolean; at: number }>();
-  constructor(private readonly core: CoreV1Api) {}
-  async exists(namespace: string, name: string): Promise<boolean> {
-    const key = `${namespace}/${name}`;
+  /** @param read reads the object named by the key, throwing the apiserver's error (404: absent). */
+  constructor(private readonly read: (key: string) => Promise<unknown>) {}
+  async exists(key: string): Promise<boolean> {
     const hit = this.seen.get(key);
     if (hit && Date.now() - hit.at < 10_000) return hit.exists;
     let exists = true;
     try {
-      await this.core.readNamespacedServiceAccount({ name, namespace });
+      await this.read(key);
     } catch (err) {
       if (!isNotFound(err)) throw err;
       exists = false;
@@ -54,12 +56,19 @@ class ServiceAccounts {
 
 export class AffinityPolicyReconciler {
   private readonly flags: TektonFlags;
-  private readonly serviceAccounts: ServiceAccounts;
+  /** ServiceAccounts by namespace/name. */
+  private readonly serviceAccounts: Existence;
+  /** PriorityClasses by name. */
+  private readonly priorityClasses: Existence;
   private readonly limits: TenancyLimits;
 
   constructor(private readonly o: PolicyReconcilerOptions) {
     this.flags = o.tektonFlags;
-    this.serviceAccounts = new ServiceAccounts(o.clients.core);
+    this.serviceAccounts = new Existence((key) => {
+      const [namespace = "", name = ""] = key.split("/");
+      return o.clients.core.readNamespacedServiceAccount({ name, namespace });
+    });
+    this.priorityClasses = new Existence((name) => o.clients.scheduling.readPriorityClass({ name }));
     this.limits = o.tenancy ?? DEFAULT_TENANCY_LIMITS;
   }
 
@@ -73,7 +82,8 @@ export class AffinityPolicyReconciler {
 
   // ---- observe ----
 
-  /** The only I/O besides the caches: Tekton's flag and the ServiceAccount, each read at most every 10 s. */
+  /** The only I/O besides the caches: Tekton's flag, the ServiceAccount and (reserve: LargestTask) the
+   * reservations' PriorityClass, each read at most every 10 s. */
   private async observe(policy: AffinityPolicy): Promise<PolicyObservation> {
     const { caches } = this.o;
     const ns = policy.metadata.namespace;
@@ -82,7 +92,10 @@ export class AffinityPolicyReconciler {
     // Looked up whenever the policy names one, valid or not: its absence is reported once the spec is.
     const serviceAccount = policy.spec.placeholder?.serviceAccountName;
     const serviceAccountExists =
-      serviceAccount === undefined ? undefined : await this.serviceAccounts.exists(ns, serviceAccount);
+      serviceAccount === undefined ? undefined : await this.serviceAccounts.exists(`${ns}/${serviceAccount}`);
+    const reservationClassExists = reservesLargestTask(policy.spec)
+      ? await this.priorityClasses.exists(RESERVATION_PRIORITY_CLASS)
+      : undefined;
     const isolationGroup = caches.namespaces.get(ns)?.metadata?.labels?.[this.limits.isolationGroupLabel];
     return {
       policy,
@@ -92,6 +105,7 @@ export class AffinityPolicyReconciler {
       ...(tekton ? { tektonFix: tekton.fix } : {}),
       ...(tekton?.note ? { tektonNote: tekton.note } : {}),
       ...(serviceAccountExists !== undefined ? { serviceAccountExists } : {}),
+      ...(reservationClassExists !== undefined ? { reservationClassExists } : {}),
       ...(isolationGroup !== undefined ? { isolationGroup } : {}),
       limits: this.limits,
       now: Date.now(),

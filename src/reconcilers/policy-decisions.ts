@@ -1,16 +1,18 @@
 // What an AffinityPolicy reconcile does: pure decisions, unit-tested without a cluster
 // (test/unit/policy-decisions.test.ts).
 //
-// affinitypolicy.ts gathers what the caches say, Tekton's coschedule flag and whether the policy's
-// ServiceAccount exists into a PolicyObservation, asks decidePolicy for a list of PolicyActions, and
+// affinitypolicy.ts gathers what the caches say, Tekton's coschedule flag and whether what the policy
+// needs exists (its ServiceAccount; the reservations' PriorityClass) into a PolicyObservation, asks decidePolicy for a list of PolicyActions, and
 // performs them in order. Nothing here does I/O or reads the clock: the time is `now` in the observation.
 //
-//   Ready        False when the spec is invalid, its ServiceAccount is missing, or Tekton's own affinity
-//                assistant would fight ours; True otherwise.
+//   Ready        False when the spec is invalid, its ServiceAccount or (reserve: LargestTask) the
+//                reservations' PriorityClass is missing, or Tekton's own affinity assistant would fight
+//                ours; True otherwise.
 //   Overlapping  True when another policy can select the same runs; says which one wins.
 //   activeRuns   runs this policy manages that have not finished.
 
 import { isDeepStrictEqual } from "node:util";
+import { RESERVATION_PRIORITY_CLASS } from "../api/constants.js";
 import { overlapReport } from "../api/resolve.js";
 import type { TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicy, AffinityPolicyStatus, Condition } from "../api/types.js";
@@ -36,6 +38,8 @@ export interface PolicyObservation {
   /** Whether spec.placeholder.serviceAccountName exists in the namespace; undefined when the policy
    * names none (or it was not looked up: then it is not reported missing). */
   serviceAccountExists?: boolean;
+  /** With reserve: LargestTask, whether the reservations' PriorityClass exists; undefined otherwise. */
+  reservationClassExists?: boolean;
   /** The value of the namespace's isolation-group label (limits.isolationGroupLabel), if any. */
   isolationGroup?: string;
   limits: TenancyLimits;
@@ -122,6 +126,15 @@ function readyCondition(obs: PolicyObservation): NewCondition {
       "False",
       "ServiceAccountNotFound",
       `spec.placeholder.serviceAccountName "${serviceAccount}" does not exist in namespace ${ns}, so placeholder pods cannot be created and runs wait at the gate; create the ServiceAccount or change the field`,
+      generation,
+    );
+  }
+  if (obs.reservationClassExists === false) {
+    return condition(
+      "Ready",
+      "False",
+      "ReservationPriorityClassNotFound",
+      `spec.reserve is LargestTask, but PriorityClass ${RESERVATION_PRIORITY_CLASS} does not exist, so no reservation can be created and runs wait at the gate; install it (release/release.yaml and deploy/ ship it) or remove spec.reserve`,
       generation,
     );
   }

@@ -9,16 +9,18 @@
 
 import type { V1Pod } from "@kubernetes/client-node";
 import { expect } from "chai";
+import { RESERVATION_PRIORITY_CLASS } from "../../src/api/constants.js";
 import type { PipelineRun } from "../../src/api/types.js";
 import type { LocalCluster } from "../cluster/cluster.js";
 import { waitFor } from "../cluster/kube.js";
 import { POD_DURATION_ANNOTATION } from "../cluster/kwok-stages.js";
 import { sleep } from "../cluster/processes.js";
-import { e2e } from "./env.js";
+import { e2e, installCrd } from "./env.js";
 import {
   applyPolicy,
   createNamespace,
   createRun,
+  getPolicy,
   getRun,
   metricSum,
   taskPods,
@@ -280,6 +282,32 @@ subjects: [{kind: ServiceAccount, name: default, namespace: ${ns}}]
       .and.contain("cpu 3");
     await cluster.clients.core.deleteNamespace({ name: ns });
     await cluster.clients.core.deleteNamespace({ name: other });
+  });
+
+  it("a policy says Ready=False while the reservations' PriorityClass is missing, and True once it is there", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "reserve-class");
+    const ready = async () =>
+      (await getPolicy(cluster, ns, "default")).status?.conditions?.find((c) => c.type === "Ready");
+    // Installed by deploy/ and release.yaml; a controller started from the README's steps alone lacks it.
+    await cluster.kubectlRun("delete", "priorityclass", RESERVATION_PRIORITY_CLASS);
+    try {
+      await applyPolicy(cluster, ns, { mode: "pipelineruns", reserve: "LargestTask" }, "default", undefined, {
+        waitObserved: false,
+      });
+      const missing = await waitFor("Ready=False naming the class", async () => {
+        const c = await ready();
+        return c?.reason === "ReservationPriorityClassNotFound" ? c : undefined;
+      });
+      expect(missing.status).to.equal("False");
+      expect(missing.message).to.contain(`PriorityClass ${RESERVATION_PRIORITY_CLASS} does not exist`);
+    } finally {
+      await installCrd(cluster);
+    }
+    // Seen within the lookup's 10 s memory and the next resync.
+    await waitFor("Ready=True once the class exists", async () => (await ready())?.status === "True", {
+      timeoutMs: 60_000,
+    });
   });
 
   it("tasks that cannot be resolved: the run goes on without a reservation and says so", async () => {

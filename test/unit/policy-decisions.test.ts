@@ -270,6 +270,24 @@ describe("policy decisions", () => {
     });
   });
 
+  describe("reserve: LargestTask without the reservations' PriorityClass", () => {
+    const p = policy("default", { mode: "pipelineruns", reserve: "LargestTask" });
+
+    it("makes Ready False, naming the class and both ways out, with a Warning event", () => {
+      const actions = decidePolicy(observe(p, { reservationClassExists: false }));
+      const ready = readyOf(written(actions))!;
+      expect(ready).to.include({ status: "False", reason: "ReservationPriorityClassNotFound" });
+      expect(ready.message).to.contain("PriorityClass tekton-affinity-reservation does not exist");
+      expect(ready.message).to.contain("remove spec.reserve");
+      expect(eventsOf(actions).map((e) => e.reason)).to.deep.equal(["ReservationPriorityClassNotFound"]);
+    });
+
+    it("does not matter once the class exists", () => {
+      const ready = readyOf(written(decidePolicy(observe(p, { reservationClassExists: true }))));
+      expect(ready?.status).to.equal("True");
+    });
+  });
+
   describe("Overlapping", () => {
     const older = policy("older", {}, { creationTimestamp: "2024-01-01T00:00:00Z" });
     const newer = policy("newer", {}, { creationTimestamp: "2024-06-01T00:00:00Z" });
