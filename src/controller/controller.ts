@@ -307,9 +307,12 @@ export class Controller {
     this.metrics.redisConnected.set(1);
     this.queue = queue;
     const reconcile = (item: WorkItem): Promise<ReconcileResult> => {
-      if (item.kind === "run") return runs.reconcile(item.namespace, item.name);
-      if (item.kind === "policy") return policies.reconcile(item.namespace, item.name);
-      return Promise.resolve({});
+      switch (item.kind) {
+        case "run":
+          return runs.reconcile(item.namespace, item.name);
+        case "policy":
+          return policies.reconcile(item.namespace, item.name);
+      }
     };
     queue.start(async (item) => {
       const caughtUp = !item.cause || (await this.catchUpWith(item.cause));

@@ -29,7 +29,7 @@ import {
   withoutManagedFields,
 } from "./trim.js";
 
-export type Handler<T> = (obj: T, old?: T) => void;
+export type Handler<T> = (obj: T) => void;
 
 /** The longest pause between two attempts to list or watch again. */
 const MAX_RETRY_MS = 30_000;
@@ -257,10 +257,6 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
 
 export async function startCaches(caches: Caches): Promise<void> {
   await Promise.all(Object.values(caches).map((c: WatchedCache<k8s.KubernetesObject>) => c.start()));
-}
-
-export function cachesSynced(caches: Caches): boolean {
-  return Object.values(caches).every((c: WatchedCache<k8s.KubernetesObject>) => c.synced);
 }
 
 export async function stopCaches(caches: Caches): Promise<void> {

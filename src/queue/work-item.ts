@@ -1,7 +1,8 @@
 // What goes into Redis: only a pointer to cluster state ("reconcile run ns/name"), never the state
 // itself, so a flushed or replaced Redis loses nothing that the cluster cannot tell us again.
 
-export type WorkKind = "run" | "node" | "policy";
+/** What a job reconciles: a PipelineRun or an AffinityPolicy (node events become work for the runs on them). */
+export type WorkKind = "run" | "policy";
 
 /** The kinds of object whose watch events become work (the informer caches of src/kube/informers.ts). */
 export type CauseKind =
@@ -37,7 +38,7 @@ export interface WorkItem {
   cause?: WorkCause;
 }
 
-const KINDS: readonly WorkKind[] = ["run", "node", "policy"];
+const KINDS: readonly WorkKind[] = ["run", "policy"];
 const CAUSE_KINDS: readonly CauseKind[] = [
   "PipelineRun",
   "AffinityPolicy",

@@ -5,29 +5,28 @@
 
 import type { V1Node } from "@kubernetes/client-node";
 
-function troubleSignature(node: V1Node): string {
-  const taints = (node.spec?.taints ?? [])
-    .filter((t) => t.effect === "NoSchedule" || t.effect === "NoExecute")
-    .map((t) => `${t.key}:${t.effect}`)
-    .sort();
+/** Whether the node looks unusable in any way: cordoned, a NoSchedule or NoExecute taint, not Ready. */
+function looksUnusable(node: V1Node): boolean {
+  const tainted = (node.spec?.taints ?? []).some(
+    (t) => t.effect === "NoSchedule" || t.effect === "NoExecute",
+  );
   const ready = node.status?.conditions?.find((c) => c.type === "Ready")?.status ?? "True";
-  if (!node.spec?.unschedulable && taints.length === 0 && ready === "True") return "";
-  return JSON.stringify([node.spec?.unschedulable ?? false, taints, ready]);
+  return !!node.spec?.unschedulable || tainted || ready !== "True";
 }
 
 export class NodeTracker {
-  private readonly since = new Map<string, { signature: string; at: number }>();
+  /** Node name → when it went bad (ms), kept while it stays bad in any way. */
+  private readonly since = new Map<string, number>();
 
   observe(node: V1Node, now = Date.now()): void {
     const name = node.metadata?.name;
     if (!name) return;
-    const signature = troubleSignature(node);
-    if (!signature) {
+    if (!looksUnusable(node)) {
       this.since.delete(name);
       return;
     }
     // Keep the first time it went bad while it stays bad in any way.
-    if (!this.since.has(name)) this.since.set(name, { signature, at: now });
+    if (!this.since.has(name)) this.since.set(name, now);
   }
 
   forget(name: string): void {
@@ -36,6 +35,6 @@ export class NodeTracker {
 
   /** When the node started to look unusable; `now` if we have not seen it happen. */
   troubleSince(name: string, now = Date.now()): number {
-    return this.since.get(name)?.at ?? now;
+    return this.since.get(name) ?? now;
   }
 }

@@ -23,15 +23,9 @@ describe("work items", () => {
       expect(workKey({ kind: "policy", namespace: "team-a", name: "p" })).to.equal("policy:team-a/p");
     });
 
-    it("has an empty namespace for cluster-scoped nodes", () => {
-      expect(workKey({ kind: "node", namespace: "", name: "node-1" })).to.equal("node:/node-1");
-    });
-
     it("differs by kind for the same object name", () => {
-      const keys = (["run", "node", "policy"] as const).map((kind) =>
-        workKey({ kind, namespace: "a", name: "x" }),
-      );
-      expect(new Set(keys).size).to.equal(3);
+      const keys = (["run", "policy"] as const).map((kind) => workKey({ kind, namespace: "a", name: "x" }));
+      expect(new Set(keys).size).to.equal(2);
     });
   });
 
@@ -40,7 +34,6 @@ describe("work items", () => {
       const items: WorkItem[] = [
         { kind: "run", namespace: "team-a", name: "build-1" },
         { kind: "policy", namespace: "team-a", name: "p" },
-        { kind: "node", namespace: "", name: "node-1" },
       ];
       for (const item of items) expect(parseWorkItem({ ...item, extra: 1 })).to.deep.equal(item);
     });
@@ -79,6 +72,10 @@ describe("work items", () => {
       ["an empty object", {}],
       ["an array", ["run", "team-a", "build-1"]],
       ["an unknown kind", { kind: "pod", namespace: "a", name: "b" }],
+      [
+        "a node (node events are work for the runs on them, never a job of their own)",
+        { kind: "node", namespace: "", name: "b" },
+      ],
       ["a kind of the wrong case", { kind: "Run", namespace: "a", name: "b" }],
       ["a non-string kind", { kind: 1, namespace: "a", name: "b" }],
       ["a missing name", { kind: "run", namespace: "a" }],
@@ -86,7 +83,7 @@ describe("work items", () => {
       ["a non-string name", { kind: "run", namespace: "a", name: 7 }],
       ["a missing namespace", { kind: "run", name: "b" }],
       ["a non-string namespace", { kind: "run", namespace: 3, name: "b" }],
-      ["a null namespace", { kind: "node", namespace: null, name: "b" }],
+      ["a null namespace", { kind: "policy", namespace: null, name: "b" }],
     ];
     for (const [what, data] of rejected) {
       it(`rejects ${what}`, () => {
