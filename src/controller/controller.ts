@@ -15,7 +15,14 @@ import {
   VERSION,
 } from "../api/constants.js";
 import type { AffinityPolicy, AffinityPolicySpec, PipelineRun } from "../api/types.js";
-import { apiMessage, isNotFound, type KubeClients, loadKubeConfig, makeClients } from "../kube/clients.js";
+import {
+  apiMessage,
+  isNotFound,
+  type KubeClients,
+  loadKubeConfig,
+  makeClients,
+  orUndefinedIfNotFound,
+} from "../kube/clients.js";
 import { EventRecorder } from "../kube/events.js";
 import { type Caches, makeCaches, startCaches, stopCaches, type WatchedCache } from "../kube/informers.js";
 import {
@@ -75,18 +82,14 @@ async function readRun(
   namespace: string,
   name: string,
 ): Promise<PipelineRun | undefined> {
-  try {
-    return (await clients.custom.getNamespacedCustomObject({
-      group: TEKTON_GROUP,
-      version: TEKTON_VERSION,
-      plural: "pipelineruns",
-      namespace,
-      name,
-    })) as PipelineRun;
-  } catch (err) {
-    if (isNotFound(err)) return undefined;
-    throw err;
-  }
+  const read = clients.custom.getNamespacedCustomObject({
+    group: TEKTON_GROUP,
+    version: TEKTON_VERSION,
+    plural: "pipelineruns",
+    namespace,
+    name,
+  });
+  return (await orUndefinedIfNotFound(read)) as PipelineRun | undefined;
 }
 
 async function readPolicy(
@@ -94,18 +97,14 @@ async function readPolicy(
   namespace: string,
   name: string,
 ): Promise<AffinityPolicy | undefined> {
-  try {
-    return (await clients.custom.getNamespacedCustomObject({
-      group: GROUP,
-      version: VERSION,
-      plural: PLURAL,
-      namespace,
-      name,
-    })) as AffinityPolicy;
-  } catch (err) {
-    if (isNotFound(err)) return undefined;
-    throw err;
-  }
+  const read = clients.custom.getNamespacedCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: PLURAL,
+    namespace,
+    name,
+  });
+  return (await orUndefinedIfNotFound(read)) as AffinityPolicy | undefined;
 }
 
 /** "host" or "host:port" (a balancer in front of several replicas): the host alone. */

@@ -88,6 +88,16 @@ export function statusCode(err: unknown): number | undefined {
   return (err as { code?: number })?.code;
 }
 export const isNotFound = (err: unknown) => statusCode(err) === 404;
+
+/** The object a read returns, or undefined when it does not exist (404); any other failure is thrown. */
+export async function orUndefinedIfNotFound<T>(read: Promise<T>): Promise<T | undefined> {
+  try {
+    return await read;
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
 export const isConflict = (err: unknown) => statusCode(err) === 409;
 
 /** The apiserver's own words for a failed request (its Status message), else the error as text. */

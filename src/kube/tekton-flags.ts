@@ -4,7 +4,7 @@
 
 import type { CoreV1Api } from "@kubernetes/client-node";
 import { COSCHEDULE_FLAG, DISABLE_FLAG } from "../api/migrate.js";
-import { isNotFound } from "./clients.js";
+import { orUndefinedIfNotFound } from "./clients.js";
 
 /** Tekton's own release record in its namespace: data.version, e.g. "v0.68.2". */
 export const PIPELINES_INFO = "pipelines-info";
@@ -103,12 +103,10 @@ export class TektonFlags {
   }
 
   private async read(name: string): Promise<Record<string, string> | undefined> {
-    try {
-      return (await this.core.readNamespacedConfigMap({ name, namespace: this.namespace })).data ?? {};
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
+    const map = await orUndefinedIfNotFound(
+      this.core.readNamespacedConfigMap({ name, namespace: this.namespace }),
+    );
+    return map && (map.data ?? {});
   }
 }
 

@@ -45,7 +45,14 @@ import {
 } from "../api/constants.js";
 import { capReservation, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
-import { apiMessage, isConflict, isNotFound, type KubeClients, statusCode } from "../kube/clients.js";
+import {
+  apiMessage,
+  isConflict,
+  isNotFound,
+  type KubeClients,
+  orUndefinedIfNotFound,
+  statusCode,
+} from "../kube/clients.js";
 import type { EventRecorder, EventTarget } from "../kube/events.js";
 import { annotateSetFenced, patchRunFenced, patchRunStatusFenced, purgeClaim } from "../kube/fenced.js";
 import type { Caches } from "../kube/informers.js";
@@ -329,18 +336,14 @@ export class PipelineRunReconciler {
       // and reservation would show, what its namespace may not see.
       if (namespace !== ns && !(await this.runMayRead(run, plural, name, namespace)))
         return "forbidden" as const;
-      try {
-        return (await this.o.clients.custom.getNamespacedCustomObject({
-          group: TEKTON_GROUP,
-          version: TEKTON_VERSION,
-          plural,
-          namespace,
-          name,
-        })) as { spec?: unknown };
-      } catch (err) {
-        if (isNotFound(err)) return undefined;
-        throw err;
-      }
+      const read = this.o.clients.custom.getNamespacedCustomObject({
+        group: TEKTON_GROUP,
+        version: TEKTON_VERSION,
+        plural,
+        namespace,
+        name,
+      });
+      return (await orUndefinedIfNotFound(read)) as { spec?: unknown } | undefined;
     };
     const pipeline = pipelineSource(run);
     if ("unresolvable" in pipeline) return { unresolvable: pipeline.unresolvable };

@@ -7,6 +7,7 @@
 import type * as k8s from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { LAST_STEP_ANNOTATION, ROTATE_CA_ANNOTATION } from "../api/constants.js";
+import { statusCode } from "../kube/clients.js";
 import {
   decideTlsStep,
   effectiveTrust,
@@ -62,10 +63,6 @@ export interface CertificateManagerOptions {
 /** The value for a webhook configuration's `clientConfig.caBundle`: every CA the apiserver should trust. */
 export function caBundle(bundle: Bundle): string {
   return Buffer.from(bundle.caPem).toString("base64");
-}
-
-function statusCode(err: unknown): number | undefined {
-  return (err as { code?: number } | undefined)?.code;
 }
 
 /** Callers get the trust bundle and serving material only; CA keys stay in the Secret. */

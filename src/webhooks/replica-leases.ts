@@ -10,6 +10,7 @@
 
 import * as k8s from "@kubernetes/client-node";
 import { REPLICA_LEASE_LABEL, SERVES_ANNOTATION, TRUSTS_ANNOTATION } from "../api/constants.js";
+import { statusCode } from "../kube/clients.js";
 import type { ReplicaReport } from "./ca-rotation.js";
 
 /** Leases expired for longer than this are deleted by whichever replica lists them. */
@@ -21,10 +22,6 @@ export interface ReplicaLeasesOptions {
   replicaId: string;
   /** How long a report stays valid without renewal (default: 3 report intervals, set by the caller). */
   leaseDurationSeconds: number;
-}
-
-function statusCode(err: unknown): number | undefined {
-  return (err as { code?: number } | undefined)?.code;
 }
 
 /** A Lease name (a DNS subdomain) for a replica id such as a pod name. */
