@@ -68,6 +68,7 @@ import {
   volumeRequirements,
 } from "../placement/plan.js";
 import { NO_ROOM, reservationName, reservesLargestTask } from "../placement/reservation.js";
+import { ownRequiredPodAffinity } from "../placement/run-placement.js";
 import { isNodeWide } from "../placement/statefulset.js";
 import {
   largestTask,
@@ -345,6 +346,12 @@ export class PipelineRunReconciler {
       });
       return (await orUndefinedIfNotFound(read)) as { spec?: unknown } | undefined;
     };
+    // The scheduler needs one pod to match every required pod affinity term: a reservation (and its
+    // placeholder, which must join it) cannot both be beside each other and beside the run's target.
+    if (ownRequiredPodAffinity(run).length)
+      return fallBack(
+        "the run's pod templates carry a required pod affinity of their own, which a reservation cannot be combined with",
+      );
     const pipeline = pipelineSource(run);
     if ("unresolvable" in pipeline) return { unresolvable: pipeline.unresolvable };
     let spec: PipelineSpec;

@@ -1262,7 +1262,11 @@ describe("PipelineRunReconciler executing the decisions", () => {
     const meta = (o: { metadata?: { name?: string } }) => o.metadata?.name;
     const caches = {
       runs: cache([r], meta),
-      policies: cache([], meta),
+      // The run's policy ("default"), when the world gives it settings.
+      policies: cache(
+        world.spec ? [{ metadata: { name: "default" }, spec: { mode: "pipelineruns", ...world.spec } }] : [],
+        meta,
+      ),
       placeholderSets: cache(
         obs.placeholders.map((p) => p.set),
         meta,
@@ -1548,13 +1552,44 @@ describe("PipelineRunReconciler executing the decisions", () => {
     expect(stale.events).to.deep.equal([]);
   });
 
+  it("makes no reservation for a run with its own required pod affinity, and says why", async () => {
+    const r = managedRun();
+    const beside = {
+      labelSelector: { matchLabels: { app: "cache" } },
+      topologyKey: "kubernetes.io/hostname",
+    };
+    r.spec.taskRunTemplate = {
+      podTemplate: {
+        affinity: { podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [beside] } },
+      },
+    };
+    const h = harness(r, { spec: { reserve: "LargestTask" } });
+    await h.reconcile();
+    const created = h.calls.filter(([n]) => n === "createNamespacedStatefulSet");
+    // The placeholder only: a reservation and the run's target cannot both be required beside it.
+    expect(created).to.have.length(1);
+    const set = created[0]![1] as { body: V1StatefulSet };
+    expect(set.body.metadata?.labels?.["app.kubernetes.io/component"]).to.equal("affinity-placeholder");
+    const [reason, message] = h.events.find(([reason]) => reason === "ReserveUnresolved") ?? [];
+    expect(reason).to.equal("ReserveUnresolved");
+    expect(message).to.contain("required pod affinity of their own");
+  });
+
   it("reads no PVC for a run that is not active, nor for template claims", async () => {
+    // The control: an active run binding a user PVC reads it (its access mode decides the placeholder).
+    const active = harness(managedRun({ workspaces: [pvc("src", "shared")] }), {});
+    await active.reconcile();
+    expect(names(active.calls)).to.include("readNamespacedPersistentVolumeClaim");
     const done = harness(managedRun({ gated: false, done: true, workspaces: [pvc("src", "shared")] }), {});
     await done.reconcile();
     expect(names(done.calls)).to.not.include("readNamespacedPersistentVolumeClaim");
+    expect(names(done.calls), "the done run was cleaned up").to.include("patchNamespacedCustomObject");
     const templ = harness(managedRun({ workspaces: [template("src")] }), {});
     await templ.reconcile();
     expect(names(templ.calls)).to.not.include("readNamespacedPersistentVolumeClaim");
+    expect(names(templ.calls), "the template run got its placeholder").to.include(
+      "createNamespacedStatefulSet",
+    );
   });
 
   it("moves a ReadWriteMany placeholder off a NotReady node, force-deleting its pod", async () => {
