@@ -304,8 +304,13 @@ export async function waitForEvent(
   );
 }
 
-/** Sum of a Prometheus metric over every label set containing `labels` (all of them by default). */
+/** Sum of a Prometheus metric over every label set containing `labels` (all of them by default): 0 when
+ * no label set has a value yet. A name the exposition does not declare (no `# TYPE` line: a typo, a
+ * renamed metric) throws, so a check on it cannot pass by reading nothing. */
 export function metricSum(metrics: string, name: string, labels = ""): number {
+  const family = name.replace(/_(bucket|sum|count)$/, "");
+  if (!metrics.includes(`# TYPE ${name} `) && !metrics.includes(`# TYPE ${family} `))
+    throw new Error(`metric ${name} is not in the exposition (no # TYPE line): a typo or a renamed metric?`);
   return metrics
     .split("\n")
     .filter((l) => (l.startsWith(`${name}{`) || l.startsWith(`${name} `)) && l.includes(labels))
