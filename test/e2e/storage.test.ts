@@ -66,11 +66,28 @@ async function schedulableNodes(cluster: LocalCluster): Promise<V1Node[]> {
   );
 }
 
-/** The PersistentVolume bound to the run's only claim. */
-async function runVolume(cluster: LocalCluster, ns: string): Promise<V1PersistentVolume> {
-  const claims = (await cluster.clients.core.listNamespacedPersistentVolumeClaim({ namespace: ns })).items;
-  expect(claims, "the run's claims").to.have.length(1);
-  return cluster.clients.core.readPersistentVolume({ name: claims[0]!.spec!.volumeName! });
+/** The PersistentVolume bound to the run's only claim, read as soon as the claim is bound. Start it while
+ * the run runs: pipelineruns and isolate-pipelinerun modes delete the claim when the run finishes (gone at
+ * once, its protection finalizer purged), and the provisioner then deletes the volume. */
+function runVolume(cluster: LocalCluster, ns: string): Promise<V1PersistentVolume> {
+  const volume = readRunVolume(cluster, ns);
+  // Awaited later, if at all: a test that fails before then must not leave a rejection unhandled.
+  volume.catch(() => undefined);
+  return volume;
+}
+
+async function readRunVolume(cluster: LocalCluster, ns: string): Promise<V1PersistentVolume> {
+  const volumeName = await waitFor(
+    `the run's claim in ${ns} bound`,
+    async () => {
+      const claims = (await cluster.clients.core.listNamespacedPersistentVolumeClaim({ namespace: ns }))
+        .items;
+      expect(claims.length, "the run's claims").to.be.at.most(1);
+      return claims[0]?.spec?.volumeName;
+    },
+    { intervalMs: 100 },
+  );
+  return cluster.clients.core.readPersistentVolume({ name: volumeName });
 }
 
 function volumeRequirement(pv: V1PersistentVolume, key: string): string | undefined {
@@ -185,11 +202,12 @@ describe("storage: real volume semantics", function () {
           const spec: AffinityPolicySpec =
             mode === "isolate-pipelinerun" ? { mode, isolation: { scope: "namespace" } } : { mode };
           await applyPolicy(cluster, ns, spec);
-          return { mode, ns, run: await createRun(cluster, twoTaskRun(ns, storageClass)) };
+          const run = await createRun(cluster, twoTaskRun(ns, storageClass));
+          return { mode, ns, run, volume: runVolume(cluster, ns) };
         }),
       );
       const zoneOf = await zonesOf(cluster);
-      for (const { mode, ns, run } of started) {
+      for (const { mode, ns, run, volume } of started) {
         await waitRunSucceeded(cluster, ns, run.metadata.name, 120_000);
         const pods = [...(await taskPods(cluster, ns, run.metadata.name)).values()];
         expect(pods, `${mode}: task pods`).to.have.length(2);
@@ -197,7 +215,7 @@ describe("storage: real volume semantics", function () {
           const nodes = new Set(pods.map((p) => p.spec?.nodeName));
           expect(nodes.size, `${mode}: both tasks on one node`).to.equal(1);
         }
-        expectVolumeWhereTasksRan(await runVolume(cluster, ns), pods, zoneOf);
+        expectVolumeWhereTasksRan(await volume, pods, zoneOf);
       }
     });
   }
@@ -270,6 +288,7 @@ describe("storage: real volume semantics", function () {
       const ns = await createNamespace(cluster, "st-cordon-zone");
       await applyPolicy(cluster, ns, { mode: "pipelineruns", topologyKey: ZONE_LABEL });
       const run = await createRun(cluster, twoTaskRun(ns, "zonal-wffc", 12));
+      const volume = runVolume(cluster, ns);
       await firstTaskRunning(cluster, ns, run);
       const [placeholder] = await placeholderPods(cluster, ns, run.metadata.uid!);
       const node = placeholder!.spec!.nodeName!;
@@ -283,7 +302,7 @@ describe("storage: real volume semantics", function () {
       expect(reasons, "no move while the zone had room").to.not.include("Migrating");
       const pods = await taskPods(cluster, ns, run.metadata.name);
       const zoneOf = await zonesOf(cluster);
-      const pv = await runVolume(cluster, ns);
+      const pv = await volume;
       for (const [task, pod] of pods) {
         expect(zoneOf.get(pod.spec!.nodeName!), `${task} in the volume's zone`).to.equal(
           volumeRequirement(pv, ZONE_LABEL),
