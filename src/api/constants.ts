@@ -90,4 +90,7 @@ export const REPLICA_LEASE_LABEL = `${GROUP}/webhook-replica`;
 export const TRUSTS_ANNOTATION = `${GROUP}/trusts`;
 export const SERVES_ANNOTATION = `${GROUP}/serves`;
 
+/** The policy name a run records when the operator's cluster-wide default policy (--default-mode) applies. */
+export const CLUSTER_DEFAULT_POLICY = "(cluster-default)";
+
 export const PENDING_STATUS = "PipelineRunPending";

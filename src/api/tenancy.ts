@@ -12,7 +12,7 @@
 import type { PlaceholderTemplate, Quantity } from "./placeholder-template.js";
 import { DEFAULT_PLACEHOLDER_IMAGE } from "./placeholder-template.js";
 import type { AffinityPolicy, AffinityPolicySpec } from "./types.js";
-import { type FieldError, parseQuantity } from "./validate.js";
+import { type FieldError, parseQuantity, validatePolicy } from "./validate.js";
 
 export const HOSTNAME_TOPOLOGY_KEY = "kubernetes.io/hostname";
 export const ZONE_TOPOLOGY_KEY = "topology.kubernetes.io/zone";
@@ -204,4 +204,9 @@ export function capReservation(
     requests: { cpuMillis, memoryBytes },
     capped: cpuMillis < requests.cpuMillis || memoryBytes < requests.memoryBytes,
   };
+}
+
+/** Everything wrong with a policy: its own mistakes, and what it asks beyond the operator's bounds. */
+export function policyErrors(policy: AffinityPolicy, limits: TenancyLimits): FieldError[] {
+  return [...validatePolicy(policy), ...tenancyErrors(policy, limits)];
 }

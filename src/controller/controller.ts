@@ -6,6 +6,7 @@ import * as k8s from "@kubernetes/client-node";
 import { type Logger, pino } from "pino";
 import {
   CLEANED_UP_ANNOTATION,
+  CLUSTER_DEFAULT_POLICY,
   GROUP,
   isWatchedRun,
   PLURAL,
@@ -39,6 +40,7 @@ import { type ReconcileResult, WorkQueue } from "../queue/work-queue.js";
 import { ActiveRunIndex } from "../reconcilers/active-runs.js";
 import { AffinityPolicyReconciler } from "../reconcilers/affinitypolicy.js";
 import { watchPolicyInputs } from "../reconcilers/affinitypolicy-watches.js";
+import { ChangeFilter, runFingerprint } from "../reconcilers/change-filter.js";
 import { effectiveSpec } from "../reconcilers/effective-spec.js";
 import { NodeTracker } from "../reconcilers/node-tracker.js";
 import { PipelineRunReconciler } from "../reconcilers/pipelinerun.js";
@@ -46,11 +48,10 @@ import { enqueueWaitingRuns, watchRunInputs } from "../reconcilers/pipelinerun-w
 import { causeOf, runKey, runNews, type Versioned, type WorkSink } from "../reconcilers/work-sink.js";
 import { CertificateManager, caBundle } from "../webhooks/certificate-manager.js";
 import { caBundleOnly, webhookConfigurations } from "../webhooks/configurations.js";
-import { CLUSTER_DEFAULT_POLICY, gatePipelineRun, guardMarks } from "../webhooks/gate.js";
+import { gatePipelineRun, guardMarks } from "../webhooks/gate.js";
 import { mutateTaskPod } from "../webhooks/pods.js";
 import { validateAffinityPolicy } from "../webhooks/policies.js";
 import { createApp, listen } from "../webhooks/server.js";
-import { ChangeFilter, runFingerprint } from "./change-filter.js";
 import { type ControllerOptions, clusterDefaultSpec, redisConnection } from "./options.js";
 
 /** The webhooks' fallback reads must answer well inside the apiserver's 5 s webhook timeout, so that

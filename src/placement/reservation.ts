@@ -19,7 +19,6 @@
 import type { V1StatefulSet } from "@kubernetes/client-node";
 import {
   COMPONENT_LABEL,
-  DEFAULT_TOPOLOGY_KEY,
   PLACEHOLDER_RUN_UID_LABEL,
   RESERVATION_COMPONENT,
   RESERVATION_LABEL,
@@ -40,6 +39,7 @@ import {
   isolationAffinity,
   ownerReference,
   type PlacementContext,
+  reservationAffinityTerm,
   templateHash,
   withVolumeAffinity,
 } from "./statefulset.js";
@@ -61,15 +61,6 @@ export function reservationName(plan: PlaceholderPlan): string {
 /** Whether the policy asks for room for the largest task. */
 export function reservesLargestTask(spec: AffinityPolicySpec | undefined): boolean {
   return spec?.reserve === "LargestTask";
-}
-
-/** The required pod affinity both the reservation and the placeholder carry: to pods of this plan's
- * reservation label, in the run's topology domain. */
-export function reservationAffinityTerm(spec: AffinityPolicySpec, plan: PlaceholderPlan) {
-  return {
-    labelSelector: { matchLabels: { [RESERVATION_LABEL]: plan.name } },
-    topologyKey: spec.topologyKey ?? DEFAULT_TOPOLOGY_KEY,
-  };
 }
 
 export function reservationStatefulSet(

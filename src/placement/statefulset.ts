@@ -28,7 +28,6 @@ import {
 import { boundedTemplate, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import { mountedClaims, type PlaceholderPlan, type VolumeRequirement } from "./plan.js";
-import { reservationAffinityTerm } from "./reservation.js";
 import { withoutOurTerms } from "./run-placement.js";
 
 export function templateHash(template: unknown): string {
@@ -161,6 +160,15 @@ export function withVolumeAffinity(
         matchExpressions: [...(t.matchExpressions ?? []), ...volume],
       })),
     },
+  };
+}
+
+/** The required pod affinity both the reservation (reservation.ts) and the placeholder carry: to pods of this plan's
+ * reservation label, in the run's topology domain. */
+export function reservationAffinityTerm(spec: AffinityPolicySpec, plan: PlaceholderPlan) {
+  return {
+    labelSelector: { matchLabels: { [RESERVATION_LABEL]: plan.name } },
+    topologyKey: spec.topologyKey ?? DEFAULT_TOPOLOGY_KEY,
   };
 }
 

@@ -2,10 +2,9 @@
 // changes mode mid-flight), with the rest from its policy as it is now in the cache, within the
 // operator's bounds.
 
-import { MODE_ANNOTATION, POLICY_ANNOTATION } from "../api/constants.js";
+import { CLUSTER_DEFAULT_POLICY, MODE_ANNOTATION, POLICY_ANNOTATION } from "../api/constants.js";
 import { boundedSpec, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicy, AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
-import { CLUSTER_DEFAULT_POLICY } from "../webhooks/gate.js";
 
 export function effectiveSpec(
   run: PipelineRun,

@@ -1,6 +1,6 @@
 // The watches that feed PipelineRunReconciler (pipelinerun.ts): which informer events become `run`
 // work. An event becomes work for the runs it concerns when it changes something the reconciler reads
-// (src/controller/change-filter.ts): Tekton's status writes, node heartbeats and StatefulSet counters
+// (src/reconcilers/change-filter.ts): Tekton's status writes, node heartbeats and StatefulSet counters
 // are not work. A run that waits is looked at again by its own requeue-after.
 //
 // The same events may also be work for the policy reconciler; that part is in affinitypolicy-watches.ts.
@@ -14,6 +14,7 @@ import {
   RUN_LABEL,
 } from "../api/constants.js";
 import type { PipelineRun } from "../api/types.js";
+import type { CauseKind, WorkCause } from "../queue/work-item.js";
 import {
   ChangeFilter,
   nodeSchedulingFingerprint,
@@ -21,8 +22,7 @@ import {
   placeholderPodIsNoNews,
   placeholderSetFingerprint,
   placeholderSetIsNoNews,
-} from "../controller/change-filter.js";
-import type { CauseKind, WorkCause } from "../queue/work-item.js";
+} from "./change-filter.js";
 import { isDone } from "./run-decisions.js";
 import { causeOf, type RunNews, type WatchCaches, type WatchedView, type WorkSink } from "./work-sink.js";
 

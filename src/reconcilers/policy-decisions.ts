@@ -15,8 +15,8 @@ import { isDeepStrictEqual } from "node:util";
 import { RESERVATION_PRIORITY_CLASS } from "../api/constants.js";
 import { overlapReport } from "../api/resolve.js";
 import type { TenancyLimits } from "../api/tenancy.js";
+import { policyErrors } from "../api/tenancy.js";
 import type { AffinityPolicy, AffinityPolicyStatus, Condition } from "../api/types.js";
-import { policyErrors } from "../webhooks/policies.js";
 
 // ---- what a reconcile observed ----
 

@@ -3,9 +3,9 @@
 // themselves (as far as a watch reads them), and the one run change filter both watches share.
 
 import type { PipelineRun } from "../api/types.js";
-import type { ChangeFilter } from "../controller/change-filter.js";
 import type { Caches, WatchedCache } from "../kube/informers.js";
 import type { CauseKind, WorkCause, WorkItem } from "../queue/work-item.js";
+import type { ChangeFilter } from "./change-filter.js";
 
 /**
  * Where the watches put work; the controller implements it over its work queue. Work caused by an

@@ -8,6 +8,7 @@
 // skip our work. So on CREATE the gate drops every such key the user sent and writes its own.
 
 import {
+  CLUSTER_DEFAULT_POLICY,
   GATED_ANNOTATION,
   GATED_AT_ANNOTATION,
   GROUP,
@@ -30,9 +31,6 @@ import {
 } from "../placement/run-placement.js";
 import type { AdmissionDecision, JsonPatchOp } from "./admission.js";
 import { pointer, setMetadataEntries } from "./admission.js";
-
-/** Recorded in the policy annotation when the operator's cluster default applied. */
-export const CLUSTER_DEFAULT_POLICY = "(cluster-default)";
 
 const OWNED_PREFIX = `${GROUP}/`;
 

@@ -1,14 +1,8 @@
 // Validating webhook for AffinityPolicies: the checks the CRD schema and CEL cannot express.
 
-import { DEFAULT_TENANCY_LIMITS, type TenancyLimits, tenancyErrors } from "../api/tenancy.js";
+import { DEFAULT_TENANCY_LIMITS, policyErrors, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicy } from "../api/types.js";
-import { type FieldError, validatePolicy } from "../api/validate.js";
 import type { AdmissionDecision } from "./admission.js";
-
-/** Everything wrong with a policy: its own mistakes, and what it asks beyond the operator's bounds. */
-export function policyErrors(policy: AffinityPolicy, limits: TenancyLimits): FieldError[] {
-  return [...validatePolicy(policy), ...tenancyErrors(policy, limits)];
-}
 
 export function validateAffinityPolicy(
   policy: AffinityPolicy | undefined,

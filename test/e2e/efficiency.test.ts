@@ -1,6 +1,6 @@
 // Efficient at scale (issue 14): a run costs a bounded number of reconcile jobs, read from the
 // controller's own metrics (tekton_affinity_job_duration_seconds counts every job it processed). Tekton's
-// status writes, node heartbeats and StatefulSet counters are not work (src/controller/change-filter.ts).
+// status writes, node heartbeats and StatefulSet counters are not work (src/reconcilers/change-filter.ts).
 
 import { expect } from "chai";
 import type { LocalCluster } from "../cluster/cluster.js";

@@ -8,7 +8,7 @@ import {
   placeholderPodIsNoNews,
   placeholderSetFingerprint,
   runFingerprint,
-} from "../../src/controller/change-filter.js";
+} from "../../src/reconcilers/change-filter.js";
 
 function run(
   over: { labels?: Record<string, string>; annotations?: Record<string, string> } = {},

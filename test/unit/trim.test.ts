@@ -3,11 +3,6 @@ import { expect } from "chai";
 import { PLACEHOLDER_RUN_UID_LABEL } from "../../src/api/constants.js";
 import type { PipelineRun } from "../../src/api/types.js";
 import {
-  nodeSchedulingFingerprint,
-  placeholderPodFingerprint,
-  placeholderSetFingerprint,
-} from "../../src/controller/change-filter.js";
-import {
   trimNamespace,
   trimNode,
   trimPlaceholderPod,
@@ -17,6 +12,11 @@ import {
 } from "../../src/kube/trim.js";
 import { planPlaceholders } from "../../src/placement/plan.js";
 import { placeholderStatefulSet } from "../../src/placement/statefulset.js";
+import {
+  nodeSchedulingFingerprint,
+  placeholderPodFingerprint,
+  placeholderSetFingerprint,
+} from "../../src/reconcilers/change-filter.js";
 import { nodeProblem } from "../../src/reconcilers/node-health.js";
 import { NodeTracker } from "../../src/reconcilers/node-tracker.js";
 import { isDone } from "../../src/reconcilers/run-decisions.js";

@@ -4,9 +4,9 @@
 import type * as k8s from "@kubernetes/client-node";
 import { expect } from "chai";
 import type { AffinityPolicy, PipelineRun } from "../../src/api/types.js";
-import { ChangeFilter, runFingerprint } from "../../src/controller/change-filter.js";
 import type { WorkCause, WorkItem } from "../../src/queue/work-item.js";
 import { watchPolicyInputs } from "../../src/reconcilers/affinitypolicy-watches.js";
+import { ChangeFilter, runFingerprint } from "../../src/reconcilers/change-filter.js";
 import { watchRunInputs } from "../../src/reconcilers/pipelinerun-watches.js";
 import { runKey, runNews, type WatchCaches, type WorkSink } from "../../src/reconcilers/work-sink.js";
 

@@ -1,6 +1,7 @@
 import type { V1Affinity, V1Pod } from "@kubernetes/client-node";
 import { expect } from "chai";
 import {
+  CLUSTER_DEFAULT_POLICY,
   GATED_ANNOTATION,
   GATED_AT_ANNOTATION,
   MANAGED_LABEL,
@@ -15,7 +16,7 @@ import { DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../../src/api/types.js";
 import { placeholderName } from "../../src/placement/names.js";
 import { type JsonPatchOp, reviewResponse } from "../../src/webhooks/admission.js";
-import { CLUSTER_DEFAULT_POLICY, gatePipelineRun, guardMarks } from "../../src/webhooks/gate.js";
+import { gatePipelineRun, guardMarks } from "../../src/webhooks/gate.js";
 import { mutateTaskPod, type PodContext } from "../../src/webhooks/pods.js";
 import { policy, run } from "./helpers.js";
 
