@@ -12,6 +12,7 @@ import {
   PLURAL,
   POLICY_ANNOTATION,
   TEKTON_GROUP,
+  TEKTON_PIPELINERUN_LABEL,
   TEKTON_VERSION,
   VERSION,
 } from "../api/constants.js";
@@ -136,9 +137,6 @@ interface VersionedCache {
 const CACHE_CATCH_UP_MS = 2_000;
 /** When a job ran without its event in the cache: how soon it looks again. */
 const CATCH_UP_RETRY_MS = 1_000;
-
-/** Tekton labels every TaskRun pod with its PipelineRun's name. */
-const TEKTON_PIPELINERUN_LABEL = "tekton.dev/pipelineRun";
 
 export class Controller {
   readonly logger: Logger;

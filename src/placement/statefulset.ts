@@ -16,6 +16,7 @@ import {
   RESERVATION_LABEL,
   RUN_LABEL,
   TEKTON_GROUP,
+  TEKTON_PIPELINERUN_LABEL,
   TEKTON_VERSION,
   TEMPLATE_HASH_ANNOTATION,
   WORKSPACES_ANNOTATION,
@@ -44,9 +45,6 @@ export function ownerReference(run: PipelineRun) {
     blockOwnerDeletion: true,
   };
 }
-
-/** Tekton labels the pods of a run with its name; its assistant carries that label too. */
-export const TEKTON_PIPELINERUN_LABEL = "tekton.dev/pipelineRun";
 
 /**
  * The run's labels a placeholder carries, as Tekton's assistant carries them (cost and policy tooling
