@@ -123,8 +123,9 @@ export class WorkQueue {
   }
 
   private redisDown = false;
-  /** When Redis was down, by this replica's clock: a gated run's maxWait does not count them. */
-  readonly outages = new Outages();
+  /** When Redis was down, or this replica was not yet up, by its clock: a gated run's maxWait does not
+   * count them. The queue is made as the replica starts. */
+  readonly outages = new Outages(Date.now());
 
   /** One line per outage, not one per reconnect attempt; `redisReady` ends the outage. */
   private reportRedisError(err: Error): void {

@@ -886,6 +886,11 @@ export class LocalCluster {
     await this.clients.core.patchNodeStatus({ name, body: { status: { conditions } } }, mergePatch());
   }
 
+  /** Sets a label on a node, or removes it with `null`. */
+  async labelNode(name: string, key: string, value: string | null): Promise<void> {
+    await this.patchNode(name, { metadata: { labels: { [key]: value } } });
+  }
+
   private async patchNode(name: string, body: object): Promise<void> {
     await this.clients.core.patchNode({ name, body }, mergePatch());
   }

@@ -7,6 +7,7 @@
 import { expect } from "chai";
 import { COMPONENT_LABEL, PLACEHOLDER_COMPONENT, PLACEMENT_LABEL } from "../../src/api/constants.js";
 import { waitFor } from "../cluster/kube.js";
+import { sleep } from "../cluster/processes.js";
 import { e2e, waitForGate } from "./env.js";
 import {
   applyPolicy,
@@ -16,6 +17,8 @@ import {
   pipelineRun,
   placeholderPods,
   RWO_TEMPLATE,
+  runEvents,
+  succeeded,
   taskPods,
   waitRunSucceeded,
 } from "./helpers.js";
@@ -75,6 +78,56 @@ describe("an outage of ours", function () {
     } finally {
       await env.controller.start();
       await waitForGate(cluster);
+    }
+  });
+
+  it("fails no gated run: an outage of every replica longer than maxWait uses none of the run's wait", async () => {
+    const env = await e2e();
+    const { cluster } = env;
+    const ns = await createNamespace(cluster, "outage-gated");
+    await applyPolicy(cluster, ns, { mode: "pipelineruns", maxWait: "8s", onMaxWait: "Fail" });
+    // The placeholder inherits the run's nodeSelector: no node has this label until the test sets it.
+    const key = `outage.test/${ns}`.slice(0, 63);
+    const created = await createRun(
+      cluster,
+      pipelineRun(ns, {
+        tasks: [{ name: "a" }],
+        taskRunTemplate: { podTemplate: { nodeSelector: { [key]: "yes" } } },
+      }),
+    );
+    const name = created.metadata.name;
+    await waitFor("the placeholder pod, unschedulable", async () => {
+      const [pod] = await placeholderPods(cluster, ns, created.metadata.uid!);
+      return pod && !pod.spec?.nodeName ? true : undefined;
+    });
+    const node = (await cluster.listNodes()).find(
+      (n) => n.metadata?.labels?.type === "kwok" && !n.spec?.unschedulable && !n.spec?.taints?.length,
+    )?.metadata?.name;
+    expect(node, "a schedulable fake node").to.be.a("string");
+
+    await env.controller.stop();
+    try {
+      // Longer than maxWait: counted from the gate, as before, the first reconcile after the outage
+      // failed the run.
+      await sleep(12_000);
+    } finally {
+      await env.controller.start();
+      await waitForGate(cluster);
+    }
+    try {
+      // The restarted replica looks at every run at once (its caches' first list); still within maxWait
+      // counted from its start, the run keeps waiting.
+      await sleep(4000);
+      const waiting = await getRun(cluster, ns, name);
+      expect(succeeded(waiting), "not failed by our outage").to.equal(undefined);
+      expect(waiting.spec.status, "still gated").to.equal("PipelineRunPending");
+      await cluster.labelNode(node!, key, "yes");
+      const run = await waitRunSucceeded(cluster, ns, name, 60_000);
+      expect(succeeded(run)).to.equal("True");
+      const events = await runEvents(cluster, ns, name);
+      expect(events.map((e) => e.reason)).to.not.include("MaxWaitExceeded");
+    } finally {
+      await cluster.labelNode(node!, key, null);
     }
   });
 });

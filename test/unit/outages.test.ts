@@ -17,4 +17,21 @@ describe("Outages", () => {
     expect(o.down).to.equal(false);
     expect(o.overlapMs(0, 1000)).to.equal(200);
   });
+
+  it("counts the time before this replica started as unavailable: a full outage of ours uses up no maxWait", () => {
+    const o = new Outages(1000);
+    // A run gated at 0, looked at first at 1200: only the 200 ms since the start count as waiting.
+    expect(o.overlapMs(0, 1200)).to.equal(1000);
+    // Gated after the start: nothing before it is discounted.
+    expect(o.overlapMs(1100, 1200)).to.equal(0);
+    // Asked about a span that ends before the start: all of it.
+    expect(o.overlapMs(0, 500)).to.equal(500);
+    // A Redis outage after the start adds up; none is counted twice with the time before the start.
+    o.begin(1300);
+    o.end(1400);
+    expect(o.overlapMs(0, 2000)).to.equal(1000 + 100);
+    o.begin(900); // reported with a clock step back: what lies before the start counted already
+    o.end(1050);
+    expect(o.overlapMs(0, 2000)).to.equal(1000 + 100 + 50);
+  });
 });
