@@ -215,6 +215,16 @@ const RBAC_KINDS = new Set([
   "ValidatingAdmissionPolicy",
   "ValidatingAdmissionPolicyBinding",
 ]);
+/** The fence's parameters (controller-fence.yaml): the ConfigMap its binding reads. */
+const FENCE_PARAMS = "tekton-affinity-tenancy";
+
+/** The RBAC and the fence of deploy/, with the fence's parameters, as YAML to apply. */
+function rbacAndFence(base: Obj[]): string {
+  return base
+    .filter((o) => RBAC_KINDS.has(o.kind) || (o.kind === "ConfigMap" && o.metadata.name === FENCE_PARAMS))
+    .map((o) => stringify(o))
+    .join("---\n");
+}
 
 /** A StatefulSet as the controller writes a placeholder, in `namespace`, changed by `change`. */
 function placeholderShaped(
@@ -459,12 +469,7 @@ describe("deploy/ (kustomize install)", function () {
   it("fences the controller's service account: what its RBAC allows but its job does not need is refused", async () => {
     const env = await e2e();
     const { cluster } = env;
-    await cluster.apply(
-      base
-        .filter((o) => RBAC_KINDS.has(o.kind))
-        .map((o) => stringify(o))
-        .join("---\n"),
-    );
+    await cluster.apply(rbacAndFence(base));
     const kubeconfig = cluster.writeImpersonatingKubeconfig(
       join(env.logDir, "fence-sa.kubeconfig"),
       `system:serviceaccount:${NAMESPACE}:${SERVICE_ACCOUNT}`,
@@ -496,7 +501,35 @@ describe("deploy/ (kustomize install)", function () {
       ...placeholderShaped(ns),
       metadata: { ...placeholderShaped(ns).metadata, ownerReferences: [] },
     };
-    for (const [what, obj] of Object.entries({ privileged, hostPath, hostNetwork, withToken, notOwned }))
+    const container = (change: Record<string, unknown>) =>
+      placeholderShaped(ns, (pod) => {
+        Object.assign((pod.containers as Record<string, unknown>[])[0]!, change);
+      });
+    // The image's own entrypoint only: nothing that could run a command or read a tenant's Secrets.
+    const withCommand = container({ command: ["sh", "-c", "cat /etc/shadow"] });
+    const withArgs = container({ args: ["--exfiltrate"] });
+    const readsSecret = container({
+      env: [{ name: "T", valueFrom: { secretKeyRef: { name: "tenant-secret", key: "token" } } }],
+    });
+    const allSecrets = container({ envFrom: [{ secretRef: { name: "tenant-secret" } }] });
+    const execProbe = container({ livenessProbe: { exec: { command: ["sh", "-c", "true"] } } });
+    const sidecar = placeholderShaped(ns, (pod) => {
+      (pod.containers as unknown[]).push({ name: "miner", image: "registry.k8s.io/pause:3.10" });
+    });
+    const refused = {
+      privileged,
+      hostPath,
+      hostNetwork,
+      withToken,
+      notOwned,
+      withCommand,
+      withArgs,
+      readsSecret,
+      allSecrets,
+      execProbe,
+      sidecar,
+    };
+    for (const [what, obj] of Object.entries(refused))
       expect(await create(obj), what).to.contain("tekton-affinity-controller-fence");
     expect(
       await create({ ...privileged, metadata: { ...privileged.metadata, namespace: "kube-system" } }),
@@ -505,6 +538,32 @@ describe("deploy/ (kustomize install)", function () {
     expect(await create(placeholderShaped(ns))).to.match(
       /^allowed: .*statefulset.apps\/fence created \(server dry run\)/,
     );
+
+    // Images: once the operator lists registries (one setting, read by the fence and the controller), an
+    // image from anywhere else is refused, and one from a listed registry passes.
+    const elsewhere = container({ image: "evil.example/miner:1" });
+    expect(await create(elsewhere), "any registry while none is listed").to.match(/^allowed: /);
+    const setRegistries = (value: string) =>
+      cluster.clients.core.patchNamespacedConfigMap(
+        { name: FENCE_PARAMS, namespace: NAMESPACE, body: { data: { "allowed-image-registries": value } } },
+        mergePatch(),
+      );
+    await setRegistries("registry.k8s.io, ghcr.io/acme/");
+    try {
+      await waitFor("the fence to read the registries", async () =>
+        (await create(elsewhere)).includes("allowed-image-registries: registry.k8s.io,ghcr.io/acme/"),
+      );
+      expect(await create(placeholderShaped(ns)), "registry.k8s.io/pause").to.match(/^allowed: /);
+      expect(await create(container({ image: "ghcr.io/acme/pause:1" })), "ghcr.io/acme/").to.match(
+        /^allowed: /,
+      );
+      expect(
+        await create(container({ image: "ghcr.io/acme-evil/pause:1" })),
+        "a prefix, not a path",
+      ).to.contain("tekton-affinity-controller-fence");
+    } finally {
+      await setRegistries("");
+    }
 
     // A tenant's claim and a tenant's pod cannot be deleted; no webhook configuration can be created.
     await cluster.clients.core.createNamespacedPersistentVolumeClaim({
@@ -589,12 +648,7 @@ describe("deploy/ (kustomize install)", function () {
   it("a replica with only the deploy/ RBAC passes scenario 2 with no forbidden request", async () => {
     const env = await e2e();
     const { cluster } = env;
-    await cluster.apply(
-      base
-        .filter((o) => RBAC_KINDS.has(o.kind))
-        .map((o) => stringify(o))
-        .join("---\n"),
-    );
+    await cluster.apply(rbacAndFence(base));
     const kubeconfig = cluster.writeImpersonatingKubeconfig(
       join(env.logDir, "deploy-sa.kubeconfig"),
       `system:serviceaccount:${NAMESPACE}:${SERVICE_ACCOUNT}`,
