@@ -92,6 +92,7 @@ export function controllerOptions(opts: Record<string, unknown>): ControllerOpti
     namespace: opts.namespace as string,
     serviceName: opts.serviceName as string,
     tektonNamespace: opts.tektonNamespace as string,
+    tektonResolversNamespace: opts.tektonResolversNamespace as string,
     defaultMode: opts.defaultMode as Mode | undefined,
     concurrency: Number(opts.concurrency),
     replicaId: opts.replicaId as string,
@@ -211,6 +212,14 @@ export function registerControllerCommand(program: Command): Command {
       new Option("--tekton-namespace <ns>", "namespace of Tekton's feature-flags ConfigMap")
         .env(env("TEKTON_NAMESPACE"))
         .default(DEFAULTS.tektonNamespace),
+    )
+    .addOption(
+      new Option(
+        "--tekton-resolvers-namespace <ns>",
+        "namespace of Tekton's resolvers, whose cluster-resolver-config says which namespaces reserve may read through the cluster resolver (OpenShift Pipelines: openshift-pipelines)",
+      )
+        .env(env("TEKTON_RESOLVERS_NAMESPACE"))
+        .default(DEFAULTS.tektonResolversNamespace),
     )
     .addOption(
       new Option(

@@ -261,6 +261,7 @@ export class Controller {
     const runs = new PipelineRunReconciler({
       tektonFlags,
       tektonDefaults,
+      tektonResolversNamespace: o.tektonResolversNamespace,
       nodeTracker,
       clients,
       caches,

@@ -29,6 +29,8 @@ export interface ControllerOptions {
   namespace: string;
   serviceName: string;
   tektonNamespace: string;
+  /** Namespace of Tekton's resolvers (their cluster-resolver-config). */
+  tektonResolversNamespace: string;
   /** Operator's cluster default mode for namespaces without a policy; unset = leave them alone. */
   defaultMode?: Mode;
   concurrency: number;
@@ -60,6 +62,7 @@ export const DEFAULTS = {
   namespace: "tekton-affinity",
   serviceName: "tekton-affinity-webhook",
   tektonNamespace: "tekton-pipelines",
+  tektonResolversNamespace: "tekton-pipelines-resolvers",
   concurrency: 8,
   logLevel: "info",
   notReadyGraceSeconds: 30,

@@ -145,10 +145,42 @@ export interface TaskRunSpecOverrides {
 
 /** An inline spec, a ref to read from the cluster, or why neither can be had (`unresolvable` is a message
  * for the user: what the reference is and that the run gets no reservation). */
-export type Source<S> =
-  | { inline: S }
-  | { ref: { name: string; namespace: string } }
-  | { unresolvable: string };
+export type Source<S> = { inline: S } | { ref: SourceRef } | { unresolvable: string };
+
+/** An object to read: by name in the run's namespace, or through the cluster resolver, which Tekton
+ * lets read only the namespaces its settings allow (clusterResolverRefusal). */
+export interface SourceRef {
+  name: string;
+  namespace: string;
+  resolver?: "cluster";
+}
+
+/** The cluster resolver's namespace rules: Tekton's ConfigMap `cluster-resolver-config`, in its resolvers'
+ * namespace (tekton-pipelines-resolvers by default). Comma-separated namespace names; blocked "*": only
+ * the allowed ones. */
+export interface ClusterResolverConfig {
+  "allowed-namespaces"?: string;
+  "blocked-namespaces"?: string;
+}
+
+/**
+ * Why Tekton's cluster resolver would refuse to read from `namespace`, or undefined if it would read it.
+ * Its order (pkg/resolution/resolver/cluster): blocked names first; then an allowed name passes; then a
+ * blocked "*" refuses the rest; then a non-empty allowed list refuses what it does not name. Names match
+ * exactly, as Tekton matches them (no trimming).
+ */
+export function clusterResolverRefusal(namespace: string, config: ClusterResolverConfig): string | undefined {
+  const blocked = config["blocked-namespaces"] ?? "";
+  const allowed = config["allowed-namespaces"] ?? "";
+  const names = (list: string) => list.split(",");
+  if (blocked !== "" && names(blocked).includes(namespace))
+    return `the cluster resolver's blocked-namespaces lists ${namespace}`;
+  if (allowed !== "" && names(allowed).includes(namespace)) return undefined;
+  if (blocked === "*")
+    return `the cluster resolver's blocked-namespaces is "*" and its allowed-namespaces does not list ${namespace}`;
+  if (allowed !== "") return `the cluster resolver's allowed-namespaces does not list ${namespace}`;
+  return undefined;
+}
 
 const FALLBACK = "reserve: LargestTask falls back to None for this run";
 const NOT_FOLLOWED =
@@ -172,7 +204,7 @@ function clusterResolverTarget(
   params: unknown,
   kind: "pipeline" | "task",
   what: string,
-): { ref: { name: string; namespace: string } } | { unresolvable: string } {
+): { ref: SourceRef } | { unresolvable: string } {
   const values = new Map<string, unknown>();
   for (const p of Array.isArray(params) ? params : [])
     if (isObject(p)) values.set(String((p as Param).name), (p as Param).value);
@@ -200,7 +232,7 @@ function clusterResolverTarget(
       unresolvable: `${what} uses the "cluster" resolver with parameter substitution in its params (name "${name}", namespace "${namespace}"); ${FALLBACK}`,
     };
   }
-  return { ref: { name, namespace } };
+  return { ref: { name, namespace, resolver: "cluster" } };
 }
 
 /**

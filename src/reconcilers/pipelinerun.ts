@@ -71,12 +71,15 @@ import { NO_ROOM, reservationName, reservesLargestTask } from "../placement/rese
 import { ownRequiredPodAffinity } from "../placement/run-placement.js";
 import { isNodeWide } from "../placement/statefulset.js";
 import {
+  type ClusterResolverConfig,
+  clusterResolverRefusal,
   largestTask,
   limitRangeDefaults,
   type PipelineSpec,
   pipelineSource,
   pipelineTasks,
   type Resources,
+  type SourceRef,
   type TaskSpec,
   taskPodRequests,
   taskRunSpecFor,
@@ -101,6 +104,10 @@ import {
   type RunObservation,
 } from "./run-decisions.js";
 
+/** Tekton's cluster resolver's settings (its namespace rules), in its resolvers' namespace. */
+const CLUSTER_RESOLVER_CONFIG = "cluster-resolver-config";
+const DEFAULT_RESOLVERS_NAMESPACE = "tekton-pipelines-resolvers";
+
 /** The Succeeded=False reason of a run that waited past maxWait (onMaxWait: Fail). */
 export const MAX_WAIT_EXCEEDED_REASON = "AffinityMaxWaitExceeded";
 
@@ -123,10 +130,13 @@ export interface RunReconcilerOptions {
   tektonFlags: TektonFlags;
   /** Tekton's config-defaults pod template for its assistants: the placeholders' lowest layer. */
   tektonDefaults?: TektonDefaults;
+  /** Namespace of Tekton's resolvers, whose cluster-resolver-config bounds what a cluster-resolver
+   * reference may read. Default tekton-pipelines-resolvers. */
+  tektonResolversNamespace?: string;
   /** The operator's bounds (topologyKey, priority, image, resources, maxWait, isolation groups). */
   tenancy?: TenancyLimits;
-  /** Milliseconds of [from, to] (this replica's clock) during which no replica could act (Redis down):
-   * a gated run's maxWait does not count them. Default: none. */
+  /** Milliseconds of [from, to] (this replica's clock) during which no replica could act (Redis down, or
+   * before this replica started): a gated run's maxWait does not count them. Default: none. */
   unavailableMs?: (fromMs: number, toMs: number) => number;
   /** Told the run as our own write left it, so its watch event does not come back as new work. */
   onRunWritten?: (run: PipelineRun) => void;
@@ -331,7 +341,18 @@ export class PipelineRunReconciler {
     const fallBack = (why: string) => ({
       unresolvable: `${why}: reserve: LargestTask falls back to None for this run`,
     });
-    const read = async (plural: "pipelines" | "tasks", name: string, namespace: string) => {
+    let resolverConfig: ClusterResolverConfig | undefined;
+    const read = async (plural: "pipelines" | "tasks", { name, namespace, resolver }: SourceRef) => {
+      // Through the cluster resolver, only what Tekton's resolver would read: its namespace rules.
+      if (resolver === "cluster") {
+        try {
+          resolverConfig ??= await this.clusterResolverConfig();
+        } catch (err) {
+          return { refusal: `the cluster resolver's settings could not be read (${(err as Error).message})` };
+        }
+        const refusal = clusterResolverRefusal(namespace, resolverConfig);
+        if (refusal) return { refusal };
+      }
       // Another namespace's Task or Pipeline is read for the run only if the run itself may read it: its
       // service account, as Tekton would run it. Otherwise our identity would read, and the run's events
       // and reservation would show, what its namespace may not see.
@@ -357,8 +378,10 @@ export class PipelineRunReconciler {
     let spec: PipelineSpec;
     if ("inline" in pipeline) spec = pipeline.inline;
     else {
-      const found = await read("pipelines", pipeline.ref.name, pipeline.ref.namespace);
+      const found = await read("pipelines", pipeline.ref);
       if (found === "forbidden") return fallBack(notReadable(run, "Pipeline", pipeline.ref));
+      if (found && "refusal" in found)
+        return fallBack(`the run's pipelineRef: ${found.refusal} (${this.clusterResolverConfigName()})`);
       if (!found?.spec)
         return fallBack(`Pipeline ${pipeline.ref.namespace}/${pipeline.ref.name} was not found`);
       spec = found.spec as PipelineSpec;
@@ -373,8 +396,10 @@ export class PipelineRunReconciler {
       let taskSpec: TaskSpec;
       if ("inline" in source) taskSpec = source.inline;
       else {
-        const found = await read("tasks", source.ref.name, source.ref.namespace);
+        const found = await read("tasks", source.ref);
         if (found === "forbidden") return fallBack(notReadable(run, "Task", source.ref));
+        if (found && "refusal" in found)
+          return fallBack(`task ${pt.name}: ${found.refusal} (${this.clusterResolverConfigName()})`);
         if (!found?.spec)
           return fallBack(`Task ${source.ref.namespace}/${source.ref.name} (task ${pt.name}) was not found`);
         taskSpec = found.spec as TaskSpec;
@@ -400,6 +425,20 @@ export class PipelineRunReconciler {
       ? `${largest.name} (capped by the operator's --max-reservation-resources)`
       : largest.name;
     return { reservation: { task, requests } };
+  }
+
+  private clusterResolverConfigName(): string {
+    return `ConfigMap ${this.o.tektonResolversNamespace ?? DEFAULT_RESOLVERS_NAMESPACE}/${CLUSTER_RESOLVER_CONFIG}`;
+  }
+
+  /** Tekton's cluster resolver's settings; none when the ConfigMap is absent (the resolver then reads any
+   * namespace). Read only for a run that references something through the cluster resolver. */
+  private async clusterResolverConfig(): Promise<ClusterResolverConfig> {
+    const read = this.o.clients.core.readNamespacedConfigMap({
+      name: CLUSTER_RESOLVER_CONFIG,
+      namespace: this.o.tektonResolversNamespace ?? DEFAULT_RESOLVERS_NAMESPACE,
+    });
+    return ((await orUndefinedIfNotFound(read))?.data ?? {}) as ClusterResolverConfig;
   }
 
   /** Whether the run's service account may get this Task or Pipeline (a SubjectAccessReview). */

@@ -156,6 +156,7 @@ const ALLOWED = [
   "cluster tekton.dev tasks get",
   "cluster authorization.k8s.io subjectaccessreviews create",
   "cluster core limitranges list",
+  "cluster core configmaps get [cluster-resolver-config]",
   "cluster affinity.tekton.dev affinitypolicies get",
   "cluster affinity.tekton.dev affinitypolicies list",
   "cluster affinity.tekton.dev affinitypolicies watch",

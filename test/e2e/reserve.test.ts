@@ -204,7 +204,7 @@ describe("reserve: LargestTask", function () {
     );
   });
 
-  it("reads another namespace's Task only if the run's service account may: otherwise falls back and shows nothing of it", async () => {
+  it("reads another namespace's Task only if the run's service account and the cluster resolver's settings allow: otherwise falls back and shows nothing of it", async () => {
     const { cluster } = await e2e();
     const ns = await createNamespace(cluster, "reserve-cross");
     const other = await createNamespace(cluster, "reserve-private");
@@ -280,6 +280,33 @@ subjects: [{kind: ServiceAccount, name: default, namespace: ${ns}}]
     expect(reservation.metadata?.annotations?.["affinity.tekton.dev/reserved-for"])
       .to.contain("borrowed")
       .and.contain("cpu 3");
+
+    // Nor more than Tekton's cluster resolver may read: its settings block that namespace.
+    await cluster.apply(`
+apiVersion: v1
+kind: Namespace
+metadata: {name: tekton-pipelines-resolvers}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cluster-resolver-config, namespace: tekton-pipelines-resolvers}
+data: {blocked-namespaces: "${other}"}
+`);
+    try {
+      const blocked = await createRun(cluster, crossRun());
+      const why = await waitForEvent(cluster, ns, blocked.metadata.name, "ReserveUnresolved", {
+        type: "Warning",
+      });
+      expect(why.message)
+        .to.contain(`the cluster resolver's blocked-namespaces lists ${other}`)
+        .and.contain("ConfigMap tekton-pipelines-resolvers/cluster-resolver-config")
+        .and.not.contain("cpu 3");
+    } finally {
+      await cluster.clients.core.deleteNamespacedConfigMap({
+        name: "cluster-resolver-config",
+        namespace: "tekton-pipelines-resolvers",
+      });
+    }
     await cluster.clients.core.deleteNamespace({ name: ns });
     await cluster.clients.core.deleteNamespace({ name: other });
   });

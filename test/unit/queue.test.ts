@@ -104,6 +104,7 @@ describe("redisConnection", () => {
       namespace: DEFAULTS.namespace,
       serviceName: DEFAULTS.serviceName,
       tektonNamespace: DEFAULTS.tektonNamespace,
+      tektonResolversNamespace: DEFAULTS.tektonResolversNamespace,
       concurrency: DEFAULTS.concurrency,
       replicaId: "test",
       logLevel: DEFAULTS.logLevel,

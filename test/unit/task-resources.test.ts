@@ -1,6 +1,7 @@
 import { expect } from "chai";
 import type { PipelineRun } from "../../src/api/types.js";
 import {
+  clusterResolverRefusal,
   fits,
   formatResources,
   type LimitRangeDefaults,
@@ -417,7 +418,7 @@ describe("task resources", () => {
         { name: "namespace", value: "ci-catalog" },
       ];
       expect(pipelineSource(withSpec({ pipelineRef: { resolver: "cluster", params } }))).to.deep.equal({
-        ref: { name: "shared-build", namespace: "ci-catalog" },
+        ref: { name: "shared-build", namespace: "ci-catalog", resolver: "cluster" },
       });
     });
 
@@ -477,6 +478,48 @@ describe("task resources", () => {
     });
   });
 
+  describe("clusterResolverRefusal: Tekton's cluster resolver's namespace rules", () => {
+    const allows = (ns: string, config: Parameters<typeof clusterResolverRefusal>[1]) =>
+      clusterResolverRefusal(ns, config) === undefined;
+
+    it("reads every namespace without settings, or with empty ones", () => {
+      expect(allows("catalog", {})).to.equal(true);
+      expect(allows("catalog", { "allowed-namespaces": "", "blocked-namespaces": "" })).to.equal(true);
+    });
+
+    it("refuses a blocked namespace, even one it also allows", () => {
+      expect(clusterResolverRefusal("secret", { "blocked-namespaces": "a,secret" })).to.equal(
+        "the cluster resolver's blocked-namespaces lists secret",
+      );
+      expect(allows("secret", { "blocked-namespaces": "secret", "allowed-namespaces": "secret" })).to.equal(
+        false,
+      );
+      expect(allows("catalog", { "blocked-namespaces": "a,secret" })).to.equal(true);
+    });
+
+    it("with an allowed list, reads only the namespaces it names", () => {
+      expect(allows("catalog", { "allowed-namespaces": "catalog,tools" })).to.equal(true);
+      expect(clusterResolverRefusal("other", { "allowed-namespaces": "catalog,tools" })).to.equal(
+        "the cluster resolver's allowed-namespaces does not list other",
+      );
+    });
+
+    it('blocked "*": only the allowed namespaces, and none when none is allowed', () => {
+      expect(allows("catalog", { "blocked-namespaces": "*", "allowed-namespaces": "catalog" })).to.equal(
+        true,
+      );
+      expect(clusterResolverRefusal("other", { "blocked-namespaces": "*", "allowed-namespaces": "catalog" }))
+        .to.be.a("string")
+        .that.contains('blocked-namespaces is "*"');
+      expect(allows("catalog", { "blocked-namespaces": "*" })).to.equal(false);
+    });
+
+    it("matches names exactly, as Tekton does: a name with a space around it is another name", () => {
+      expect(allows("tools", { "allowed-namespaces": "catalog, tools" })).to.equal(false);
+      expect(allows("Catalog", { "allowed-namespaces": "catalog" })).to.equal(false);
+    });
+  });
+
   describe("taskSource", () => {
     const task = (fields: Partial<PipelineTask>): PipelineTask => ({ name: "build", ...fields });
 
@@ -509,7 +552,7 @@ describe("task resources", () => {
       expect(
         taskSource(task({ taskRef: { resolver: "cluster", kind: "Task", params } }), "team-a"),
       ).to.deep.equal({
-        ref: { name: "git-clone", namespace: "catalog" },
+        ref: { name: "git-clone", namespace: "catalog", resolver: "cluster" },
       });
       const pipelineKind = [{ name: "kind", value: "pipeline" }, ...params.slice(1)];
       expect(taskSource(task({ taskRef: { resolver: "cluster", params: pipelineKind } }), "team-a"))
