@@ -482,7 +482,16 @@ describe("deploy/ (kustomize install)", function () {
         (err: Error) => err.message,
       );
     const create = (obj: Obj) => asController(["create", "--dry-run=server", "-f", "-"], JSON.stringify(obj));
-    // A policy is enforced once the apiserver has loaded it: wait for the first refusal.
+    const container = (change: Record<string, unknown>) =>
+      placeholderShaped(ns, (pod) => {
+        Object.assign((pod.containers as Record<string, unknown>[])[0]!, change);
+      });
+    // A policy is enforced once the apiserver has loaded it, and an older version of it may still be
+    // loaded: wait until its newest rule refuses (a container's command), then until the oldest does.
+    const withCommand = container({ command: ["sh", "-c", "cat /etc/shadow"] });
+    await waitFor("the fence to be enforced, as it is now", async () =>
+      (await create(withCommand)).includes("tekton-affinity-controller-fence"),
+    );
     await waitFor("the fence to be enforced", async () =>
       (await create(placeholderShaped("kube-system"))).includes("tekton-affinity-controller-fence"),
     );
@@ -502,12 +511,7 @@ describe("deploy/ (kustomize install)", function () {
       ...placeholderShaped(ns),
       metadata: { ...placeholderShaped(ns).metadata, ownerReferences: [] },
     };
-    const container = (change: Record<string, unknown>) =>
-      placeholderShaped(ns, (pod) => {
-        Object.assign((pod.containers as Record<string, unknown>[])[0]!, change);
-      });
     // The image's own entrypoint only: nothing that could run a command or read a tenant's Secrets.
-    const withCommand = container({ command: ["sh", "-c", "cat /etc/shadow"] });
     const withArgs = container({ args: ["--exfiltrate"] });
     const readsSecret = container({
       env: [{ name: "T", valueFrom: { secretKeyRef: { name: "tenant-secret", key: "token" } } }],
