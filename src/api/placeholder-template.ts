@@ -24,6 +24,11 @@
 // - resources: the policy's; requests default per resource to cpu 1m and memory 8Mi, except for a
 //   resource that has a limit but no request (Kubernetes then uses the limit as the request, and a
 //   default request above the limit would make the pod invalid).
+// - os: Windows when the run's pods can only land on Windows nodes (its nodeSelector, or every required
+//   node affinity term, asks for kubernetes.io/os windows). The pod then says `os.name: windows` and
+//   carries no Linux-only setting, which the apiserver refuses on such a pod (seccomp, capabilities,
+//   uid, fsGroup, ...): it keeps runAsNonRoot, as the non-admin ContainerUser unless the run names a
+//   user, and never a HostProcess container. The default pause image is built for Windows too.
 
 import type { AffinityPolicySpec, LocalObjectReference, PipelineRun, Toleration } from "./types.js";
 
@@ -57,6 +62,8 @@ export interface PlaceholderTemplate {
   imagePullSecrets?: LocalObjectReference[];
   resources: { requests: Record<string, Quantity>; limits?: Record<string, Quantity> };
   image: string;
+  /** Set when the placeholder must run on Windows nodes (the header's `os`). */
+  os?: "windows";
   /** The run's pod node affinity (a core/v1 NodeAffinity). */
   nodeAffinity?: Record<string, unknown>;
   /** The run's pod affinity and anti-affinity (core/v1 PodAffinity, PodAntiAffinity), as written: the
@@ -98,6 +105,51 @@ function withoutRoot(context: Record<string, unknown>): Record<string, unknown> 
         ? RESTRICTED_POD_SECURITY_CONTEXT.runAsUser
         : context.runAsUser,
   };
+}
+
+const OS_LABEL = "kubernetes.io/os";
+
+/** Whether pods with this nodeSelector and node affinity can only land on Windows nodes. */
+export function onlyWindowsNodes(
+  nodeSelector: Record<string, string> | undefined,
+  nodeAffinity: Record<string, unknown> | undefined,
+): boolean {
+  if (nodeSelector?.[OS_LABEL] === "windows") return true;
+  type Requirement = { key?: string; operator?: string; values?: string[] };
+  const required = nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution as
+    | { nodeSelectorTerms?: { matchExpressions?: Requirement[] }[] }
+    | undefined;
+  const terms = required?.nodeSelectorTerms ?? [];
+  // Terms are ORed: every one must require Windows.
+  return (
+    terms.length > 0 &&
+    terms.every((t) =>
+      (t.matchExpressions ?? []).some(
+        (e) =>
+          e.key === OS_LABEL &&
+          e.operator === "In" &&
+          (e.values ?? []).length > 0 &&
+          e.values!.every((v) => v === "windows"),
+      ),
+    )
+  );
+}
+
+/** A pod security context keeping only what a Windows pod may carry (the header's `os`). */
+function forWindows(context: Record<string, unknown>): Record<string, unknown> {
+  const { hostProcess: _never, ...options } = (context.windowsOptions ?? {}) as Record<string, unknown>;
+  return {
+    runAsNonRoot: context.runAsNonRoot ?? true,
+    windowsOptions: { runAsUserName: "ContainerUser", ...options },
+  };
+}
+
+/** The container security context of a placeholder or reservation: `restricted`'s on Linux; none on
+ * Windows, where every one of those fields is refused. */
+export function containerSecurityContext(
+  t: Pick<PlaceholderTemplate, "os">,
+): Record<string, unknown> | undefined {
+  return t.os === "windows" ? undefined : { ...RESTRICTED_CONTAINER_SECURITY_CONTEXT };
 }
 
 export function effectivePlaceholderTemplate(
@@ -145,5 +197,9 @@ export function effectivePlaceholderTemplate(
   }
   const imagePullSecrets = pod.imagePullSecrets ?? policy.imagePullSecrets ?? tekton.imagePullSecrets;
   if (imagePullSecrets) template.imagePullSecrets = clone(imagePullSecrets);
+  if (onlyWindowsNodes(template.nodeSelector, template.nodeAffinity)) {
+    template.os = "windows";
+    template.securityContext = forWindows(template.securityContext);
+  }
   return template;
 }

@@ -28,10 +28,7 @@ import {
   RUN_LABEL,
   TEMPLATE_HASH_ANNOTATION,
 } from "../api/constants.js";
-import {
-  effectivePlaceholderTemplate,
-  RESTRICTED_CONTAINER_SECURITY_CONTEXT,
-} from "../api/placeholder-template.js";
+import { containerSecurityContext, effectivePlaceholderTemplate } from "../api/placeholder-template.js";
 import { boundedTemplate } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import type { PlaceholderPlan } from "./plan.js";
@@ -92,6 +89,7 @@ export function reservationStatefulSet(
       nodeSelector: t.nodeSelector,
       tolerations: t.tolerations as never,
       priorityClassName: RESERVATION_PRIORITY_CLASS,
+      ...(t.os ? { os: { name: t.os } } : {}),
       securityContext: t.securityContext as never,
       imagePullSecrets: t.imagePullSecrets as never,
       terminationGracePeriodSeconds: 0,
@@ -114,7 +112,7 @@ export function reservationStatefulSet(
               memory: String(reservation.requests.memoryBytes),
             },
           },
-          securityContext: RESTRICTED_CONTAINER_SECURITY_CONTEXT as never,
+          securityContext: containerSecurityContext(t) as never,
         },
       ],
     },

@@ -22,8 +22,8 @@ import {
   WORKSPACES_ANNOTATION,
 } from "../api/constants.js";
 import {
+  containerSecurityContext,
   effectivePlaceholderTemplate,
-  RESTRICTED_CONTAINER_SECURITY_CONTEXT,
   type TektonDefaultTemplate,
 } from "../api/placeholder-template.js";
 import { boundedTemplate, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
@@ -256,6 +256,7 @@ export function placeholderStatefulSet(
       nodeSelector: t.nodeSelector,
       tolerations: t.tolerations as never,
       priorityClassName: t.priorityClassName,
+      ...(t.os ? { os: { name: t.os } } : {}),
       securityContext: t.securityContext as never,
       imagePullSecrets: t.imagePullSecrets as never,
       terminationGracePeriodSeconds: 0,
@@ -274,7 +275,7 @@ export function placeholderStatefulSet(
           name: "placeholder",
           image: t.image,
           resources: t.resources as never,
-          securityContext: RESTRICTED_CONTAINER_SECURITY_CONTEXT as never,
+          securityContext: containerSecurityContext(t) as never,
           ...(mounted.length
             ? { volumeMounts: mounted.map((_, i) => ({ name: `claim-${i}`, mountPath: `/claims/${i}` })) }
             : {}),

@@ -107,6 +107,31 @@ describe("placeholder inheritance and cleanup (scenario 4)", function () {
     await waitRunSucceeded(cluster, ns, policyOnly.run.metadata.name);
   });
 
+  it("Windows: a run for Windows nodes gets a placeholder the apiserver accepts as a Windows pod, and lands there", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "windows");
+    await applyPolicy(cluster, ns, { mode: "pipelineruns" });
+    const [node] = await cluster.addNodes(1, { labels: { "kubernetes.io/os": "windows" } });
+    try {
+      // The placeholder pod exists at all only if the apiserver took it: with os.name windows it refuses
+      // every Linux-only field (seccomp, capabilities, uid, readOnlyRootFilesystem, ...).
+      const { run, pod } = await placeholderFor(cluster, ns, {
+        tasks: [{ name: "a" }],
+        taskRunTemplate: { podTemplate: { nodeSelector: { "kubernetes.io/os": "windows" } } },
+      });
+      expect(pod.spec?.os?.name).to.equal("windows");
+      expect(pod.spec?.securityContext).to.deep.equal({
+        runAsNonRoot: true,
+        windowsOptions: { runAsUserName: "ContainerUser" },
+      });
+      expect(pod.spec?.containers[0]?.securityContext).to.equal(undefined);
+      const done = await waitRunSucceeded(cluster, ns, run.metadata.name);
+      expect(done.metadata.annotations?.["affinity.tekton.dev/placed-on"]).to.equal(node);
+    } finally {
+      await cluster.removeNode(node!);
+    }
+  });
+
   it("affinity and labels: the run's whole pod affinity and its labels reach the placeholder, as in Tekton", async () => {
     const { cluster } = await e2e();
     const ns = await createNamespace(cluster, "inherit");

@@ -1,7 +1,9 @@
 import { expect } from "chai";
 import {
+  containerSecurityContext,
   DEFAULT_PLACEHOLDER_IMAGE,
   effectivePlaceholderTemplate,
+  onlyWindowsNodes,
   RESTRICTED_CONTAINER_SECURITY_CONTEXT,
   type TektonDefaultTemplate,
 } from "../../src/api/placeholder-template.js";
@@ -94,6 +96,70 @@ describe("effectivePlaceholderTemplate", () => {
       nodeAffinity,
     );
     expect(effectivePlaceholderTemplate({ mode: "pipelineruns" }, run()).nodeAffinity).to.equal(undefined);
+  });
+
+  describe("Windows nodes", () => {
+    const windowsTerm = { key: "kubernetes.io/os", operator: "In", values: ["windows"] };
+    const affinity = (...terms: object[][]) => ({
+      requiredDuringSchedulingIgnoredDuringExecution: {
+        nodeSelectorTerms: terms.map((matchExpressions) => ({ matchExpressions })),
+      },
+    });
+
+    it("are the only ones a run may use through its nodeSelector, or through every required term", () => {
+      expect(onlyWindowsNodes({ "kubernetes.io/os": "windows" }, undefined)).to.equal(true);
+      expect(onlyWindowsNodes({ "kubernetes.io/os": "linux" }, undefined)).to.equal(false);
+      expect(onlyWindowsNodes(undefined, affinity([windowsTerm]))).to.equal(true);
+      expect(
+        onlyWindowsNodes(
+          undefined,
+          affinity([windowsTerm], [windowsTerm, { key: "pool", operator: "Exists" }]),
+        ),
+      ).to.equal(true);
+      // One term that allows Linux nodes: the run may land on Linux.
+      expect(
+        onlyWindowsNodes(undefined, affinity([windowsTerm], [{ key: "pool", operator: "Exists" }])),
+      ).to.equal(false);
+      expect(
+        onlyWindowsNodes(undefined, affinity([{ ...windowsTerm, values: ["windows", "linux"] }])),
+      ).to.equal(false);
+      expect(onlyWindowsNodes(undefined, affinity([{ ...windowsTerm, operator: "NotIn" }]))).to.equal(false);
+      expect(onlyWindowsNodes(undefined, undefined)).to.equal(false);
+    });
+
+    it("get a Windows placeholder: os windows, no Linux-only setting, non-admin, never HostProcess", () => {
+      const r = run();
+      r.spec.taskRunTemplate = {
+        podTemplate: {
+          nodeSelector: { "kubernetes.io/os": "windows" },
+          securityContext: { fsGroup: 1000, runAsUser: 1000, windowsOptions: { hostProcess: true } } as never,
+        },
+      };
+      const t = effectivePlaceholderTemplate({ mode: "pipelineruns" }, r);
+      expect(t.os).to.equal("windows");
+      expect(t.securityContext).to.deep.equal({
+        runAsNonRoot: true,
+        windowsOptions: { runAsUserName: "ContainerUser" },
+      });
+      expect(containerSecurityContext(t)).to.equal(undefined);
+    });
+
+    it("keep the user the run names; Linux runs keep the restricted contexts", () => {
+      const r = run();
+      r.spec.taskRunTemplate = {
+        podTemplate: {
+          affinity: { nodeAffinity: affinity([windowsTerm]) },
+          securityContext: { windowsOptions: { runAsUserName: "Builder" } } as never,
+        },
+      };
+      expect(effectivePlaceholderTemplate({ mode: "pipelineruns" }, r).securityContext).to.deep.equal({
+        runAsNonRoot: true,
+        windowsOptions: { runAsUserName: "Builder" },
+      });
+      const linux = effectivePlaceholderTemplate({ mode: "pipelineruns" }, run());
+      expect(linux.os).to.equal(undefined);
+      expect(containerSecurityContext(linux)).to.deep.equal(RESTRICTED_CONTAINER_SECURITY_CONTEXT);
+    });
   });
 
   it("exports a restricted container security context", () => {
