@@ -216,13 +216,10 @@ const RBAC_KINDS = new Set([
   "ValidatingAdmissionPolicy",
   "ValidatingAdmissionPolicyBinding",
 ]);
-/** The fence's parameters (controller-fence.yaml): the ConfigMap its binding reads. */
-const FENCE_PARAMS = "tekton-affinity-tenancy";
-
-/** The RBAC and the fence of deploy/, with the fence's parameters, as YAML to apply. */
+/** The RBAC and the fence of deploy/, as YAML to apply. */
 function rbacAndFence(base: Obj[]): string {
   return base
-    .filter((o) => RBAC_KINDS.has(o.kind) || (o.kind === "ConfigMap" && o.metadata.name === FENCE_PARAMS))
+    .filter((o) => RBAC_KINDS.has(o.kind))
     .map((o) => stringify(o))
     .join("---\n");
 }
@@ -518,6 +515,13 @@ describe("deploy/ (kustomize install)", function () {
     });
     const allSecrets = container({ envFrom: [{ secretRef: { name: "tenant-secret" } }] });
     const execProbe = container({ livenessProbe: { exec: { command: ["sh", "-c", "true"] } } });
+    // Linux containers must say they cannot escalate; a Windows pod (which has no such setting) passes.
+    const mayEscalate = container({ securityContext: { capabilities: { drop: ["ALL"] } } });
+    const onWindows = placeholderShaped(ns, (pod) => {
+      pod.os = { name: "windows" };
+      pod.securityContext = { runAsNonRoot: true, windowsOptions: { runAsUserName: "ContainerUser" } };
+      delete (pod.containers as Record<string, unknown>[])[0]!.securityContext;
+    });
     const sidecar = placeholderShaped(ns, (pod) => {
       (pod.containers as unknown[]).push({ name: "miner", image: "registry.k8s.io/pause:3.10" });
     });
@@ -533,6 +537,7 @@ describe("deploy/ (kustomize install)", function () {
       allSecrets,
       execProbe,
       sidecar,
+      mayEscalate,
     };
     for (const [what, obj] of Object.entries(refused))
       expect(await create(obj), what).to.contain("tekton-affinity-controller-fence");
@@ -543,32 +548,28 @@ describe("deploy/ (kustomize install)", function () {
     expect(await create(placeholderShaped(ns))).to.match(
       /^allowed: .*statefulset.apps\/fence created \(server dry run\)/,
     );
-
-    // Images: once the operator lists registries (one setting, read by the fence and the controller), an
-    // image from anywhere else is refused, and one from a listed registry passes.
-    const elsewhere = container({ image: "evil.example/miner:1" });
-    expect(await create(elsewhere), "any registry while none is listed").to.match(/^allowed: /);
-    const setRegistries = (value: string) =>
-      cluster.clients.core.patchNamespacedConfigMap(
-        { name: FENCE_PARAMS, namespace: NAMESPACE, body: { data: { "allowed-image-registries": value } } },
-        mergePatch(),
-      );
-    await setRegistries("registry.k8s.io, ghcr.io/acme/");
-    try {
-      await waitFor("the fence to read the registries", async () =>
-        (await create(elsewhere)).includes("allowed-image-registries: registry.k8s.io,ghcr.io/acme/"),
-      );
-      expect(await create(placeholderShaped(ns)), "registry.k8s.io/pause").to.match(/^allowed: /);
-      expect(await create(container({ image: "ghcr.io/acme/pause:1" })), "ghcr.io/acme/").to.match(
-        /^allowed: /,
-      );
-      expect(
-        await create(container({ image: "ghcr.io/acme-evil/pause:1" })),
-        "a prefix, not a path",
-      ).to.contain("tekton-affinity-controller-fence");
-    } finally {
-      await setRegistries("");
-    }
+    expect(await create(onWindows), "a Windows placeholder").to.match(/^allowed: /);
+    // It fences our service account only: anyone else's writes of these kinds, however they look, are the
+    // cluster's own business (a fence that refused them would block every workload).
+    const anyonesPod = await cluster.clients.core.createNamespacedPod({
+      namespace: ns,
+      dryRun: "All",
+      body: {
+        metadata: { name: "anyones" },
+        spec: {
+          containers: [
+            { name: "c", image: "busybox", command: ["sh"], securityContext: { privileged: true } },
+          ],
+        },
+      },
+    });
+    expect(anyonesPod.metadata?.name, "another user's privileged pod").to.equal("anyones");
+    const anyonesSet = await cluster.clients.apps.createNamespacedStatefulSet({
+      namespace: ns,
+      dryRun: "All",
+      body: privileged as never,
+    });
+    expect(anyonesSet.metadata?.name, "another user's placeholder-shaped set").to.equal("fence");
 
     // A tenant's claim and a tenant's pod cannot be deleted; no webhook configuration can be created.
     await cluster.clients.core.createNamespacedPersistentVolumeClaim({
