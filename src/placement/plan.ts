@@ -5,10 +5,13 @@
 // bound to a node or zone), and the tasks that follow it find their volumes there.
 //   workspaces              one placeholder per claim, mounting that claim;
 //   pipelineruns, isolate   one placeholder for the run, mounting every claim of the run.
+// In workspaces mode, with coscheduledClaims SingleNode (the default), only claims whose volume attaches
+// to one node at a time get a placeholder: a ReadWriteMany or ReadOnlyMany claim is usable from every
+// node, so it holds no task anywhere (sharedClaims), and a task may bind one single-node claim beside it.
 // Except a ReadWriteOncePod claim: only one pod may use it, and that must be the task's, so the
 // placeholder does not mount it (mountedClaims); the tasks still follow the placeholder.
 
-import type { Mode, PipelineRun } from "../api/types.js";
+import type { AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
 import { placeholderName, tektonClaimName } from "./names.js";
 
 /** A PersistentVolumeClaim a run's workspaces bind. */
@@ -118,17 +121,39 @@ export function runClaims(run: PipelineRun, accessModes: ClaimAccessModes = {}):
   return [...byName.values()];
 }
 
-/** `accessModes`: those of the run's user PVCs, as read (runClaims). */
+export type CoscheduledClaims = NonNullable<AffinityPolicySpec["coscheduledClaims"]>;
+export const DEFAULT_COSCHEDULED_CLAIMS: CoscheduledClaims = "SingleNode";
+
+/** Whether a claim gets a placeholder of its own in workspaces mode. */
+function coscheduled(claim: PlannedClaim, which: CoscheduledClaims): boolean {
+  return which === "All" || isSingleNodeClaim(claim);
+}
+
+/** `accessModes`: those of the run's user PVCs, as read (runClaims). `which`: the policy's
+ * coscheduledClaims (workspaces mode only; the run-wide placeholder stands for every claim). */
 export function planPlaceholders(
   run: PipelineRun,
   mode: Mode,
   accessModes: ClaimAccessModes = {},
+  which: CoscheduledClaims = DEFAULT_COSCHEDULED_CLAIMS,
 ): PlaceholderPlan[] {
   const uid = run.metadata.uid ?? "";
   if (mode === "disabled") return [];
   const claims = runClaims(run, accessModes);
   if (mode !== "workspaces") return [{ name: placeholderName(uid, RUN_KEY), claims }];
-  return claims.map((claim) => ({ name: placeholderName(uid, `claim:${claim.name}`), claims: [claim] }));
+  return claims
+    .filter((claim) => coscheduled(claim, which))
+    .map((claim) => ({ name: placeholderName(uid, `claim:${claim.name}`), claims: [claim] }));
+}
+
+/** The run's claims that no plan stands for (workspaces mode, coscheduledClaims SingleNode): usable from
+ * every node, they pin no task (SHARED_CLAIMS_ANNOTATION). */
+export function sharedClaims(run: PipelineRun, plans: PlaceholderPlan[], mode: Mode): string[] {
+  if (mode !== "workspaces") return [];
+  const planned = new Set(plans.flatMap((p) => p.claims.map((c) => c.name)));
+  return runClaims(run)
+    .map((c) => c.name)
+    .filter((name) => !planned.has(name));
 }
 
 /** The placeholder a task pod must follow, by the PVC claims it mounts (workspaces mode) or the run. */
@@ -144,9 +169,9 @@ export function placeholderForPod(
   if (claims.length > 1) {
     return {
       problem:
-        `this TaskRun mounts ${claims.length} PersistentVolumeClaim-backed workspaces (${claims.join(", ")}), ` +
-        'but mode "workspaces" can keep only one claim per TaskRun on one node; bind at most one PVC-backed ' +
-        'workspace per task, or use an AffinityPolicy with mode "pipelineruns"',
+        `this TaskRun mounts ${claims.length} PersistentVolumeClaim-backed workspaces whose volumes attach to one node at a time (${claims.join(", ")}), ` +
+        'but mode "workspaces" can keep only one such claim per TaskRun on one node; bind at most one of them per task ' +
+        '(ReadWriteMany and ReadOnlyMany claims do not count), or use an AffinityPolicy with mode "pipelineruns"',
     };
   }
   return { name: placeholderName(runUid, `claim:${claims[0]}`) };

@@ -39,6 +39,7 @@ import {
   PLACEHOLDER_RUN_UID_LABEL,
   RELEASED,
   RELEASED_UNCOSCHEDULED_ANNOTATION,
+  SHARED_CLAIMS_ANNOTATION,
   TEKTON_GROUP,
   TEKTON_VERSION,
   WAITING_ANNOTATION,
@@ -228,7 +229,7 @@ export class PipelineRunReconciler {
     const accessModes = Object.fromEntries([...claims].map(([name, c]) => [name, c?.spec?.accessModes]));
     // After the reads, so the observation's time is not older than what it holds.
     const now = Date.now();
-    const plans = spec ? planPlaceholders(run, spec.mode, accessModes) : [];
+    const plans = spec ? planPlaceholders(run, spec.mode, accessModes, spec.coscheduledClaims) : [];
     // Sharing a zone, a placeholder does not mount single-node claims: it follows their volumes.
     if (spec && !isNodeWide(spec) && claims.size) {
       for (const plan of plans) plan.volumeAffinity = await this.volumeAffinity(plan, claims);
@@ -695,7 +696,7 @@ export class PipelineRunReconciler {
 
   private async releaseGate(
     run: PipelineRun,
-    { nodes, message, tektonConflict }: RunActionOf<"releaseGate">,
+    { nodes, message, tektonConflict, sharedClaims }: RunActionOf<"releaseGate">,
     log: Logger,
   ): Promise<void> {
     await this.patchRun(run, {
@@ -704,6 +705,8 @@ export class PipelineRunReconciler {
           [GATED_ANNOTATION]: null,
           [WAITING_ANNOTATION]: null,
           [PLACED_ON_ANNOTATION]: nodes.join(","),
+          // With the release, in one write: the pods webhook must know it before the first task pod.
+          [SHARED_CLAIMS_ANNOTATION]: sharedClaims?.length ? sharedClaims.join(",") : null,
         },
       },
       spec: { status: null },

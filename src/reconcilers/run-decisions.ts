@@ -42,6 +42,7 @@ import {
   type PlannedClaim,
   READ_WRITE_ONCE,
   READ_WRITE_ONCE_POD,
+  sharedClaims,
 } from "../placement/plan.js";
 import {
   NO_ROOM,
@@ -172,7 +173,14 @@ export type RunAction =
   | { type: "cannotMigrate"; message: string }
   /** Clear the gate and the Waiting annotation, set placed-on; then the Tekton-conflict warning (if
    * any), the placement latency and a Placed event. */
-  | { type: "releaseGate"; nodes: string[]; message: string; tektonConflict?: string }
+  | {
+      type: "releaseGate";
+      nodes: string[];
+      message: string;
+      tektonConflict?: string;
+      /** Claims with no placeholder (usable from every node): the run's task pods do not follow them. */
+      sharedClaims?: string[];
+    }
   /** Set the Waiting annotation and emit a Warning Waiting event. */
   | { type: "setWaiting"; reason: string }
   /** onMaxWait: Fail: mark the run Succeeded=False (status, fenced), count it, emit MaxWaitExceeded. */
@@ -466,14 +474,24 @@ export function decideGate(obs: RunObservation, refused: string | undefined): Ru
   if (unscheduled.length === 0 && !refused) {
     const nodes = [...new Set(pods.map((p) => p?.spec?.nodeName ?? ""))].filter(Boolean);
     const n = obs.placeholders.length;
+    const shared = sharedClaims(
+      run,
+      obs.placeholders.map((p) => p.plan),
+      spec.mode,
+    );
+    const sharedNote = shared.length
+      ? ` (${shared.join(", ")} can be used from every node: no placeholder, no task follows ${shared.length > 1 ? "them" : "it"})`
+      : "";
     return [
       {
         type: "releaseGate",
         nodes,
-        message: n
-          ? `placeholder${n > 1 ? "s" : ""} scheduled on ${nodes.join(",")}; the run may start`
-          : "no PVC-backed workspace to co-schedule; the run may start",
+        message:
+          (n
+            ? `placeholder${n > 1 ? "s" : ""} scheduled on ${nodes.join(",")}; the run may start`
+            : "no PVC-backed workspace to co-schedule; the run may start") + sharedNote,
         ...(obs.tektonConflict ? { tektonConflict: obs.tektonConflict } : {}),
+        ...(shared.length ? { sharedClaims: shared } : {}),
       },
     ];
   }

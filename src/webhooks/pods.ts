@@ -2,7 +2,12 @@
 // managed label reach it (objectSelector), and it answers from the informer caches alone.
 
 import type { V1Pod } from "@kubernetes/client-node";
-import { DEFAULT_TOPOLOGY_KEY, MODE_ANNOTATION, PLACEHOLDER_LABEL } from "../api/constants.js";
+import {
+  DEFAULT_TOPOLOGY_KEY,
+  MODE_ANNOTATION,
+  PLACEHOLDER_LABEL,
+  SHARED_CLAIMS_ANNOTATION,
+} from "../api/constants.js";
 import type { AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
 import { placeholderForPod, runClaims } from "../placement/plan.js";
 import { mergeAffinity } from "../placement/pod-affinity.js";
@@ -50,8 +55,13 @@ export function mutateTaskPod(pod: V1Pod, ctx: PodContext): AdmissionDecision {
   }
   const mode = (run.metadata.annotations?.[MODE_ANNOTATION] as Mode | undefined) ?? spec.mode;
   // Only claims the run binds through workspaces have a placeholder; a PVC a Task or pod template adds
-  // as a plain volume is none of ours.
-  const workspaceClaims = new Set(runClaims(run).map((c) => c.name));
+  // as a plain volume is none of ours, nor one the release recorded as shared (usable from every node).
+  const shared = new Set((run.metadata.annotations?.[SHARED_CLAIMS_ANNOTATION] ?? "").split(","));
+  const workspaceClaims = new Set(
+    runClaims(run)
+      .map((c) => c.name)
+      .filter((name) => !shared.has(name)),
+  );
   const claims = (pod.spec?.volumes ?? []).flatMap((v) =>
     v.persistentVolumeClaim && workspaceClaims.has(v.persistentVolumeClaim.claimName)
       ? [v.persistentVolumeClaim.claimName]

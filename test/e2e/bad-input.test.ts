@@ -136,7 +136,7 @@ describe("bad input and its visible consequences", function () {
       "jsonpath={.items[*].status.conditions[*].message}",
     );
     expect(`${failed.message} ${taskRuns}`).to.contain(
-      'mode "workspaces" can keep only one claim per TaskRun',
+      'mode "workspaces" can keep only one such claim per TaskRun',
     );
   });
 

@@ -6,9 +6,12 @@ import {
   GATED_AT_ANNOTATION,
   MANAGED_LABEL,
   PENDING_STATUS,
+  PLACEHOLDER_LABEL,
+  SHARED_CLAIMS_ANNOTATION,
   WAITING_ANNOTATION,
 } from "../../src/api/constants.js";
 import type { PipelineRun } from "../../src/api/types.js";
+import { placeholderName, tektonClaimName } from "../../src/placement/names.js";
 import type { LocalCluster } from "../cluster/cluster.js";
 import { waitFor } from "../cluster/kube.js";
 import { e2e } from "./env.js";
@@ -219,6 +222,47 @@ describe("co-scheduling", function () {
     await waitRunSucceeded(cluster, ns, run.metadata.name);
     const nodes = await nodesOf(cluster, ns, run.metadata.name);
     expect(nodes.size).to.equal(1);
+  });
+
+  it("workspaces mode: a ReadWriteMany cache pins nothing; a task binding it beside its RWO source follows the source", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "shared-claims");
+    await applyPolicy(cluster, ns, { mode: "workspaces" });
+    const rwx = {
+      volumeClaimTemplate: {
+        spec: { accessModes: ["ReadWriteMany"], resources: { requests: { storage: "10Mi" } } },
+      },
+    };
+    const run = await createRun(
+      cluster,
+      pipelineRun(ns, {
+        workspaces: { source: RWO_TEMPLATE, cache: rwx },
+        tasks: [
+          { name: "build", workspaces: ["source", "cache"] },
+          { name: "test", runAfter: ["build"], workspaces: ["source"] },
+          { name: "fetch", workspaces: ["cache"] },
+        ],
+      }),
+    );
+    const done = await waitRunSucceeded(cluster, ns, run.metadata.name);
+    const cacheClaim = tektonClaimName(undefined, "cache", run.metadata.uid!);
+    expect(done.metadata.annotations?.[SHARED_CLAIMS_ANNOTATION]).to.equal(cacheClaim);
+    const placed = await waitForEvent(cluster, ns, run.metadata.name, "Placed");
+    expect(placed.message).to.contain(`${cacheClaim} can be used from every node`);
+    // One placeholder, for the source: build follows it (before, its pod was refused for two claims).
+    const sourcePlaceholder = placeholderName(
+      run.metadata.uid!,
+      `claim:${tektonClaimName(undefined, "source", run.metadata.uid!)}`,
+    );
+    const pods = await taskPods(cluster, ns, run.metadata.name);
+    const followed = (task: string) =>
+      (pods.get(task)?.spec?.affinity?.podAffinity?.requiredDuringSchedulingIgnoredDuringExecution ?? []).map(
+        (t) => t.labelSelector?.matchLabels?.[PLACEHOLDER_LABEL],
+      );
+    expect(followed("build")).to.deep.equal([sourcePlaceholder]);
+    expect(followed("test")).to.deep.equal([sourcePlaceholder]);
+    expect(followed("fetch"), "a task with only the shared cache follows nothing").to.deep.equal([]);
+    expect(pods.get("build")?.spec?.nodeName).to.equal(pods.get("test")?.spec?.nodeName);
   });
 
   it("workspaces mode: a run without PVC-backed workspaces is released at once", async () => {

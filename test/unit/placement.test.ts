@@ -21,6 +21,7 @@ import {
   type PlaceholderPlan,
   placeholderForPod,
   planPlaceholders,
+  sharedClaims,
   volumeRequirements,
 } from "../../src/placement/plan.js";
 import { mergeAffinity } from "../../src/placement/pod-affinity.js";
@@ -187,14 +188,48 @@ describe("planPlaceholders", () => {
       false,
       true,
     ]);
-    // The same in workspaces mode, one claim per plan.
-    const plans = planPlaceholders(run, "workspaces", { shared: ["ReadWriteMany"] });
+    // The same in workspaces mode, one claim per plan, with every claim co-scheduled (All, as Tekton).
+    const plans = planPlaceholders(run, "workspaces", { shared: ["ReadWriteMany"] }, "All");
     expect(plans.map((p) => p.claims[0]!.accessModes)).to.deep.equal([
       ["ReadWriteMany"],
       ["ReadWriteOnce"],
       undefined,
       ["ReadWriteOncePod"],
     ]);
+  });
+
+  describe("coscheduledClaims, in workspaces mode", () => {
+    const rwx: WorkspaceBinding = {
+      name: "downloads",
+      volumeClaimTemplate: {
+        metadata: { name: "downloads" },
+        spec: { accessModes: ["ReadOnlyMany", "ReadWriteMany"] },
+      },
+    };
+    const downloads = expectedTektonName("downloads", "downloads", UID);
+    const templated = expectedTektonName("results", "results", UID);
+
+    it("SingleNode (the default): no placeholder for a claim usable from every node; it is shared", () => {
+      const run = pipelineRun([...ws, rwx]);
+      const plans = planPlaceholders(run, "workspaces", { shared: ["ReadWriteMany"] });
+      // Unknown access modes (other: not read) count as single-node: planned, never shared.
+      expect(plans.map((p) => p.claims[0]!.name)).to.deep.equal([templated, "other"]);
+      expect(sharedClaims(run, plans, "workspaces")).to.deep.equal(["shared", downloads]);
+    });
+
+    it("All: every claim gets its placeholder, none is shared", () => {
+      const run = pipelineRun([...ws, rwx]);
+      const plans = planPlaceholders(run, "workspaces", { shared: ["ReadWriteMany"] }, "All");
+      expect(plans.map((p) => p.claims[0]!.name)).to.deep.equal(["shared", templated, "other", downloads]);
+      expect(sharedClaims(run, plans, "workspaces")).to.deep.equal([]);
+    });
+
+    it("the run-wide modes: one placeholder for every claim, none shared", () => {
+      const run = pipelineRun([...ws, rwx]);
+      const plans = planPlaceholders(run, "pipelineruns", { shared: ["ReadWriteMany"] });
+      expect(plans[0]!.claims.map((c) => c.name)).to.deep.equal(["shared", templated, "other", downloads]);
+      expect(sharedClaims(run, plans, "pipelineruns")).to.deep.equal([]);
+    });
   });
 
   it("takes only ReadWriteMany and ReadOnlyMany claims (alone) as usable from two nodes at once", () => {

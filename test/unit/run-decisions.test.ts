@@ -143,7 +143,7 @@ const setUid = (i: number) => `set-uid-${i}`;
 function observe(run: PipelineRun, w: World = {}): RunObservation {
   const mode = run.metadata.annotations?.[MODE_ANNOTATION] as Mode;
   const spec = boundedSpec({ mode, ...w.spec }, DEFAULT_TENANCY_LIMITS);
-  const plans = planPlaceholders(run, spec.mode, w.accessModes);
+  const plans = planPlaceholders(run, spec.mode, w.accessModes, spec.coscheduledClaims);
   const placeholders = plans.map((plan, i) => {
     const st = w.placeholders?.[i] ?? {};
     let set: V1StatefulSet | undefined;
@@ -477,6 +477,42 @@ describe("run decisions", () => {
           tektonConflict: "Tekton's own affinity assistant is on",
         },
       ]);
+    });
+
+    it("records the claims usable from every node as shared: no placeholder, and the release says so", () => {
+      const mixed = managedRun({
+        mode: "workspaces",
+        workspaces: [
+          pvc("src", "claim-a"),
+          template("cache", "cache", ["ReadWriteMany"]),
+          pvc("out", "claim-b"),
+        ],
+      });
+      const cache = tektonClaimName("cache", "cache", mixed.metadata.uid!);
+      const obs = observe(mixed, {
+        accessModes: { "claim-a": ["ReadWriteOnce"], "claim-b": ["ReadOnlyMany"] },
+        placeholders: [{ set: true, pod: { node: "node-a" } }],
+      });
+      expect(obs.placeholders.map((p) => p.plan.claims[0]!.name)).to.deep.equal(["claim-a"]);
+      expect(decideGate(obs, undefined)).to.deep.equal([
+        {
+          type: "releaseGate",
+          nodes: ["node-a"],
+          message: `placeholder scheduled on node-a; the run may start (${cache}, claim-b can be used from every node: no placeholder, no task follows them)`,
+          sharedClaims: [cache, "claim-b"],
+        },
+      ]);
+      // coscheduledClaims All: each claim has its placeholder, as in Tekton; nothing is shared.
+      const all = observe(mixed, {
+        spec: { coscheduledClaims: "All" },
+        accessModes: { "claim-a": ["ReadWriteOnce"], "claim-b": ["ReadOnlyMany"] },
+        placeholders: [
+          { set: true, pod: { node: "node-a" } },
+          { set: true, pod: { node: "node-a" } },
+          { set: true, pod: { node: "node-a" } },
+        ],
+      });
+      expect(only(decideGate(all, undefined), "releaseGate")[0]).to.not.have.property("sharedClaims");
     });
 
     it("is released at once when there is nothing to co-schedule", () => {
@@ -824,9 +860,11 @@ describe("run decisions", () => {
     });
 
     describe("a NotReady node, by the access modes of the placeholder's claims", () => {
+      // coscheduledClaims All: a ReadWriteMany claim has a placeholder of its own, as in Tekton.
       const notReadyFor = (run: PipelineRun, accessModes?: Record<string, string[]>) =>
         decideRun(
           observe(run, {
+            spec: { coscheduledClaims: "All" },
             placeholders: [{ set: true, pod: { node: "node-a" } }],
             nodes: [node("node-a", { notReadySince: NOW - 60_000 })],
             troubleSince: { "node-a": NOW - 60_000 },
@@ -903,6 +941,7 @@ describe("run decisions", () => {
           only(
             decideRun(
               observe(ws, {
+                spec: { coscheduledClaims: "All" },
                 placeholders: [{ set: true, pod: { node: "node-a" } }],
                 nodes: [node("node-a", { cordoned: true })],
                 troubleSince: { "node-a": NOW - 60_000 },
@@ -1595,7 +1634,11 @@ describe("PipelineRunReconciler executing the decisions", () => {
   it("moves a ReadWriteMany placeholder off a NotReady node, force-deleting its pod", async () => {
     const r = managedRun({ gated: false, mode: "workspaces", workspaces: [pvc("src", "claim-a")] });
     const notReady = node("node-a", { notReadySince: Date.now() - 120_000 });
-    const world: World = { placeholders: [{ set: true, pod: { node: "node-a" } }], nodes: [notReady] };
+    const world: World = {
+      spec: { coscheduledClaims: "All" },
+      placeholders: [{ set: true, pod: { node: "node-a" } }],
+      nodes: [notReady],
+    };
     const tracker = new NodeTracker();
     tracker.observe(notReady, Date.now() - 120_000);
     const h = harness(

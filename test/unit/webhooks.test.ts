@@ -10,6 +10,7 @@ import {
   PLACEHOLDER_LABEL,
   PLACEMENT_LABEL,
   POLICY_ANNOTATION,
+  SHARED_CLAIMS_ANNOTATION,
   WAITING_ANNOTATION,
 } from "../../src/api/constants.js";
 import { DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
@@ -722,6 +723,28 @@ describe("mutateTaskPod", () => {
       expect(decision.patch).to.equal(undefined);
       expect(decision.message).to.match(/^tekton-affinity: /);
       expect(decision.message).to.include("alpha").and.include("beta").and.include('mode "pipelineruns"');
+    });
+
+    it("follows the one single-node claim of a pod that also mounts claims the release recorded as shared", () => {
+      const released: PipelineRun = {
+        ...wsRun,
+        metadata: {
+          ...wsRun.metadata,
+          annotations: { ...wsRun.metadata.annotations, [SHARED_CLAIMS_ANNOTATION]: "alpha,data" },
+        },
+      };
+      const decision = mutateTaskPod(
+        pod({ volumes: volumes("alpha", "beta", "data") }),
+        ctx({ mode: "workspaces" }, {}, released),
+      );
+      expect(decision.allowed).to.equal(true);
+      expect(decision.patch?.[0]?.value).to.deep.equal(podAffinityTo(placeholderName(UID, "claim:beta")));
+      // Only shared claims: nothing to follow.
+      const sharedOnly = mutateTaskPod(
+        pod({ volumes: volumes("alpha", "data") }),
+        ctx({ mode: "workspaces" }, {}, released),
+      );
+      expect(sharedOnly).to.deep.equal({ allowed: true });
     });
   });
 

@@ -7,9 +7,13 @@
  */
 export interface AffinityPolicySpec {
   /**
-   * Co-scheduling mode, as in Tekton's coschedule feature flag. 'workspaces': all TaskRun pods sharing a PersistentVolumeClaim-backed workspace run on the same node (only one PVC-backed workspace may be bound per TaskRun). 'pipelineruns': all TaskRun pods of a PipelineRun run on the same node. 'isolate-pipelinerun': as 'pipelineruns', and only one PipelineRun runs on a node at a time. 'disabled': the selected runs are left alone.
+   * Co-scheduling mode, as in Tekton's coschedule feature flag. 'workspaces': all TaskRun pods sharing a PersistentVolumeClaim-backed workspace run on the same node (only one PVC-backed workspace whose volume attaches to one node at a time may be bound per TaskRun; see coscheduledClaims). 'pipelineruns': all TaskRun pods of a PipelineRun run on the same node. 'isolate-pipelinerun': as 'pipelineruns', and only one PipelineRun runs on a node at a time. 'disabled': the selected runs are left alone.
    */
   mode: "workspaces" | "pipelineruns" | "isolate-pipelinerun" | "disabled";
+  /**
+   * Which PersistentVolumeClaims need a placeholder in mode 'workspaces'. 'SingleNode' (the default): only claims whose volume attaches to one node at a time (ReadWriteOnce, ReadWriteOncePod, or access modes unknown); a ReadWriteMany or ReadOnlyMany claim can be used from every node at once, so it gets no placeholder and pins no task, and a task may bind one single-node claim plus any number of those. 'All': every claim, as Tekton's affinity assistant does. The run-wide modes put every task on one node whatever this says.
+   */
+  coscheduledClaims?: "SingleNode" | "All";
   pipelineRunSelector?: LabelSelector;
   /**
    * How pods are steered to the placeholder's node. 'podAffinity' uses inter-pod affinity to the placeholder pod, as Tekton does. 'nodePinning' pins later pods to the placeholder's topology domain (the topologyKey label's value on its node) with node affinity, which the scheduler evaluates much faster in large clusters. Defaults to "podAffinity".
