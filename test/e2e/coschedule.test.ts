@@ -228,6 +228,20 @@ describe("co-scheduling", function () {
     const { cluster } = await e2e();
     const ns = await createNamespace(cluster, "shared-claims");
     await applyPolicy(cluster, ns, { mode: "workspaces" });
+    // A shared filesystem (NFS-like: no node affinity) the cache claim binds to.
+    const volume = `${ns}-cache`;
+    await cluster.clients.core.createPersistentVolume({
+      body: {
+        metadata: { name: volume },
+        spec: {
+          storageClassName: "standard",
+          capacity: { storage: "1Gi" },
+          accessModes: ["ReadWriteMany"],
+          persistentVolumeReclaimPolicy: "Retain",
+          nfs: { server: "nfs.example", path: `/${ns}` },
+        },
+      },
+    });
     const rwx = {
       volumeClaimTemplate: {
         spec: { accessModes: ["ReadWriteMany"], resources: { requests: { storage: "10Mi" } } },
@@ -263,6 +277,7 @@ describe("co-scheduling", function () {
     expect(followed("test")).to.deep.equal([sourcePlaceholder]);
     expect(followed("fetch"), "a task with only the shared cache follows nothing").to.deep.equal([]);
     expect(pods.get("build")?.spec?.nodeName).to.equal(pods.get("test")?.spec?.nodeName);
+    await cluster.clients.core.deletePersistentVolume({ name: volume });
   });
 
   it("workspaces mode: a run without PVC-backed workspaces is released at once", async () => {
