@@ -4,9 +4,9 @@
 import type { V1Pod } from "@kubernetes/client-node";
 import { pino } from "pino";
 import { MANAGED_LABEL, MODE_ANNOTATION, POLICY_ANNOTATION } from "../src/api/constants.js";
+import { effectiveSpec } from "../src/api/effective-spec.js";
 import type { AffinityPolicy, PipelineRun } from "../src/api/types.js";
 import { createMetrics } from "../src/metrics.js";
-import { effectiveSpec } from "../src/reconcilers/effective-spec.js";
 import { gatePipelineRun } from "../src/webhooks/gate.js";
 import { mutateTaskPod } from "../src/webhooks/pods.js";
 import { validateAffinityPolicy } from "../src/webhooks/policies.js";

@@ -4,27 +4,9 @@
 import type { Server } from "node:https";
 import * as k8s from "@kubernetes/client-node";
 import { type Logger, pino } from "pino";
-import {
-  CLEANED_UP_ANNOTATION,
-  CLUSTER_DEFAULT_POLICY,
-  GROUP,
-  isWatchedRun,
-  PLURAL,
-  POLICY_ANNOTATION,
-  TEKTON_GROUP,
-  TEKTON_PIPELINERUN_LABEL,
-  TEKTON_VERSION,
-  VERSION,
-} from "../api/constants.js";
-import type { AffinityPolicy, AffinityPolicySpec, PipelineRun } from "../api/types.js";
-import {
-  apiMessage,
-  isNotFound,
-  type KubeClients,
-  loadKubeConfig,
-  makeClients,
-  orUndefinedIfNotFound,
-} from "../kube/clients.js";
+import { CLEANED_UP_ANNOTATION, isWatchedRun, POLICY_ANNOTATION } from "../api/constants.js";
+import type { PipelineRun } from "../api/types.js";
+import { apiMessage, isNotFound, loadKubeConfig, makeClients } from "../kube/clients.js";
 import { EventRecorder } from "../kube/events.js";
 import { type Caches, makeCaches, startCaches, stopCaches, type WatchedCache } from "../kube/informers.js";
 import {
@@ -42,33 +24,17 @@ import { ActiveRunIndex } from "../reconcilers/active-runs.js";
 import { AffinityPolicyReconciler } from "../reconcilers/affinitypolicy.js";
 import { watchPolicyInputs } from "../reconcilers/affinitypolicy-watches.js";
 import { ChangeFilter, runFingerprint } from "../reconcilers/change-filter.js";
-import { effectiveSpec } from "../reconcilers/effective-spec.js";
 import { NodeTracker } from "../reconcilers/node-tracker.js";
 import { PipelineRunReconciler } from "../reconcilers/pipelinerun.js";
 import { enqueueWaitingRuns, watchRunInputs } from "../reconcilers/pipelinerun-watches.js";
 import { causeOf, runKey, runNews, type Versioned, type WorkSink } from "../reconcilers/work-sink.js";
 import { CertificateManager, caBundle } from "../webhooks/certificate-manager.js";
 import { caBundleOnly, webhookConfigurations } from "../webhooks/configurations.js";
-import { gatePipelineRun, guardMarks } from "../webhooks/gate.js";
-import { mutateTaskPod } from "../webhooks/pods.js";
+import { guardMarks } from "../webhooks/gate.js";
 import { validateAffinityPolicy } from "../webhooks/policies.js";
 import { createApp, listen } from "../webhooks/server.js";
+import { WebhookInputs } from "../webhooks/webhook-inputs.js";
 import { type ControllerOptions, clusterDefaultSpec, redisConnection } from "./options.js";
-
-/** The webhooks' fallback reads must answer well inside the apiserver's 5 s webhook timeout, so that
- * the webhook's own decision (with its explanation) reaches the user, not a bare timeout. */
-const FALLBACK_READ_TIMEOUT_MS = 2_000;
-
-function withTimeout<T>(read: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`reading ${what} took longer than ${FALLBACK_READ_TIMEOUT_MS} ms`)),
-      FALLBACK_READ_TIMEOUT_MS,
-    );
-  });
-  return Promise.race([read, timeout]).finally(() => clearTimeout(timer));
-}
 
 /** The user name the apiserver knows this replica by: one SelfSubjectReview at start. */
 async function ownUsername(kc: k8s.KubeConfig): Promise<string | undefined> {
@@ -76,37 +42,6 @@ async function ownUsername(kc: k8s.KubeConfig): Promise<string | undefined> {
     body: { apiVersion: "authentication.k8s.io/v1", kind: "SelfSubjectReview" },
   });
   return review.status?.userInfo?.username;
-}
-
-/** One API read of a run; undefined when it does not exist. */
-async function readRun(
-  clients: KubeClients,
-  namespace: string,
-  name: string,
-): Promise<PipelineRun | undefined> {
-  const read = clients.custom.getNamespacedCustomObject({
-    group: TEKTON_GROUP,
-    version: TEKTON_VERSION,
-    plural: "pipelineruns",
-    namespace,
-    name,
-  });
-  return (await orUndefinedIfNotFound(read)) as PipelineRun | undefined;
-}
-
-async function readPolicy(
-  clients: KubeClients,
-  namespace: string,
-  name: string,
-): Promise<AffinityPolicy | undefined> {
-  const read = clients.custom.getNamespacedCustomObject({
-    group: GROUP,
-    version: VERSION,
-    plural: PLURAL,
-    namespace,
-    name,
-  });
-  return (await orUndefinedIfNotFound(read)) as AffinityPolicy | undefined;
 }
 
 /** "host" or "host:port" (a balancer in front of several replicas): the host alone. */
@@ -205,13 +140,20 @@ export class Controller {
       logger: this.logger,
     });
     const bundle = await this.certificates.ensure();
+    const inputs = new WebhookInputs({
+      clients,
+      caches,
+      clusterDefault,
+      tenancy: o.tenancy,
+      metrics: this.metrics,
+    });
     const app = createApp(
       {
-        pipelineRun: (run) => this.gate(run, clients, caches, clusterDefault, tektonFlags),
+        pipelineRun: (run) => inputs.gate(run, tektonFlags.conflict()),
         // Unknown own identity: guard nothing rather than undo our own writes.
         pipelineRunUpdate: (run, old, username) =>
           guardMarks(run, old, this.username === undefined || username === this.username),
-        pod: (pod, namespace) => this.admitTaskPod(pod, namespace, clients, caches, clusterDefault),
+        pod: (pod, namespace) => inputs.admitTaskPod(pod, namespace),
         policy: (policy) => validateAffinityPolicy(policy, o.tenancy),
         ready: () => this.synced && !this.draining,
         notReadyReason: () => (this.draining ? "shutting down" : "informer caches not synced"),
@@ -341,98 +283,6 @@ export class Controller {
         this.resync("redis-reconnect");
       }),
     );
-  }
-
-  /**
-   * The gate. It answers from the policies cache; until that cache has listed (this replica is not
-   * ready, so the apiserver should not be calling it) it lists the namespace's policies once instead of
-   * gating nothing. If that fails too it admits the run ungated with a warning, as the gate's
-   * failurePolicy (Ignore) would: refusing would stop the CI of every namespace, managed or not.
-   */
-  private async gate(
-    run: PipelineRun,
-    clients: KubeClients,
-    caches: Caches,
-    clusterDefault: AffinityPolicySpec | undefined,
-    tektonFlags: TektonFlags,
-  ) {
-    const ns = run.metadata.namespace;
-    let policies = caches.policies.list(ns) as AffinityPolicy[];
-    if (!caches.policies.synced) {
-      this.metrics.webhookCacheMisses.inc({ kind: "AffinityPolicyList" });
-      try {
-        const list = (await withTimeout(
-          clients.custom.listNamespacedCustomObject({
-            group: GROUP,
-            version: VERSION,
-            plural: PLURAL,
-            namespace: ns,
-          }),
-          `the AffinityPolicies of ${ns}`,
-        )) as { items: AffinityPolicy[] };
-        policies = list.items;
-      } catch (err) {
-        return {
-          allowed: true,
-          warnings: [
-            `tekton-affinity: not gated: this controller replica has not loaded the AffinityPolicies yet and reading them failed (${apiMessage(err)})`,
-          ],
-        };
-      }
-    }
-    return gatePipelineRun(run, policies, clusterDefault, tektonFlags.conflict(), {
-      limits: this.o.tenancy,
-    });
-  }
-
-  /**
-   * The pods webhook. It answers from the caches. On a miss (the pod's run, or its policy, is not in
-   * this replica's cache: its caches are still listing, or lag behind) it reads the API once rather
-   * than admit a managed pod without its affinity; if that read fails, it refuses the pod with a
-   * message saying why. Refusing costs the TaskRun (Tekton does not retry a refused pod), but admitting
-   * it without affinity could put it on a node its volume cannot reach, which fails later and silently.
-   */
-  private async admitTaskPod(
-    pod: k8s.V1Pod,
-    namespace: string,
-    clients: KubeClients,
-    caches: Caches,
-    clusterDefault: AffinityPolicySpec | undefined,
-  ) {
-    const runName = pod.metadata?.labels?.[TEKTON_PIPELINERUN_LABEL];
-    let run: PipelineRun | undefined = runName ? caches.runs.get(runName, namespace) : undefined;
-    const policies = new Map<string, AffinityPolicy | undefined>();
-    try {
-      if (runName && !run) {
-        this.metrics.webhookCacheMisses.inc({ kind: "PipelineRun" });
-        run = await withTimeout(readRun(clients, namespace, runName), `PipelineRun ${namespace}/${runName}`);
-      }
-      const policyName = run?.metadata.annotations?.[POLICY_ANNOTATION];
-      if (run && policyName && policyName !== CLUSTER_DEFAULT_POLICY && !caches.policies.synced) {
-        this.metrics.webhookCacheMisses.inc({ kind: "AffinityPolicy" });
-        policies.set(
-          policyName,
-          await withTimeout(
-            readPolicy(clients, namespace, policyName),
-            `AffinityPolicy ${namespace}/${policyName}`,
-          ),
-        );
-      }
-    } catch (err) {
-      return {
-        allowed: false,
-        message: `tekton-affinity: this pod's PipelineRun ${namespace}/${runName} is not in this replica's cache yet and reading it failed (${apiMessage(err)}); refusing to create the pod without its co-scheduling affinity. Re-run the PipelineRun once the tekton-affinity controller is ready`,
-      };
-    }
-    const findPolicy = (ns: string, n: string) =>
-      policies.has(n) ? policies.get(n) : (caches.policies.get(n, ns) as AffinityPolicy | undefined);
-    return mutateTaskPod(pod, {
-      run,
-      spec: run ? effectiveSpec(run, findPolicy, clusterDefault, this.o.tenancy) : undefined,
-      placeholderNode: (ns, placeholder) =>
-        caches.placeholderPods.get(`${placeholder}-0`, ns)?.spec?.nodeName,
-      nodeLabels: (node) => caches.nodes.get(node)?.metadata?.labels,
-    });
   }
 
   /** Logs once per change whether Tekton's own assistant is on (also in /readyz and on runs). */

@@ -44,6 +44,7 @@ import {
   TEKTON_VERSION,
   WAITING_ANNOTATION,
 } from "../api/constants.js";
+import { effectiveSpec } from "../api/effective-spec.js";
 import { capReservation, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import {
@@ -87,7 +88,6 @@ import {
   taskSource,
 } from "../placement/task-resources.js";
 import type { ReconcileResult } from "../queue/work-queue.js";
-import { effectiveSpec } from "./effective-spec.js";
 import { nodeProblem } from "./node-health.js";
 import type { NodeTracker } from "./node-tracker.js";
 import {

@@ -2,9 +2,9 @@
 // changes mode mid-flight), with the rest from its policy as it is now in the cache, within the
 // operator's bounds.
 
-import { CLUSTER_DEFAULT_POLICY, MODE_ANNOTATION, POLICY_ANNOTATION } from "../api/constants.js";
-import { boundedSpec, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
-import type { AffinityPolicy, AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
+import { CLUSTER_DEFAULT_POLICY, MODE_ANNOTATION, POLICY_ANNOTATION } from "./constants.js";
+import { boundedSpec, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "./tenancy.js";
+import type { AffinityPolicy, AffinityPolicySpec, Mode, PipelineRun } from "./types.js";
 
 export function effectiveSpec(
   run: PipelineRun,
