@@ -43,6 +43,9 @@ export const GATED_ANNOTATION = `${GROUP}/gated`;
 /** When the gate took over a run that a user or a queueing controller had created Pending and then
  * released (RFC 3339): its maxWait counts from here, not from its creation. */
 export const GATED_AT_ANNOTATION = `${GROUP}/gated-at`;
+/** On a run of mode workspaces that carries its placement (run-placement.ts): the policy's coscheduledClaims
+ * when it was gated. Its task terms follow the placeholders of those claims, so they stay its placeholders. */
+export const COSCHEDULED_CLAIMS_ANNOTATION = `${GROUP}/coscheduled-claims`;
 /** On a placed run in mode workspaces: the claims it binds that got no placeholder (usable from every node
  * at once: coscheduledClaims SingleNode), comma-separated; its task pods follow only the others. */
 export const SHARED_CLAIMS_ANNOTATION = `${GROUP}/shared-claims`;

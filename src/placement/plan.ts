@@ -125,7 +125,7 @@ export type CoscheduledClaims = NonNullable<AffinityPolicySpec["coscheduledClaim
 export const DEFAULT_COSCHEDULED_CLAIMS: CoscheduledClaims = "SingleNode";
 
 /** Whether a claim gets a placeholder of its own in workspaces mode. */
-function coscheduled(claim: PlannedClaim, which: CoscheduledClaims): boolean {
+export function coscheduled(claim: PlannedClaim, which: CoscheduledClaims): boolean {
   return which === "All" || isSingleNodeClaim(claim);
 }
 
@@ -154,6 +154,82 @@ export function sharedClaims(run: PipelineRun, plans: PlaceholderPlan[], mode: M
   return runClaims(run)
     .map((c) => c.name)
     .filter((name) => !planned.has(name));
+}
+
+interface PipelineTaskShape {
+  name?: string;
+  workspaces?: { name?: string; workspace?: string }[];
+  taskSpec?: { workspaces?: { name?: string }[] };
+  pipelineRef?: unknown;
+  pipelineSpec?: unknown;
+}
+
+/** `$(workspaces.<name>.` references in an embedded task spec. */
+const WORKSPACE_REFERENCE = /\$\(workspaces\.([^.)]+)[.)]/g;
+
+/**
+ * The run workspaces each pipeline task (finally tasks too) binds, by task name, read from the run's
+ * inline pipelineSpec; undefined when the run alone does not say: a pipelineRef (resolved only by Tekton),
+ * a pipeline in a pipeline, or an embedded task spec that declares or uses a workspace its pipeline task
+ * does not bind (Tekton propagates the pipeline's workspaces into embedded specs).
+ */
+export function pipelineTaskWorkspaces(run: PipelineRun): Map<string, Set<string>> | undefined {
+  const spec = run.spec.pipelineSpec as
+    | { tasks?: PipelineTaskShape[]; finally?: PipelineTaskShape[] }
+    | undefined;
+  if (!spec || run.spec.pipelineRef) return undefined;
+  const out = new Map<string, Set<string>>();
+  for (const task of [...(spec.tasks ?? []), ...(spec.finally ?? [])]) {
+    if (!task?.name || task.pipelineRef || task.pipelineSpec) return undefined;
+    const bound = new Map<string, string>();
+    for (const b of task.workspaces ?? []) {
+      if (!b?.name) return undefined;
+      // Tekton binds a pipeline workspace of the binding's own name when `workspace` is left out.
+      bound.set(b.name, b.workspace || b.name);
+    }
+    if (task.taskSpec) {
+      const used = [
+        ...(task.taskSpec.workspaces ?? []).map((w) => w?.name),
+        ...[...JSON.stringify(task.taskSpec).matchAll(WORKSPACE_REFERENCE)].map((m) => m[1]),
+      ];
+      if (used.some((name) => name === undefined || !bound.has(name))) return undefined;
+    }
+    out.set(task.name, new Set(bound.values()));
+  }
+  return out;
+}
+
+/** A pipeline task that binds two claims with placeholders of their own (workspaces mode): its pod cannot
+ * be beside both, wherever they land. `workspaces`: the pipeline workspaces it binds them through, one per
+ * claim. */
+export interface ClaimConflict {
+  task: string;
+  workspaces: string[];
+}
+
+/** The first pipeline task, in spec order, that binds two or more claims the plans hold apart (workspaces
+ * mode), read from the run's inline pipelineSpec; undefined when none does or the run does not say
+ * (pipelineTaskWorkspaces: then the pods webhook refuses such a task's pod, later). */
+export function claimConflict(
+  run: PipelineRun,
+  mode: Mode,
+  plans: PlaceholderPlan[],
+): ClaimConflict | undefined {
+  if (mode !== "workspaces") return undefined;
+  const tasks = pipelineTaskWorkspaces(run);
+  if (!tasks) return undefined;
+  const claimOf = new Map<string, string>();
+  for (const plan of plans)
+    for (const c of plan.claims) for (const ws of c.workspaces) claimOf.set(ws, c.name);
+  for (const [task, workspaces] of tasks) {
+    const byClaim = new Map<string, string>();
+    for (const ws of workspaces) {
+      const claim = claimOf.get(ws);
+      if (claim !== undefined && !byClaim.has(claim)) byClaim.set(claim, ws);
+    }
+    if (byClaim.size > 1) return { task, workspaces: [...byClaim.values()] };
+  }
+  return undefined;
 }
 
 /** The placeholder a task pod must follow, by the PVC claims it mounts (workspaces mode) or the run. */

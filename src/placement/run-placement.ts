@@ -1,21 +1,27 @@
-// Placement carried by the run itself. For a run with one placeholder (modes pipelineruns and
-// isolate-pipelinerun, pod-affinity strategy), the gate writes on CREATE the pod affinity that every task
-// pod of the run needs into the run's own pod template (spec.taskRunTemplate.podTemplate.affinity, and
-// any taskRunSpecs pod template that sets its own affinity, since Tekton lets that one replace the
-// run's). Tekton copies it into every TaskRun and pod, so those pods need no admission from us: with
-// every replica down, a released run still creates its later task pods, and they still land beside its
-// placeholder. The pods webhook's objectSelector skips pods that carry the run's placement label.
+// Placement carried by the run itself. The gate writes on CREATE the pod affinity that the run's task
+// pods need into the run's own pod templates, so those pods need no admission from us: with every replica
+// down, a released run still creates its later task pods, and they still land beside its placeholder.
+// The pods webhook's objectSelector skips pods that carry the run's placement label.
+//   pipelineruns, isolate-pipelinerun  one term for every task, in the run-wide template
+//                                      (spec.taskRunTemplate.podTemplate.affinity, and any taskRunSpecs
+//                                      pod template that sets its own affinity, since Tekton lets that one
+//                                      replace the run's);
+//   workspaces                         one term per pipeline task that binds a co-scheduled claim, in a
+//                                      taskRunSpecs entry for that task: the task follows the placeholder
+//                                      of the one claim it binds. Only where the gate can tell, from the run
+//                                      alone, which claims each task binds and which of them get a
+//                                      placeholder (workspaceTaskTerms); other runs keep the pods webhook.
 //
 // Why on CREATE: Tekton's validation refuses any spec change but spec.status while a run is not done,
 // Pending included (PipelineRunSpec.ValidateUpdate), so the release cannot write it.
 //
 // The term selects the run's placeholder by a token the gate draws (the run has no uid and maybe no
-// name yet at admission): the placeholder pod carries it as PLACEMENT_LABEL, next to the component
-// label that task pods do not carry. Tasks follow the placeholder, as the pods webhook's term makes
-// them. Because the term cannot be taken back once the run starts, such a run is never released
+// name yet at admission): the placeholder pod carries it as PLACEMENT_LABEL (in workspaces mode, the token
+// and a hash of its claim's first workspace: placementValue), next to the component label that task pods
+// do not carry. Because the term cannot be taken back once the run starts, such a run is never released
 // without its placeholder: onMaxWait is Fail for it (decideGate).
 
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
 import type { V1Affinity, V1PodAffinityTerm } from "@kubernetes/client-node";
 import {
@@ -27,20 +33,24 @@ import {
   TEKTON_GROUP,
   TEKTON_VERSION,
 } from "../api/constants.js";
-import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
+import type { AffinityPolicySpec, Mode, PipelineRun } from "../api/types.js";
 import type { JsonPatchOp } from "../webhooks/admission.js";
+import {
+  type CoscheduledClaims,
+  coscheduled,
+  type PlaceholderPlan,
+  type PlannedClaim,
+  pipelineTaskWorkspaces,
+  runClaims,
+} from "./plan.js";
 
-/** Whether runs under this spec carry their placement (else the pods webhook adds it to each pod). Not:
- * workspaces mode (a task follows the placeholder of the claim it mounts, which a run-wide template
- * cannot say), nodePinning (its node is known only once the placeholder is scheduled, and changes when
- * it migrates), and onMaxWait Release (the term could not be taken back to start the run without its
- * placeholder). */
+/** Whether runs under this spec may carry their placement (else the pods webhook adds it to each pod).
+ * Not: nodePinning (its node is known only once the placeholder is scheduled, and changes when it
+ * migrates), and onMaxWait Release (the term could not be taken back to start the run without its
+ * placeholder). In workspaces mode the run must also say which claims each task binds
+ * (workspaceTaskTerms). */
 export function carriesPlacement(spec: AffinityPolicySpec): boolean {
-  return (
-    (spec.mode === "pipelineruns" || spec.mode === "isolate-pipelinerun") &&
-    spec.strategy !== "nodePinning" &&
-    (spec.onMaxWait ?? "Fail") === "Fail"
-  );
+  return spec.mode !== "disabled" && spec.strategy !== "nodePinning" && (spec.onMaxWait ?? "Fail") === "Fail";
 }
 
 /** Only runs sent as tekton.dev/v1 (v1beta1 names the pod template fields differently). */
@@ -126,17 +136,69 @@ export function withPlacement(affinity: V1Affinity | undefined, term: V1PodAffin
   return out;
 }
 
+/** The value of PLACEMENT_LABEL on a placeholder pod, which the run's task pods select: the run's token;
+ * in workspaces mode, the token and a hash of the first workspace its claim backs (known at admission,
+ * unlike the claim's name, which needs the run's uid). */
+export function placementValue(token: string, mode: Mode, plan: Pick<PlaceholderPlan, "claims">): string {
+  const workspace = plan.claims[0]?.workspaces[0];
+  if (mode !== "workspaces" || workspace === undefined) return token;
+  return `${token}-${createHash("sha256").update(workspace).digest("hex").slice(0, 10)}`;
+}
+
 /**
- * JSON patch ops that make the run's pod templates carry `term` (or, without one, none of our terms):
- * the run-wide template always, and each taskRunSpecs entry whose pod template sets its own affinity.
+ * In workspaces mode: the term each pipeline task needs, by task name (none for a task that binds no
+ * co-scheduled claim). Undefined when the run cannot carry its placement, and its pods keep going
+ * through the pods webhook: the run does not say which claims its tasks bind (pipelineTaskWorkspaces), a
+ * task binds a user PVC whose access modes only a read of the claim tells (coscheduledClaims SingleNode:
+ * the gate reads nothing), or a task binds two co-scheduled claims (the pods webhook refuses its pod,
+ * with the reason).
+ */
+export function workspaceTaskTerms(
+  run: PipelineRun,
+  which: CoscheduledClaims,
+  token: string,
+  topologyKey?: string,
+): Map<string, V1PodAffinityTerm> | undefined {
+  const tasks = pipelineTaskWorkspaces(run);
+  if (!tasks) return undefined;
+  const claimOf = new Map<string, PlannedClaim>();
+  for (const claim of runClaims(run)) for (const ws of claim.workspaces) claimOf.set(ws, claim);
+  const terms = new Map<string, V1PodAffinityTerm>();
+  for (const [task, workspaces] of tasks) {
+    const claims = new Set([...workspaces].flatMap((ws) => (claimOf.has(ws) ? [claimOf.get(ws)!] : [])));
+    if ([...claims].some((c) => !c.template && which !== "All")) return undefined;
+    const followed = [...claims].filter((c) => coscheduled(c, which));
+    if (followed.length > 1) return undefined;
+    if (followed.length === 1)
+      terms.set(task, placementTerm(placementValue(token, "workspaces", { claims: followed }), topologyKey));
+  }
+  return terms;
+}
+
+interface TaskRunSpecShape extends PodTemplateAffinity {
+  pipelineTaskName?: string;
+}
+
+/**
+ * JSON patch ops that make the run's pod templates carry our terms (or, with none, none of ours):
+ *  - `term`, the run-wide one: in the run-wide template, and in each taskRunSpecs entry whose pod template
+ *    sets its own affinity;
+ *  - `taskTerms` (workspaces mode), each task's own: in that task's taskRunSpecs entry, added when the run
+ *    has none, its affinity based on the run-wide one when it sets none (Tekton merges the two templates
+ *    field by field, the task's first).
  * Empty when the run already says exactly that.
  */
-export function placementPatch(run: PipelineRun, term: V1PodAffinityTerm | undefined): JsonPatchOp[] {
-  const desired = (a: V1Affinity | undefined) => (term ? withPlacement(a, term) : withoutOurTerms(a));
+export function placementPatch(
+  run: PipelineRun,
+  term: V1PodAffinityTerm | undefined,
+  taskTerms: ReadonlyMap<string, V1PodAffinityTerm> = new Map(),
+): JsonPatchOp[] {
+  const desired = (a: V1Affinity | undefined, t: V1PodAffinityTerm | undefined) =>
+    t ? withPlacement(a, t) : withoutOurTerms(a);
   const ops: JsonPatchOp[] = [];
   const template = run.spec.taskRunTemplate;
   const current = template?.podTemplate?.affinity as V1Affinity | undefined;
-  const wanted = desired(current);
+  const wanted = desired(current, term);
   if (!isDeepStrictEqual(current, wanted)) {
     if (!wanted) ops.push({ op: "remove", path: "/spec/taskRunTemplate/podTemplate/affinity" });
     else if (!template)
@@ -145,14 +207,26 @@ export function placementPatch(run: PipelineRun, term: V1PodAffinityTerm | undef
       ops.push({ op: "add", path: "/spec/taskRunTemplate/podTemplate", value: { affinity: wanted } });
     else ops.push({ op: "add", path: "/spec/taskRunTemplate/podTemplate/affinity", value: wanted });
   }
-  const specs = (run.spec.taskRunSpecs as PodTemplateAffinity[] | undefined) ?? [];
+  const specs = (run.spec.taskRunSpecs as TaskRunSpecShape[] | undefined) ?? [];
+  const covered = new Set<string>();
   specs.forEach((s, i) => {
     const own = s?.podTemplate?.affinity;
-    if (!own) return; // Tekton fills it from the run's template
-    const next = desired(own);
+    const taskTerm = s?.pipelineTaskName === undefined ? undefined : taskTerms.get(s.pipelineTaskName);
+    if (taskTerm) covered.add(s.pipelineTaskName!);
+    // Without an affinity of its own, Tekton fills it from the run's template.
+    if (!own && !taskTerm) return;
+    const next = desired(own ?? wanted, taskTerm ?? term);
     if (isDeepStrictEqual(own, next)) return;
-    const path = `/spec/taskRunSpecs/${i}/podTemplate/affinity`;
-    ops.push(next ? { op: "add", path, value: next } : { op: "remove", path });
+    const path = `/spec/taskRunSpecs/${i}/podTemplate`;
+    if (!next) ops.push({ op: "remove", path: `${path}/affinity` });
+    else if (!s.podTemplate) ops.push({ op: "add", path, value: { affinity: next } });
+    else ops.push({ op: "add", path: `${path}/affinity`, value: next });
   });
+  const added = [...taskTerms]
+    .filter(([task]) => !covered.has(task))
+    .map(([task, t]) => ({ pipelineTaskName: task, podTemplate: { affinity: desired(wanted, t) } }));
+  if (added.length && !run.spec.taskRunSpecs)
+    ops.push({ op: "add", path: "/spec/taskRunSpecs", value: added });
+  else for (const value of added) ops.push({ op: "add", path: "/spec/taskRunSpecs/-", value });
   return ops;
 }

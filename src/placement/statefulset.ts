@@ -29,7 +29,7 @@ import {
 import { boundedTemplate, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import { mountedClaims, type PlaceholderPlan, type VolumeRequirement } from "./plan.js";
-import { withoutOurTerms } from "./run-placement.js";
+import { placementValue, withoutOurTerms } from "./run-placement.js";
 
 export function templateHash(template: unknown): string {
   return createHash("sha256").update(JSON.stringify(template)).digest("hex").slice(0, 16);
@@ -237,10 +237,10 @@ export function placeholderStatefulSet(
   const podLabels = {
     ...labels,
     ...(spec.mode === "isolate-pipelinerun" ? { [ISOLATE_LABEL]: "true" } : {}),
-    // The token the run's own pod template selects its placeholder by (run-placement.ts). On the pod only:
+    // The value the run's own pod templates select its placeholder by (run-placement.ts). On the pod only:
     // a StatefulSet's selector cannot change.
     ...(run.metadata.labels?.[PLACEMENT_LABEL]
-      ? { [PLACEMENT_LABEL]: run.metadata.labels[PLACEMENT_LABEL] }
+      ? { [PLACEMENT_LABEL]: placementValue(run.metadata.labels[PLACEMENT_LABEL], spec.mode, plan) }
       : {}),
     // Beside its reservation, which follows it back there after a preemption (reservation.ts).
     ...(ctx.reserving ? { [RESERVATION_LABEL]: plan.name } : {}),

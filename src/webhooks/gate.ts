@@ -9,6 +9,7 @@
 
 import {
   CLUSTER_DEFAULT_POLICY,
+  COSCHEDULED_CLAIMS_ANNOTATION,
   GATED_ANNOTATION,
   GATED_AT_ANNOTATION,
   GROUP,
@@ -21,6 +22,7 @@ import {
 import { resolvePolicy } from "../api/resolve.js";
 import { boundedSpec, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicy, AffinityPolicySpec, PipelineRun } from "../api/types.js";
+import { DEFAULT_COSCHEDULED_CLAIMS } from "../placement/plan.js";
 import {
   carriesPlacement,
   newPlacementToken,
@@ -28,6 +30,7 @@ import {
   placementPatch,
   placementTerm,
   placementWritable,
+  workspaceTaskTerms,
 } from "../placement/run-placement.js";
 import type { AdmissionDecision, JsonPatchOp } from "./admission.js";
 import { pointer, setMetadataEntries } from "./admission.js";
@@ -100,11 +103,18 @@ export function gatePipelineRun(
   const managed = selected && !tektonConflict;
 
   const spec = managed ? boundedSpec(resolved.spec!, options.limits ?? DEFAULT_TENANCY_LIMITS) : undefined;
-  // The run carries its placement (run-placement.ts) when its mode can say it in one template.
-  const token =
+  // The run carries its placement (run-placement.ts) when its pod templates can say it.
+  let token =
     spec && carriesPlacement(spec) && placementWritable(run) && placementCombines(run)
       ? (options.newToken ?? newPlacementToken)()
       : undefined;
+  const which = spec?.coscheduledClaims ?? DEFAULT_COSCHEDULED_CLAIMS;
+  // Workspaces mode: a term per task, where the run says which claims each task binds.
+  const taskTerms =
+    token && spec?.mode === "workspaces"
+      ? workspaceTaskTerms(run, which, token, spec.topologyKey)
+      : undefined;
+  if (spec?.mode === "workspaces" && !taskTerms) token = undefined;
   const ours: Record<"labels" | "annotations", Record<string, string>> = {
     labels: managed ? { [MANAGED_LABEL]: "true", ...(token ? { [PLACEMENT_LABEL]: token } : {}) } : {},
     annotations: {},
@@ -116,6 +126,8 @@ export function gatePipelineRun(
       [POLICY_ANNOTATION]: resolved.policy?.metadata.name ?? CLUSTER_DEFAULT_POLICY,
       // Only a gate we set is ours to clear; a run the user pended stays pending until they say so.
       ...(userPended ? {} : { [GATED_ANNOTATION]: "true" }),
+      // Which claims the task terms follow: the placeholders must stay those, whatever the policy says later.
+      ...(taskTerms ? { [COSCHEDULED_CLAIMS_ANNOTATION]: which } : {}),
     };
   }
 
@@ -126,7 +138,13 @@ export function gatePipelineRun(
   // Our term in, or any stale one of ours out (a copy of a run we placed carries it): a term naming
   // another run's placeholder would keep this run's pods from ever being scheduled.
   if (placementWritable(run))
-    patch.push(...placementPatch(run, token ? placementTerm(token, spec?.topologyKey) : undefined));
+    patch.push(
+      ...placementPatch(
+        run,
+        token && !taskTerms ? placementTerm(token, spec?.topologyKey) : undefined,
+        taskTerms,
+      ),
+    );
   if (managed && !userPended && run.spec.status !== PENDING_STATUS)
     patch.push({ op: "add", path: "/spec/status", value: PENDING_STATUS });
   // A copy of a gated run that is no longer ours to manage starts as any new run would.

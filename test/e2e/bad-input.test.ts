@@ -187,9 +187,22 @@ describe("bad input and its visible consequences", function () {
     const carried = await createRun(cluster, pipelineRun(carriedNs, { tasks: [{ name: "a" }] }));
     await waitRunSucceeded(cluster, carriedNs, carried.metadata.name);
     expect(podAdmissions(controller.log, carriedNs)).to.equal(0);
-    // The counter is live: a managed run's pods that need it (workspaces mode) do reach it.
+    // Nor those of a workspaces run whose inline pipeline says which claim each task binds.
+    const wsNs = await createNamespace(cluster, "carried-ws");
+    await applyPolicy(cluster, wsNs, { mode: "workspaces" });
+    const ws = await createRun(
+      cluster,
+      pipelineRun(wsNs, {
+        workspaces: { source: RWO_TEMPLATE },
+        tasks: [{ name: "a", workspaces: ["source"] }],
+      }),
+    );
+    await waitRunSucceeded(cluster, wsNs, ws.metadata.name);
+    expect(podAdmissions(controller.log, wsNs)).to.equal(0);
+    // The counter is live: a managed run's pods that need it (nodePinning: the node is known only once
+    // the placeholder is placed) do reach it.
     const managedNs = await createNamespace(cluster, "managed");
-    await applyPolicy(cluster, managedNs, { mode: "workspaces" });
+    await applyPolicy(cluster, managedNs, { mode: "pipelineruns", strategy: "nodePinning" });
     const managed = await createRun(
       cluster,
       pipelineRun(managedNs, {

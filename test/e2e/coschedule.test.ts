@@ -6,12 +6,13 @@ import {
   GATED_AT_ANNOTATION,
   MANAGED_LABEL,
   PENDING_STATUS,
-  PLACEHOLDER_LABEL,
+  PLACEMENT_LABEL,
   SHARED_CLAIMS_ANNOTATION,
   WAITING_ANNOTATION,
 } from "../../src/api/constants.js";
 import type { PipelineRun } from "../../src/api/types.js";
-import { placeholderName, tektonClaimName } from "../../src/placement/names.js";
+import { tektonClaimName } from "../../src/placement/names.js";
+import { placementValue } from "../../src/placement/run-placement.js";
 import type { LocalCluster } from "../cluster/cluster.js";
 import { waitFor } from "../cluster/kube.js";
 import { e2e } from "./env.js";
@@ -264,17 +265,20 @@ describe("co-scheduling", function () {
     const placed = await waitForEvent(cluster, ns, run.metadata.name, "Placed");
     expect(placed.message).to.contain(`${cacheClaim} can be used from every node`);
     // One placeholder, for the source: build follows it (before, its pod was refused for two claims).
-    const sourcePlaceholder = placeholderName(
-      run.metadata.uid!,
-      `claim:${tektonClaimName(undefined, "source", run.metadata.uid!)}`,
-    );
     const pods = await taskPods(cluster, ns, run.metadata.name);
+    // The run carries its placement (inline pipeline): each task's term selects its claim's placeholder
+    // pod by the value of that pod's placement label (the placeholders are gone by now: computed).
+    const token = done.metadata.labels?.[PLACEMENT_LABEL];
+    expect(token, "the run carries its placement").to.be.a("string");
+    const sourceValue = placementValue(token!, "workspaces", {
+      claims: [{ name: "", workspaces: ["source"] }],
+    });
     const followed = (task: string) =>
       (pods.get(task)?.spec?.affinity?.podAffinity?.requiredDuringSchedulingIgnoredDuringExecution ?? []).map(
-        (t) => t.labelSelector?.matchLabels?.[PLACEHOLDER_LABEL],
+        (t) => t.labelSelector?.matchLabels?.[PLACEMENT_LABEL],
       );
-    expect(followed("build")).to.deep.equal([sourcePlaceholder]);
-    expect(followed("test")).to.deep.equal([sourcePlaceholder]);
+    expect(followed("build")).to.deep.equal([sourceValue]);
+    expect(followed("test")).to.deep.equal([sourceValue]);
     expect(followed("fetch"), "a task with only the shared cache follows nothing").to.deep.equal([]);
     expect(pods.get("build")?.spec?.nodeName).to.equal(pods.get("test")?.spec?.nodeName);
     await cluster.clients.core.deletePersistentVolume({ name: volume });

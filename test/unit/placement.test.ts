@@ -25,7 +25,7 @@ import {
   volumeRequirements,
 } from "../../src/placement/plan.js";
 import { mergeAffinity } from "../../src/placement/pod-affinity.js";
-import { placementTerm } from "../../src/placement/run-placement.js";
+import { placementTerm, workspaceTaskTerms } from "../../src/placement/run-placement.js";
 import { claimsFromTemplates, placeholderStatefulSet } from "../../src/placement/statefulset.js";
 
 const UID = "0b8f6c1e-2a3d-4f5e-9a7b-1c2d3e4f5a6b";
@@ -462,6 +462,43 @@ describe("placeholderStatefulSet", () => {
     expect(build({ mode: "pipelineruns" }).sts.spec!.template.metadata!.labels).to.not.have.property(
       PLACEMENT_LABEL,
     );
+  });
+
+  it("in workspaces mode, labels each claim's placeholder with the value the gate's task terms select", () => {
+    const template = { spec: { accessModes: ["ReadWriteOnce"], resources: {} } };
+    const gated: PipelineRun = {
+      metadata: { name: "r", namespace: "ns", labels: { [PLACEMENT_LABEL]: "t0k3n" } },
+      spec: {
+        workspaces: [
+          { name: "a", volumeClaimTemplate: template },
+          { name: "b", volumeClaimTemplate: template },
+        ],
+        pipelineSpec: {
+          tasks: [
+            { name: "one", taskRef: { name: "x" }, workspaces: [{ name: "w", workspace: "a" }] },
+            { name: "two", taskRef: { name: "x" }, workspaces: [{ name: "b" }] },
+          ],
+        },
+      },
+    };
+    // At admission the run has no uid; the reconciler names the claims by it.
+    const terms = workspaceTaskTerms(gated, "SingleNode", "t0k3n")!;
+    const placed = { ...gated, metadata: { ...gated.metadata, uid: "0a1b" } };
+    const sets = planPlaceholders(placed, "workspaces").map((p) =>
+      placeholderStatefulSet(placed, { mode: "workspaces" }, p),
+    );
+    const matches = (term: V1PodAffinityTerm) =>
+      sets.filter((sts) => {
+        const labels = sts.spec!.template.metadata!.labels!;
+        return Object.entries(term.labelSelector!.matchLabels!).every(([k, v]) => labels[k] === v);
+      });
+    // Each task selects exactly its own claim's placeholder.
+    expect(matches(terms.get("one")!).map((s) => s.metadata!.name)).to.deep.equal([
+      placeholderName("0a1b", `claim:${tektonClaimName(undefined, "a", "0a1b")}`),
+    ]);
+    expect(matches(terms.get("two")!).map((s) => s.metadata!.name)).to.deep.equal([
+      placeholderName("0a1b", `claim:${tektonClaimName(undefined, "b", "0a1b")}`),
+    ]);
   });
 
   it("meets the restricted Pod Security Standard", () => {

@@ -1,4 +1,10 @@
 import { expect } from "chai";
+import {
+  COSCHEDULED_CLAIMS_ANNOTATION,
+  MODE_ANNOTATION,
+  POLICY_ANNOTATION,
+} from "../../src/api/constants.js";
+import { effectiveSpec } from "../../src/api/effective-spec.js";
 import { findOverlaps, resolvePolicy } from "../../src/api/resolve.js";
 import { policy, run } from "./helpers.js";
 
@@ -113,5 +119,31 @@ describe("findOverlaps", () => {
     const reports = findOverlaps([a, b, gone]);
     expect(reports.map((r) => r.policy.metadata.name)).to.deep.equal(["a", "b"]);
     expect(reports.every((r) => r.overlaps.length === 0)).to.equal(true);
+  });
+});
+
+describe("effectiveSpec", () => {
+  const gated = (annotations: Record<string, string>) => ({
+    ...run(),
+    metadata: {
+      ...run().metadata,
+      annotations: { [MODE_ANNOTATION]: "workspaces", [POLICY_ANNOTATION]: "p", ...annotations },
+    },
+  });
+  const current = policy("p", { mode: "pipelineruns", coscheduledClaims: "All", maxWait: "5m" });
+  const find = () => current;
+
+  it("keeps the mode, and the coscheduledClaims a run that carries its placement recorded; the rest is the policy's now", () => {
+    const spec = effectiveSpec(gated({ [COSCHEDULED_CLAIMS_ANNOTATION]: "SingleNode" }), find);
+    expect(spec?.mode).to.equal("workspaces");
+    expect(spec?.coscheduledClaims).to.equal("SingleNode");
+    expect(spec?.maxWait).to.equal("5m");
+  });
+
+  it("takes the policy's coscheduledClaims where the run recorded none, or nothing it knows", () => {
+    expect(effectiveSpec(gated({}), find)?.coscheduledClaims).to.equal("All");
+    expect(
+      effectiveSpec(gated({ [COSCHEDULED_CLAIMS_ANNOTATION]: "Some" }), find)?.coscheduledClaims,
+    ).to.equal("All");
   });
 });

@@ -2,6 +2,7 @@ import type { V1Affinity, V1Pod } from "@kubernetes/client-node";
 import { expect } from "chai";
 import {
   CLUSTER_DEFAULT_POLICY,
+  COSCHEDULED_CLAIMS_ANNOTATION,
   GATED_ANNOTATION,
   GATED_AT_ANNOTATION,
   MANAGED_LABEL,
@@ -16,6 +17,7 @@ import {
 import { DEFAULT_TENANCY_LIMITS } from "../../src/api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../../src/api/types.js";
 import { placeholderName } from "../../src/placement/names.js";
+import { placementValue } from "../../src/placement/run-placement.js";
 import { type JsonPatchOp, reviewResponse } from "../../src/webhooks/admission.js";
 import { gatePipelineRun, guardMarks } from "../../src/webhooks/gate.js";
 import { mutateTaskPod, type PodContext } from "../../src/webhooks/pods.js";
@@ -446,6 +448,173 @@ describe("gatePipelineRun", () => {
     const out = applyPatch(beta, gatePipelineRun(beta, [managed], undefined, undefined, fixedToken).patch!);
     expect(out.metadata.labels).to.not.have.property(PLACEMENT_LABEL);
     expect(out.spec.taskRunTemplate).to.equal(undefined);
+  });
+
+  describe("in workspaces mode, a run whose inline pipeline says which claims each task binds", () => {
+    const ws = policy("ws", { mode: "workspaces" });
+    const template = (modes: string[]) => ({ spec: { accessModes: modes, resources: {} } });
+    const hashOf = (workspace: string) =>
+      placementValue("t0k3n", "workspaces", { claims: [{ name: "", workspaces: [workspace] }] });
+    const termFor = (workspace: string) => ({
+      ...term,
+      labelSelector: {
+        matchLabels: { ...term.labelSelector.matchLabels, [PLACEMENT_LABEL]: hashOf(workspace) },
+      },
+    });
+    const wsRun = (extra: Partial<PipelineRun["spec"]> = {}, finallyTasks: unknown[] = []) =>
+      run(
+        {},
+        {
+          workspaces: [
+            { name: "source", volumeClaimTemplate: template(["ReadWriteOnce"]) },
+            { name: "cache", volumeClaimTemplate: template(["ReadWriteMany"]) },
+            { name: "out", volumeClaimTemplate: template(["ReadWriteOnce"]) },
+            { name: "config", emptyDir: {} },
+          ],
+          pipelineSpec: {
+            workspaces: [{ name: "source" }, { name: "cache" }, { name: "out" }, { name: "config" }],
+            tasks: [
+              {
+                name: "clone",
+                taskRef: { name: "git" },
+                workspaces: [{ name: "output", workspace: "source" }],
+              },
+              {
+                name: "build",
+                taskRef: { name: "make" },
+                workspaces: [{ name: "src", workspace: "source" }, { name: "cache" }, { name: "config" }],
+              },
+              {
+                name: "report",
+                taskSpec: { workspaces: [{ name: "out" }], steps: [{ script: "ls $(workspaces.out.path)" }] },
+                workspaces: [{ name: "out" }],
+              },
+              { name: "lint", taskRef: { name: "lint" } },
+            ],
+            finally: finallyTasks,
+          },
+          ...extra,
+        },
+      );
+
+    it("writes each task's term into a taskRunSpecs entry for it: beside its one single-node claim's placeholder", () => {
+      const r = wsRun({
+        taskRunTemplate: {
+          podTemplate: {
+            affinity: { nodeAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [] } },
+          },
+        },
+        taskRunSpecs: [{ pipelineTaskName: "build", serviceAccountName: "builder" }],
+      });
+      const decision = gatePipelineRun(r, [ws], undefined, undefined, fixedToken);
+      const out = applyPatch(r, decision.patch!);
+      // Every task pod carries the token, so the pods webhook lets it be.
+      expect(out.metadata.labels?.[PLACEMENT_LABEL]).to.equal("t0k3n");
+      expect(out.metadata.annotations?.[COSCHEDULED_CLAIMS_ANNOTATION]).to.equal("SingleNode");
+      // The run-wide template keeps the user's affinity and gets no term: a task follows its own claim.
+      expect(out.spec.taskRunTemplate).to.deep.equal(r.spec.taskRunTemplate);
+      const base = { nodeAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [] } };
+      const beside = (workspace: string) => ({
+        ...base,
+        podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [termFor(workspace)] },
+      });
+      expect(out.spec.taskRunSpecs).to.deep.equal([
+        // The user's entry keeps its fields; the ReadWriteMany cache and the emptyDir hold no task.
+        {
+          pipelineTaskName: "build",
+          serviceAccountName: "builder",
+          podTemplate: { affinity: beside("source") },
+        },
+        { pipelineTaskName: "clone", podTemplate: { affinity: beside("source") } },
+        { pipelineTaskName: "report", podTemplate: { affinity: beside("out") } },
+      ]);
+      // Two claims, two values: tasks of one claim never follow the other's placeholder.
+      expect(hashOf("source")).to.not.equal(hashOf("out"));
+      expect(hashOf("source")).to.match(/^t0k3n-[0-9a-f]{10}$/);
+    });
+
+    it("records the policy's coscheduledClaims: with All a ReadWriteMany claim holds its tasks too", () => {
+      const all = policy("ws", { mode: "workspaces", coscheduledClaims: "All" });
+      const r = wsRun();
+      const spec = r.spec.pipelineSpec as { tasks: { name: string; workspaces?: unknown[] }[] };
+      // build binds only the ReadWriteMany cache now.
+      spec.tasks[1]!.workspaces = [{ name: "cache" }];
+      const out = applyPatch(r, gatePipelineRun(r, [all], undefined, undefined, fixedToken).patch!);
+      expect(out.metadata.annotations?.[COSCHEDULED_CLAIMS_ANNOTATION]).to.equal("All");
+      const build = (out.spec.taskRunSpecs as { pipelineTaskName?: string }[]).find(
+        (s) => s.pipelineTaskName === "build",
+      );
+      expect(JSON.stringify(build)).to.contain(hashOf("cache"));
+      // A task binding two co-scheduled claims cannot be said: the pods webhook keeps the run, and refuses
+      // that task's pod with the reason.
+      const two = wsRun();
+      const kept = applyPatch(two, gatePipelineRun(two, [all], undefined, undefined, fixedToken).patch!);
+      expect(kept.metadata.labels).to.not.have.property(PLACEMENT_LABEL);
+      expect(kept.metadata.annotations).to.not.have.property(COSCHEDULED_CLAIMS_ANNOTATION);
+      expect(kept.spec.taskRunSpecs).to.equal(undefined);
+    });
+
+    it("leaves the run to the pods webhook where the run alone does not say which claims a task binds", () => {
+      const cases: [string, PipelineRun][] = [
+        [
+          "a pipelineRef",
+          { ...wsRun(), spec: { ...wsRun().spec, pipelineSpec: undefined, pipelineRef: { name: "p" } } },
+        ],
+        [
+          "an embedded task spec using a workspace it does not bind (propagated)",
+          wsRun({}, [
+            { name: "tidy", taskSpec: { steps: [{ script: "rm -rf $(workspaces.source.path)/tmp" }] } },
+          ]),
+        ],
+        [
+          "an embedded task spec declaring a workspace it does not bind",
+          wsRun({}, [{ name: "tidy", taskSpec: { workspaces: [{ name: "source" }], steps: [] } }]),
+        ],
+        ["a pipeline in a pipeline", wsRun({}, [{ name: "nested", pipelineRef: { name: "q" } }])],
+        [
+          "a user PVC, whose access modes only a read tells",
+          wsRun({ workspaces: [{ name: "source", persistentVolumeClaim: { claimName: "mine" } }] }),
+        ],
+      ];
+      for (const [what, r] of cases) {
+        const out = applyPatch(r, gatePipelineRun(r, [ws], undefined, undefined, fixedToken).patch!);
+        expect(out.metadata.labels?.[MANAGED_LABEL], what).to.equal("true");
+        expect(out.metadata.labels, what).to.not.have.property(PLACEMENT_LABEL);
+        expect(out.metadata.annotations, what).to.not.have.property(COSCHEDULED_CLAIMS_ANNOTATION);
+        expect(JSON.stringify(out.spec), what).to.not.contain(PLACEMENT_LABEL);
+      }
+      // The positive control: the same run, its finally task binding what it uses, carries its placement.
+      const bound = wsRun({}, [
+        {
+          name: "tidy",
+          taskSpec: { steps: [{ script: "rm $(workspaces.source.path)" }] },
+          workspaces: [{ name: "source" }],
+        },
+      ]);
+      const out = applyPatch(bound, gatePipelineRun(bound, [ws], undefined, undefined, fixedToken).patch!);
+      expect(out.metadata.labels?.[PLACEMENT_LABEL]).to.equal("t0k3n");
+      const entries = out.spec.taskRunSpecs as { pipelineTaskName?: string }[];
+      expect(entries.map((s) => s.pipelineTaskName)).to.deep.equal(["clone", "build", "report", "tidy"]);
+    });
+
+    it("replaces a copied run's stale task terms with its own", () => {
+      const first = applyPatch(
+        wsRun(),
+        gatePipelineRun(wsRun(), [ws], undefined, undefined, fixedToken).patch!,
+      );
+      const copy = {
+        ...first,
+        metadata: { ...first.metadata, annotations: {}, labels: { ...first.metadata.labels } },
+      };
+      const again = applyPatch(
+        copy,
+        gatePipelineRun(copy, [ws], undefined, undefined, { newToken: () => "n3w" }).patch!,
+      );
+      const text = JSON.stringify(again.spec.taskRunSpecs);
+      expect(text).to.not.contain("t0k3n");
+      expect(again.spec.taskRunSpecs).to.have.length(3);
+      expect(text).to.contain('"n3w-');
+    });
   });
 
   it("takes a copied run's stale placement out, managed or not, so its pods never wait for a gone placeholder", () => {
