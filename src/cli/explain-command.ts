@@ -26,7 +26,7 @@ import {
 import { resolvePolicy } from "../api/resolve.js";
 import type { AffinityPolicy, LabelSelector, PipelineRun } from "../api/types.js";
 import { isNotFound, type KubeClients, loadKubeConfig, makeClients } from "../kube/clients.js";
-import { MAX_WAIT_EXCEEDED_REASON } from "../reconcilers/pipelinerun.js";
+import { MAX_WAIT_EXCEEDED_REASON, UNSATISFIABLE_REASON } from "../reconcilers/pipelinerun.js";
 
 // Kept literal here rather than imported from the reconciler, which pulls in the whole controller.
 /** The policy name the gate records when the operator's cluster default applied (src/webhooks/gate.ts). */
@@ -89,6 +89,9 @@ export interface ExplainFacts {
   waitingFor?: string;
   /** Set when the run waited longer than maxWait: what happened then (failed, or released alone). */
   maxWait?: string;
+  /** Set when no placement could satisfy the run (a task binding two claims held apart): what happened
+   * then (failed, or released alone). */
+  unsatisfiable?: string;
   cleanedUp: boolean;
   placeholders: PlaceholderFacts[];
   tasks: TaskFacts[];
@@ -239,12 +242,7 @@ export function buildFacts(input: {
     gate: gateState(run),
     placedOn: ann[PLACED_ON_ANNOTATION],
     waitingFor: ann[WAITING_ANNOTATION],
-    maxWait:
-      succeeded?.reason === MAX_WAIT_EXCEEDED_REASON
-        ? `failed: ${succeeded.message ?? ""}`
-        : ann[RELEASED_UNCOSCHEDULED_ANNOTATION]
-          ? `released without co-scheduling: ${ann[RELEASED_UNCOSCHEDULED_ANNOTATION]}`
-          : undefined,
+    ...notCoscheduled(succeeded, ann[RELEASED_UNCOSCHEDULED_ANNOTATION]),
     cleanedUp: ann[CLEANED_UP_ANNOTATION] === "true",
     placeholders,
     tasks,
@@ -314,6 +312,7 @@ export function explainText(f: ExplainFacts): string {
   else line("  released");
   if (f.placedOn) line(`  placed on: ${f.placedOn}`);
   if (f.maxWait) line(`  maxWait exceeded, ${f.maxWait}`);
+  if (f.unsatisfiable) line(`  cannot be co-scheduled, ${f.unsatisfiable}`);
   if (f.waitingFor) line(`  waiting for: ${f.waitingFor}`);
   const lastWaiting = f.waiting.at(-1);
   if (lastWaiting && f.gate !== "released")
@@ -450,4 +449,19 @@ export function registerExplainCommand(program: Command): Command {
         process.exitCode = 1;
       }
     });
+}
+
+/** Why the run was failed or started without co-scheduling: it waited past maxWait, or no placement could
+ * satisfy it. A release records only its message, which says which (waiting.ts, conflictMessage). */
+function notCoscheduled(
+  succeeded: { reason?: string; message?: string } | undefined,
+  released: string | undefined,
+): Pick<ExplainFacts, "maxWait" | "unsatisfiable"> {
+  if (succeeded?.reason === MAX_WAIT_EXCEEDED_REASON)
+    return { maxWait: `failed: ${succeeded.message ?? ""}` };
+  if (succeeded?.reason === UNSATISFIABLE_REASON)
+    return { unsatisfiable: `failed: ${succeeded.message ?? ""}` };
+  if (!released) return {};
+  const what = `released without co-scheduling: ${released}`;
+  return released.startsWith("waited longer than maxWait") ? { maxWait: what } : { unsatisfiable: what };
 }

@@ -111,6 +111,8 @@ const DEFAULT_RESOLVERS_NAMESPACE = "tekton-pipelines-resolvers";
 
 /** The Succeeded=False reason of a run that waited past maxWait (onMaxWait: Fail). */
 export const MAX_WAIT_EXCEEDED_REASON = "AffinityMaxWaitExceeded";
+/** The run's Succeeded=False reason when no placement can satisfy it (a task binds two claims held apart). */
+export const UNSATISFIABLE_REASON = "AffinityUnsatisfiable";
 
 export interface RunReconcilerOptions {
   clients: KubeClients;
@@ -578,13 +580,13 @@ export class PipelineRunReconciler {
           if (a.reason.startsWith(NO_ROOM)) this.o.metrics.reservationUnfit.inc();
           break;
         case "failRun":
-          await this.failRun(run, a.message, log);
+          await this.failRun(run, a, log);
           break;
         case "deletePlaceholders":
           await this.deletePlaceholders(run);
           break;
         case "releaseWithoutCoscheduling":
-          await this.releaseWithoutCoscheduling(run, a.message, log);
+          await this.releaseWithoutCoscheduling(run, a, log);
           break;
         case "cleanUp":
           await this.cleanUp(run, a.claims, log);
@@ -720,43 +722,48 @@ export class PipelineRunReconciler {
 
   /** onMaxWait: Fail. The run ends as Tekton would end it, with our reason and the last scheduler reason:
    * Tekton leaves a run alone once its Succeeded condition is False. The next reconcile cleans up. */
-  private async failRun(run: PipelineRun, message: string, log: Logger): Promise<void> {
+  private async failRun(run: PipelineRun, a: RunActionOf<"failRun">, log: Logger): Promise<void> {
     const now = new Date().toISOString();
+    const maxWait = a.cause === "maxWait";
     await patchRunStatusFenced(this.o.clients.custom, run, {
       completionTime: now,
       conditions: [
         {
           type: "Succeeded",
           status: "False",
-          reason: MAX_WAIT_EXCEEDED_REASON,
-          message,
+          reason: maxWait ? MAX_WAIT_EXCEEDED_REASON : UNSATISFIABLE_REASON,
+          message: a.message,
           lastTransitionTime: now,
         },
       ],
     });
-    this.o.metrics.maxWaitExceeded.inc({ action: "fail" });
-    log.info({ message }, "run waited longer than maxWait; failed it");
-    this.recordEvent(run, "Warning", "MaxWaitExceeded", message);
+    if (maxWait) this.o.metrics.maxWaitExceeded.inc({ action: "fail" });
+    log.info({ message: a.message, cause: a.cause }, "failed the run");
+    this.recordEvent(run, "Warning", maxWait ? "MaxWaitExceeded" : "Unsatisfiable", a.message);
   }
 
   /** onMaxWait: Release. The run is no longer ours: its label goes (so its pods get no affinity), its
    * gate is cleared; its placeholders were deleted just before (and again by later jobs, should this
    * one stop). */
-  private async releaseWithoutCoscheduling(run: PipelineRun, message: string, log: Logger): Promise<void> {
+  private async releaseWithoutCoscheduling(
+    run: PipelineRun,
+    a: RunActionOf<"releaseWithoutCoscheduling">,
+    log: Logger,
+  ): Promise<void> {
     await this.patchRun(run, {
       metadata: {
         labels: { [MANAGED_LABEL]: RELEASED },
         annotations: {
           [GATED_ANNOTATION]: null,
           [WAITING_ANNOTATION]: null,
-          [RELEASED_UNCOSCHEDULED_ANNOTATION]: message,
+          [RELEASED_UNCOSCHEDULED_ANNOTATION]: a.message,
         },
       },
       spec: { status: null },
     });
-    this.o.metrics.maxWaitExceeded.inc({ action: "release" });
-    log.info({ message }, "run waited longer than maxWait; released without co-scheduling");
-    this.recordEvent(run, "Warning", "ReleasedWithoutCoscheduling", message);
+    if (a.cause === "maxWait") this.o.metrics.maxWaitExceeded.inc({ action: "release" });
+    log.info({ message: a.message, cause: a.cause }, "released the run without co-scheduling");
+    this.recordEvent(run, "Warning", "ReleasedWithoutCoscheduling", a.message);
   }
 
   /** Events are for people; a reconcile does not wait for them (the recorder logs its own failures). */

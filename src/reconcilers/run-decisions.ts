@@ -36,6 +36,8 @@ import { effectiveMaxWaitMs, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, PipelineRun } from "../api/types.js";
 import { tektonClaimName } from "../placement/names.js";
 import {
+  type ClaimConflict,
+  claimConflict,
   isOnePodClaim,
   isSingleNodeClaim,
   type PlaceholderPlan,
@@ -183,18 +185,24 @@ export type RunAction =
     }
   /** Set the Waiting annotation and emit a Warning Waiting event. */
   | { type: "setWaiting"; reason: string }
-  /** onMaxWait: Fail: mark the run Succeeded=False (status, fenced), count it, emit MaxWaitExceeded. */
-  | { type: "failRun"; message: string }
+  /** Mark the run Succeeded=False (status, fenced) and emit a Warning. `cause` "maxWait" (onMaxWait: Fail):
+   * reason AffinityMaxWaitExceeded, counted, event MaxWaitExceeded; "unsatisfiable" (claimConflict):
+   * reason AffinityUnsatisfiable, event Unsatisfiable. */
+  | { type: "failRun"; message: string; cause: FailCause }
   /** Delete the run's placeholder StatefulSets, as the cache lists them when this step runs. */
   | { type: "deletePlaceholders" }
-  /** onMaxWait: Release: drop the managed label, gate and Waiting annotation, record why; count it and
-   * emit ReleasedWithoutCoscheduling. */
-  | { type: "releaseWithoutCoscheduling"; message: string }
+  /** onMaxWait: Release: drop the managed label, gate and Waiting annotation, record why, emit
+   * ReleasedWithoutCoscheduling; counted when `cause` is "maxWait". */
+  | { type: "releaseWithoutCoscheduling"; message: string; cause: FailCause }
   /** The run is done: delete its placeholders, those of `claims` it owns, mark it cleaned up, emit
    * CleanedUp. */
   | { type: "cleanUp"; claims: string[] }
   /** Look at the run again after this long (several: the soonest). */
   | { type: "requeueAfter"; ms: number };
+
+/** Why a run is failed or released without co-scheduling: it waited past maxWait, or no placement can
+ * satisfy it (claimConflict). */
+export type FailCause = "maxWait" | "unsatisfiable";
 
 export type RunActionOf<T extends RunAction["type"]> = Extract<RunAction, { type: T }>;
 
@@ -254,6 +262,8 @@ export function decideRun(obs: RunObservation): RunAction[] {
       // Created Pending by a user or a queueing controller (Kueue, Konflux): not ours to place until they
       // release it; then the gate takes it over (gate.ts guardMarks).
       if (isUserPending(obs.run)) return [];
+      // Nothing is created for a gated run no placement can satisfy: decideGate fails or releases it.
+      if (isGated(obs.run) && runConflict(obs)) return [];
       return [...decidePlaceholders(obs), ...decideMigration(obs)];
   }
 }
@@ -467,6 +477,14 @@ export function decideGate(obs: RunObservation, refused: string | undefined): Ru
   if (stage(obs) !== "active" || !isGated(obs.run)) return [];
   const { run, now } = obs;
   const spec = obs.spec!;
+  // No wait can help a run no placement satisfies: it fails, or starts without co-scheduling, at once.
+  const conflict = runConflict(obs);
+  if (conflict) {
+    const message = conflictMessage(conflict);
+    return (spec.onMaxWait ?? "Fail") === "Release"
+      ? releaseUncoscheduled(message, "unsatisfiable")
+      : [{ type: "failRun", message, cause: "unsatisfiable" }];
+  }
   const pods = obs.placeholders.map(currentPod);
   const unscheduled = obs.placeholders.filter(
     (_, i) => !pods[i]?.spec?.nodeName || pods[i]?.metadata?.deletionTimestamp,
@@ -506,15 +524,8 @@ export function decideGate(obs: RunObservation, refused: string | undefined): Ru
     reason: waiting ?? run.metadata.annotations?.[WAITING_ANNOTATION],
     minRequeueMs: obs.options.waitRequeueMs,
   });
-  if (decision.action === "fail") return [{ type: "failRun", message: decision.message }];
-  if (decision.action === "release") {
-    // Placeholders first: once the managed label is gone the run leaves our cache (it is watched by that
-    // label), and a retry would no longer see it. Deleting them twice, if the patch fails, is harmless.
-    return [
-      { type: "deletePlaceholders" },
-      { type: "releaseWithoutCoscheduling", message: decision.message },
-    ];
-  }
+  if (decision.action === "fail") return [{ type: "failRun", message: decision.message, cause: "maxWait" }];
+  if (decision.action === "release") return releaseUncoscheduled(decision.message, "maxWait");
   const actions: RunAction[] = [];
   // Only a placement that was refused is worth telling the user (and a write). A placeholder that
   // is merely not scheduled *yet* is the normal sub-second path: writing then would slow every run
@@ -524,6 +535,30 @@ export function decideGate(obs: RunObservation, refused: string | undefined): Ru
   }
   actions.push({ type: "requeueAfter", ms: decision.requeueAfterMs });
   return actions;
+}
+
+function releaseUncoscheduled(message: string, cause: FailCause): RunAction[] {
+  // Placeholders first: once the managed label is gone the run leaves our cache (it is watched by that
+  // label), and a retry would no longer see it. Deleting them twice, if the patch fails, is harmless.
+  return [{ type: "deletePlaceholders" }, { type: "releaseWithoutCoscheduling", message, cause }];
+}
+
+/** A task of the gated run that binds two claims held apart (workspaces mode), when the run says so. */
+function runConflict(obs: RunObservation): ClaimConflict | undefined {
+  if (!obs.spec) return undefined;
+  return claimConflict(
+    obs.run,
+    obs.spec.mode,
+    obs.placeholders.map((p) => p.plan),
+  );
+}
+
+export function conflictMessage(c: ClaimConflict): string {
+  return (
+    `task "${c.task}" binds ${c.workspaces.length} claim-backed workspaces whose volumes attach to one node at a time ` +
+    `(${c.workspaces.join(", ")}), but mode "workspaces" places each such claim on a node of its own and a TaskRun runs on one node: ` +
+    'bind at most one of them per task (ReadWriteMany and ReadOnlyMany claims do not count), or use an AffinityPolicy with mode "pipelineruns"'
+  );
 }
 
 /** Why the first unscheduled placeholder is not placed, if anything says so yet. */

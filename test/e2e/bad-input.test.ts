@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { expect } from "chai";
 import { GROUP, PLURAL, VERSION } from "../../src/api/constants.js";
 import type { AffinityPolicy } from "../../src/api/types.js";
+import { UNSATISFIABLE_REASON } from "../../src/reconcilers/pipelinerun.js";
 import { waitFor } from "../cluster/kube.js";
 import { e2e } from "./env.js";
 import {
@@ -108,7 +109,7 @@ describe("bad input and its visible consequences", function () {
     expect(nodes.size).to.equal(1);
   });
 
-  it("workspaces mode: a task binding two PVC workspaces fails with a message that says why", async () => {
+  it("workspaces mode: a task binding two PVC workspaces fails at once, before anything is created, saying why", async () => {
     const { cluster } = await e2e();
     const ns = await createNamespace(cluster, "two-pvcs");
     await applyPolicy(cluster, ns, { mode: "workspaces" });
@@ -116,9 +117,57 @@ describe("bad input and its visible consequences", function () {
       cluster,
       pipelineRun(ns, {
         workspaces: { src: RWO_TEMPLATE, cache: RWO_TEMPLATE },
-        tasks: [{ name: "both", workspaces: ["src", "cache"] }],
+        tasks: [
+          { name: "first", workspaces: ["src"] },
+          { name: "both", runAfter: ["first"], workspaces: ["src", "cache"] },
+        ],
       }),
     );
+    const failed = await waitFor(
+      "the run to fail",
+      async () => {
+        const r = await getRun(cluster, ns, run.metadata.name);
+        return r.status?.conditions?.find((c) => c.type === "Succeeded" && c.status === "False");
+      },
+      { timeoutMs: 60_000 },
+    );
+    expect(failed.reason).to.equal(UNSATISFIABLE_REASON);
+    expect(failed.message).to.contain('task "both"').and.contain("(src, cache)");
+    await waitForEvent(cluster, ns, run.metadata.name, "Unsatisfiable");
+    // Nothing was made for it: no placeholder, no claim, no TaskRun.
+    const uid = (await getRun(cluster, ns, run.metadata.name)).metadata.uid!;
+    expect(await placeholderPods(cluster, ns, uid)).to.deep.equal([]);
+    const sets = await cluster.clients.apps.listNamespacedStatefulSet({ namespace: ns });
+    expect(sets.items.map((s) => s.metadata?.name)).to.deep.equal([]);
+    const claims = await cluster.clients.core.listNamespacedPersistentVolumeClaim({ namespace: ns });
+    expect(claims.items.map((c) => c.metadata?.name)).to.deep.equal([]);
+    expect(await cluster.kubectlRun("get", "taskruns", "-n", ns, "-o", "name")).to.equal("");
+  });
+
+  it("workspaces mode: with a pipelineRef, the pods webhook refuses such a task's pod, saying why", async () => {
+    const { cluster } = await e2e();
+    const ns = await createNamespace(cluster, "two-pvcs-ref");
+    await applyPolicy(cluster, ns, { mode: "workspaces" });
+    // The same pipeline, referenced: the controller cannot see its tasks, so the run is placed and the
+    // task's pod is refused by the pods webhook.
+    const inline = pipelineRun(ns, {
+      workspaces: { src: RWO_TEMPLATE, cache: RWO_TEMPLATE },
+      tasks: [{ name: "both", workspaces: ["src", "cache"] }],
+    });
+    await cluster.clients.custom.createNamespacedCustomObject({
+      group: "tekton.dev",
+      version: "v1",
+      plural: "pipelines",
+      namespace: ns,
+      body: {
+        apiVersion: "tekton.dev/v1",
+        kind: "Pipeline",
+        metadata: { name: "both" },
+        spec: inline.spec.pipelineSpec,
+      },
+    });
+    const { pipelineSpec: _, ...spec } = inline.spec;
+    const run = await createRun(cluster, { ...inline, spec: { ...spec, pipelineRef: { name: "both" } } });
     const failed = await waitFor(
       "the run to fail",
       async () => {

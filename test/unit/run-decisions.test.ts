@@ -710,6 +710,73 @@ describe("run decisions", () => {
     });
   });
 
+  describe("a task binding two claims held apart (workspaces mode)", () => {
+    // An inline pipeline whose "build" task binds both single-node claims, and a shared (RWX) one.
+    const conflicted = (tasks?: unknown[]) => {
+      const r = managedRun({
+        mode: "workspaces",
+        workspaces: [
+          template("source", "src"),
+          template("out", "out"),
+          template("cache", "c", ["ReadWriteMany"]),
+        ],
+      });
+      delete r.spec.pipelineRef;
+      r.spec.pipelineSpec = {
+        tasks: tasks ?? [
+          { name: "clone", taskRef: { name: "git" }, workspaces: [{ name: "source" }, { name: "cache" }] },
+          {
+            name: "build",
+            taskRef: { name: "make" },
+            workspaces: [{ name: "s", workspace: "source" }, { name: "out" }],
+          },
+        ],
+      };
+      return r;
+    };
+
+    it("creates nothing and fails the run at once, naming the task and both workspaces", () => {
+      const obs = observe(conflicted());
+      expect(decideRun(obs)).to.deep.equal([]);
+      const actions = decideGate(obs, undefined);
+      expect(types(actions)).to.deep.equal(["failRun"]);
+      const fail = only(actions, "failRun")[0]!;
+      expect(fail.cause).to.equal("unsatisfiable");
+      expect(fail.message).to.contain('task "build"').and.contain("(source, out)");
+    });
+
+    it("starts it without co-scheduling at once with onMaxWait: Release", () => {
+      const obs = observe(conflicted(), { spec: { onMaxWait: "Release" } });
+      const actions = decideGate(obs, undefined);
+      expect(types(actions)).to.deep.equal(["deletePlaceholders", "releaseWithoutCoscheduling"]);
+      expect(only(actions, "releaseWithoutCoscheduling")[0]!.cause).to.equal("unsatisfiable");
+    });
+
+    it("places a run whose tasks each bind one such claim (a shared one beside it does not count)", () => {
+      const fine = conflicted([
+        { name: "clone", taskRef: { name: "git" }, workspaces: [{ name: "source" }, { name: "cache" }] },
+        { name: "build", taskRef: { name: "make" }, workspaces: [{ name: "out" }, { name: "cache" }] },
+      ]);
+      const obs = observe(fine);
+      expect(types(decideRun(obs))).to.include("createPlaceholder");
+      expect(types(decideGate(obs, undefined))).to.not.include("failRun");
+      // With coscheduledClaims All the cache holds its tasks too: clone binds two claims held apart.
+      const all = observe(fine, { spec: { coscheduledClaims: "All" } });
+      expect(decideRun(all)).to.deep.equal([]);
+      expect(only(decideGate(all, undefined), "failRun")[0]!.message).to.contain('task "clone"');
+    });
+
+    it("leaves a run with a pipelineRef to the pods webhook: it cannot tell, so it places it", () => {
+      const r = managedRun({
+        mode: "workspaces",
+        workspaces: [template("source", "src"), template("out", "out")],
+      });
+      const obs = observe(r);
+      expect(types(decideRun(obs))).to.include("createPlaceholder");
+      expect(types(decideGate(obs, undefined))).to.not.include("failRun");
+    });
+  });
+
   describe("moving off a node that can no longer hold the placeholder", () => {
     // A released run whose placeholder pod is on node-a.
     const r = managedRun({ gated: false });
