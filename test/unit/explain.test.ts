@@ -113,6 +113,23 @@ describe("explain", () => {
     expect(explainText(buildFacts({ ...input, run: managedRun() }))).to.not.contain("maxWait exceeded");
   });
 
+  it("says when no placement could satisfy a run: failed, or released without co-scheduling", () => {
+    const input = { policies: [], sets: [], placeholderPods: [], taskPods: [], events: [] };
+    const why =
+      'task "both" binds 2 claim-backed workspaces whose volumes attach to one node at a time (src, cache)';
+    const failed = managedRun({}, "PipelineRunPending");
+    failed.status = {
+      conditions: [{ type: "Succeeded", status: "False", reason: "AffinityUnsatisfiable", message: why }],
+    };
+    const text = explainText(buildFacts({ ...input, run: failed }));
+    expect(text).to.contain(`cannot be co-scheduled, failed: ${why}`);
+    expect(text).to.not.contain("maxWait exceeded");
+    const released = managedRun({ "affinity.tekton.dev/released-without-coscheduling": why });
+    const releasedText = explainText(buildFacts({ ...input, run: released }));
+    expect(releasedText).to.contain(`cannot be co-scheduled, released without co-scheduling: ${why}`);
+    expect(releasedText).to.not.contain("maxWait exceeded");
+  });
+
   it("explains a released, finished run: policy, placeholder node, task nodes, migrations, cleanup", () => {
     const r = managedRun({
       "affinity.tekton.dev/placed-on": "node-2",
