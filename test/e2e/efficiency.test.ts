@@ -73,16 +73,20 @@ describe("efficiency", function () {
   });
 });
 
+/** Rounds at most: a round over budget is measured again, up to this many in all. */
+const ROUNDS = 3;
+
 /**
- * Jobs per run, the better of two rounds of RUNS runs. The count is every job the replicas processed, so
- * work left over by earlier tests (namespaces being deleted, their runs cleaned up) that lands inside a
- * round adds to it; it only ever adds, so the smaller round is the closer measure of what a run costs.
- * (Seen in full-suite runs: 6.2 and 8.8 jobs a run for the same code with 3 replicas.)
+ * Jobs per run, the best of up to ROUNDS rounds of RUNS runs. The count is every job the replicas
+ * processed, so work left over by earlier tests (namespaces being deleted, their runs cleaned up) that
+ * lands inside a round adds to it; it only ever adds, so the smallest round is the closest measure of
+ * what a run costs. (Seen in full-suite runs: 6.2 and 8.8 jobs a run for the same code with 3 replicas;
+ * and two rounds of 8.45 and more in a row on a dev cluster, where the same code alone measured 6.9.)
  */
 async function measure(cluster: LocalCluster, controllers: ControllerProcess[]): Promise<void> {
-  const first = await measureOnce(cluster, controllers);
-  const perRun =
-    first <= JOBS_PER_RUN_BUDGET ? first : Math.min(first, await measureOnce(cluster, controllers));
+  let perRun = Number.POSITIVE_INFINITY;
+  for (let round = 0; round < ROUNDS && perRun > JOBS_PER_RUN_BUDGET; round++)
+    perRun = Math.min(perRun, await measureOnce(cluster, controllers));
   expect(perRun).to.be.at.most(JOBS_PER_RUN_BUDGET);
   // And a floor, so that a metric that counts nothing cannot pass: each run takes at least a job that
   // releases it and one that cleans up after it.
