@@ -557,30 +557,3 @@ export function taskPodRequests(
 
 // ---------------------------------------------------------------------------------------------------------
 // The largest task
-
-/**
- * What to reserve for a run's tasks: the component-wise max of their requests, cpu and memory each the
- * largest any task requests. Why not the request of one "largest" task: a node with the component-wise
- * max free has room for every task's pod, which no single task's request guarantees. With build (4 cpu,
- * 1Gi) and test (1 cpu, 8Gi), room for build's pod leaves test short of memory and room for test's leaves
- * build short of cpu, whichever of the two is called largest. (It is room for one task pod at a time;
- * tasks that run in parallel need their sum, which LargestTask does not promise.)
- * `name` says who set the figures: the first task that has both maxima if there is one, else
- * "build (cpu), test (memory)", each the first task to reach that maximum. Undefined for no tasks.
- */
-export function largestTask(
-  tasks: { name: string; requests: Resources }[],
-): { name: string; requests: Resources } | undefined {
-  if (tasks.length === 0) return undefined;
-  const requests: Resources = {
-    cpuMillis: Math.max(...tasks.map((t) => t.requests.cpuMillis)),
-    memoryBytes: Math.max(...tasks.map((t) => t.requests.memoryBytes)),
-  };
-  const both = tasks.find(
-    (t) => t.requests.cpuMillis === requests.cpuMillis && t.requests.memoryBytes === requests.memoryBytes,
-  );
-  if (both) return { name: both.name, requests };
-  const cpu = tasks.find((t) => t.requests.cpuMillis === requests.cpuMillis)!;
-  const memory = tasks.find((t) => t.requests.memoryBytes === requests.memoryBytes)!;
-  return { name: `${cpu.name} (cpu), ${memory.name} (memory)`, requests };
-}

@@ -72,10 +72,10 @@ import {
 import { NO_ROOM, reservationName, reservesLargestTask } from "../placement/reservation.js";
 import { ownRequiredPodAffinity } from "../placement/run-placement.js";
 import { isNodeWide } from "../placement/statefulset.js";
+import { concurrentPeak } from "../placement/task-dag.js";
 import {
   type ClusterResolverConfig,
   clusterResolverRefusal,
-  largestTask,
   limitRangeDefaults,
   type PipelineSpec,
   pipelineSource,
@@ -335,7 +335,8 @@ export class PipelineRunReconciler {
   }
 
   /**
-   * The run's largest task pod (task-resources.ts), from its inline specs or the Pipeline and Task objects
+   * What the run's task pods need at once (task-dag.ts: per resource, the heaviest set of tasks its DAG may
+   * run in parallel; sized by task-resources.ts), from its inline specs or the Pipeline and Task objects
    * it references (read from the API: only while a reservation is to be made), with the namespace's
    * LimitRange defaults and the run's taskRunSpecs; or why it cannot be known.
    */
@@ -420,7 +421,8 @@ export class PipelineRunReconciler {
         return fallBack(`task ${pt.name}: ${(err as Error).message}`);
       }
     }
-    const largest = largestTask(tasks);
+    // Tasks that may run at once need their sum (task-dag.ts).
+    const largest = concurrentPeak(tasks, spec);
     if (!largest) return fallBack("the run has no tasks");
     // Bounded like every resource we hold for a tenant: past the operator's ceiling it holds less.
     const { requests, capped } = capReservation(largest.requests, this.limits);

@@ -1,11 +1,11 @@
 import { expect } from "chai";
 import type { PipelineRun } from "../../src/api/types.js";
+import { concurrentPeak } from "../../src/placement/task-dag.js";
 import {
   clusterResolverRefusal,
   fits,
   formatResources,
   type LimitRangeDefaults,
-  largestTask,
   limitRangeDefaults,
   type PipelineSpec,
   type PipelineTask,
@@ -361,42 +361,6 @@ describe("task resources", () => {
     });
   });
 
-  describe("largestTask", () => {
-    it("takes the component-wise max and names the task that sets each dimension", () => {
-      const largest = largestTask([
-        { name: "clone", requests: res(100, 64 * Mi) },
-        { name: "build", requests: res(4000, Gi) },
-        { name: "test", requests: res(1000, 8 * Gi) },
-      ]);
-      expect(largest).to.deep.equal({ name: "build (cpu), test (memory)", requests: res(4000, 8 * Gi) });
-    });
-
-    it("names one task alone when it has both maxima, preferring it over a tie", () => {
-      const largest = largestTask([
-        { name: "lint", requests: res(2000, Gi) },
-        { name: "build", requests: res(2000, 2 * Gi) },
-        { name: "test", requests: res(2000, 2 * Gi) },
-      ]);
-      expect(largest).to.deep.equal({ name: "build", requests: res(2000, 2 * Gi) });
-    });
-
-    it("fits every task when it fits the result", () => {
-      const tasks = [
-        { name: "a", requests: res(3000, Gi) },
-        { name: "b", requests: res(500, 6 * Gi) },
-      ];
-      const need = largestTask(tasks)!.requests;
-      for (const t of tasks) expect(fits(need, t.requests), t.name).to.equal(true);
-      // Neither task's own request would do.
-      expect(fits(tasks[0]!.requests, tasks[1]!.requests)).to.equal(false);
-      expect(fits(tasks[1]!.requests, tasks[0]!.requests)).to.equal(false);
-    });
-
-    it("is undefined for no tasks", () => {
-      expect(largestTask([])).to.equal(undefined);
-    });
-  });
-
   describe("pipelineSource", () => {
     const withSpec = (spec: PipelineRun["spec"]) => run({}, spec);
 
@@ -606,7 +570,7 @@ describe("task resources", () => {
         if (!("inline" in source)) throw new Error("expected an inline task");
         return { name: t.name, requests: taskPodRequests(source.inline) };
       });
-      expect(largestTask(sized)).to.deep.equal({
+      expect(concurrentPeak(sized, spec)).to.deep.equal({
         name: "build (cpu), report (memory)",
         requests: res(2000, 3 * Gi),
       });
