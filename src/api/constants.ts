@@ -55,6 +55,9 @@ export const PLACED_ON_ANNOTATION = `${GROUP}/placed-on`;
 export const RELEASED_UNCOSCHEDULED_ANNOTATION = `${GROUP}/released-without-coscheduling`;
 /** Tekton's own: in workspaces mode, delete the run's volumeClaimTemplate PVCs when it finishes ("true"). */
 export const AUTO_CLEANUP_PVC_ANNOTATION = "tekton.dev/auto-cleanup-pvc";
+/** Where Tekton's resolvers run, and its cluster resolver keeps its settings (OpenShift Pipelines:
+ * openshift-pipelines; --tekton-resolvers-namespace). */
+export const DEFAULT_TEKTON_RESOLVERS_NAMESPACE = "tekton-pipelines-resolvers";
 /** Tekton's own: it labels every TaskRun pod with its PipelineRun's name; its assistant carries it too. */
 export const TEKTON_PIPELINERUN_LABEL = "tekton.dev/pipelineRun";
 /** Human-readable "what this run is waiting for", visible in kubectl describe. */

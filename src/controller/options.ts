@@ -3,6 +3,7 @@
 
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
+import { DEFAULT_TEKTON_RESOLVERS_NAMESPACE } from "../api/constants.js";
 import type { TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicySpec, Mode } from "../api/types.js";
 import { parseQuantity } from "../api/validate.js";
@@ -62,7 +63,7 @@ export const DEFAULTS = {
   namespace: "tekton-affinity",
   serviceName: "tekton-affinity-webhook",
   tektonNamespace: "tekton-pipelines",
-  tektonResolversNamespace: "tekton-pipelines-resolvers",
+  tektonResolversNamespace: DEFAULT_TEKTON_RESOLVERS_NAMESPACE,
   concurrency: 8,
   logLevel: "info",
   notReadyGraceSeconds: 30,

@@ -30,6 +30,7 @@ import type {
 import type { Logger } from "pino";
 import {
   CLEANED_UP_ANNOTATION,
+  DEFAULT_TEKTON_RESOLVERS_NAMESPACE,
   DEFAULT_TOPOLOGY_KEY,
   EVICTED_AT_ANNOTATION,
   EVICTED_FROM_ANNOTATION,
@@ -107,7 +108,6 @@ import {
 
 /** Tekton's cluster resolver's settings (its namespace rules), in its resolvers' namespace. */
 const CLUSTER_RESOLVER_CONFIG = "cluster-resolver-config";
-const DEFAULT_RESOLVERS_NAMESPACE = "tekton-pipelines-resolvers";
 
 /** The Succeeded=False reason of a run that waited past maxWait (onMaxWait: Fail). */
 export const MAX_WAIT_EXCEEDED_REASON = "AffinityMaxWaitExceeded";
@@ -433,7 +433,7 @@ export class PipelineRunReconciler {
   }
 
   private clusterResolverConfigName(): string {
-    return `ConfigMap ${this.o.tektonResolversNamespace ?? DEFAULT_RESOLVERS_NAMESPACE}/${CLUSTER_RESOLVER_CONFIG}`;
+    return `ConfigMap ${this.o.tektonResolversNamespace ?? DEFAULT_TEKTON_RESOLVERS_NAMESPACE}/${CLUSTER_RESOLVER_CONFIG}`;
   }
 
   /** Tekton's cluster resolver's settings; none when the ConfigMap is absent (the resolver then reads any
@@ -441,7 +441,7 @@ export class PipelineRunReconciler {
   private async clusterResolverConfig(): Promise<ClusterResolverConfig> {
     const read = this.o.clients.core.readNamespacedConfigMap({
       name: CLUSTER_RESOLVER_CONFIG,
-      namespace: this.o.tektonResolversNamespace ?? DEFAULT_RESOLVERS_NAMESPACE,
+      namespace: this.o.tektonResolversNamespace ?? DEFAULT_TEKTON_RESOLVERS_NAMESPACE,
     });
     return ((await orUndefinedIfNotFound(read))?.data ?? {}) as ClusterResolverConfig;
   }

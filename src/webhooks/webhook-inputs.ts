@@ -39,35 +39,19 @@ export function withTimeout<T>(read: Promise<T>, what: string): Promise<T> {
 }
 
 /** One API read of a run; undefined when it does not exist. */
-async function readRun(
+/** One namespaced custom object, or undefined when it does not exist. */
+async function readCustomObject<T>(
   clients: KubeClients,
+  kind: { group: string; version: string; plural: string },
   namespace: string,
   name: string,
-): Promise<PipelineRun | undefined> {
-  const read = clients.custom.getNamespacedCustomObject({
-    group: TEKTON_GROUP,
-    version: TEKTON_VERSION,
-    plural: "pipelineruns",
-    namespace,
-    name,
-  });
-  return (await orUndefinedIfNotFound(read)) as PipelineRun | undefined;
+): Promise<T | undefined> {
+  const read = clients.custom.getNamespacedCustomObject({ ...kind, namespace, name });
+  return (await orUndefinedIfNotFound(read)) as T | undefined;
 }
 
-async function readPolicy(
-  clients: KubeClients,
-  namespace: string,
-  name: string,
-): Promise<AffinityPolicy | undefined> {
-  const read = clients.custom.getNamespacedCustomObject({
-    group: GROUP,
-    version: VERSION,
-    plural: PLURAL,
-    namespace,
-    name,
-  });
-  return (await orUndefinedIfNotFound(read)) as AffinityPolicy | undefined;
-}
+const PIPELINE_RUNS = { group: TEKTON_GROUP, version: TEKTON_VERSION, plural: "pipelineruns" };
+const AFFINITY_POLICIES = { group: GROUP, version: VERSION, plural: PLURAL };
 
 export interface WebhookInputsOptions {
   clients: KubeClients;
@@ -130,7 +114,10 @@ export class WebhookInputs {
     try {
       if (runName && !run) {
         this.o.metrics.webhookCacheMisses.inc({ kind: "PipelineRun" });
-        run = await withTimeout(readRun(clients, namespace, runName), `PipelineRun ${namespace}/${runName}`);
+        run = await withTimeout(
+          readCustomObject<PipelineRun>(clients, PIPELINE_RUNS, namespace, runName),
+          `PipelineRun ${namespace}/${runName}`,
+        );
       }
       const policyName = run?.metadata.annotations?.[POLICY_ANNOTATION];
       if (run && policyName && policyName !== CLUSTER_DEFAULT_POLICY && !caches.policies.synced) {
@@ -138,7 +125,7 @@ export class WebhookInputs {
         policies.set(
           policyName,
           await withTimeout(
-            readPolicy(clients, namespace, policyName),
+            readCustomObject<AffinityPolicy>(clients, AFFINITY_POLICIES, namespace, policyName),
             `AffinityPolicy ${namespace}/${policyName}`,
           ),
         );
