@@ -7,11 +7,12 @@ import type {
   CoreV1Api,
   CustomObjectsApi,
   V1PersistentVolumeClaim,
+  V1Pod,
   V1StatefulSet,
 } from "@kubernetes/client-node";
 import { TEKTON_GROUP, TEKTON_VERSION } from "../api/constants.js";
 import type { PipelineRun } from "../api/types.js";
-import { jsonPatch, mergePatch } from "./clients.js";
+import { isConflict, isNotFound, jsonPatch, mergePatch } from "./clients.js";
 
 export async function patchRunFenced(
   custom: CustomObjectsApi,
@@ -101,4 +102,36 @@ export async function purgeClaim(core: CoreV1Api, claim: V1PersistentVolumeClaim
     },
     jsonPatch(),
   );
+}
+
+/** A delete that finds its object gone (404), or another object under its name (409: the uid precondition
+ * failed), has nothing left to do: the one we read is gone either way. */
+function ignoreGone(err: unknown): void {
+  if (!isNotFound(err) && !isConflict(err)) throw err;
+}
+
+/** Deletes the StatefulSet we read, not a newer one of the same name (uid precondition); its pods go with
+ * it in the background. */
+export async function deleteStatefulSetFenced(apps: AppsV1Api, set: V1StatefulSet): Promise<void> {
+  const { name = "", namespace = "", uid } = set.metadata ?? {};
+  await apps
+    .deleteNamespacedStatefulSet({
+      name,
+      namespace,
+      body: { preconditions: { uid }, propagationPolicy: "Background" },
+    })
+    .catch(ignoreGone);
+}
+
+/** Deletes the pod we read, not a newer one of the same name (uid precondition). `gracePeriodSeconds`
+ * 0 removes it without waiting for its kubelet; unset, the pod's own grace period applies. */
+export async function deletePodFenced(
+  core: CoreV1Api,
+  pod: V1Pod,
+  options: { gracePeriodSeconds?: number } = {},
+): Promise<void> {
+  const { name = "", namespace = "", uid } = pod.metadata ?? {};
+  await core
+    .deleteNamespacedPod({ name, namespace, body: { preconditions: { uid }, ...options } })
+    .catch(ignoreGone);
 }

@@ -57,7 +57,14 @@ import {
   statusCode,
 } from "../kube/clients.js";
 import type { EventRecorder, EventTarget } from "../kube/events.js";
-import { annotateSetFenced, patchRunFenced, patchRunStatusFenced, purgeClaim } from "../kube/fenced.js";
+import {
+  annotateSetFenced,
+  deletePodFenced,
+  deleteStatefulSetFenced,
+  patchRunFenced,
+  patchRunStatusFenced,
+  purgeClaim,
+} from "../kube/fenced.js";
 import type { Caches } from "../kube/informers.js";
 import type { TektonDefaults } from "../kube/tekton-defaults.js";
 import type { TektonFlags } from "../kube/tekton-flags.js";
@@ -669,13 +676,10 @@ export class PipelineRunReconciler {
     { plan, set }: RunActionOf<"replacePlaceholder">,
     log: Logger,
   ): Promise<void> {
-    await this.o.clients.apps
-      .deleteNamespacedStatefulSet({
-        name: plan,
-        namespace: run.metadata.namespace,
-        body: { preconditions: { uid: set.metadata?.uid }, propagationPolicy: "Background" },
-      })
-      .catch(ignoreGone);
+    await deleteStatefulSetFenced(this.o.clients.apps, {
+      ...set,
+      metadata: { ...set.metadata, name: plan, namespace: run.metadata.namespace },
+    });
     log.info({ placeholder: plan }, "placeholder no longer matches its policy; recreating it");
     this.recordEvent(
       run,
@@ -844,27 +848,14 @@ export class PipelineRunReconciler {
     // anything (whoever deleted it vouched for it, as the CannotMigrate event asks): waiting for a
     // confirmation would only wait for pod garbage collection.
     const holdsClaim = holdsSingleNodeClaim && reason !== "Gone";
-    await this.o.clients.core
-      .deleteNamespacedPod({
-        name: pod.metadata!.name!,
-        namespace: run.metadata.namespace,
-        body: { preconditions: { uid: pod.metadata?.uid }, ...(holdsClaim ? {} : { gracePeriodSeconds: 0 }) },
-      })
-      .catch((err) => {
-        if (!isNotFound(err) && !isConflict(err)) throw err;
-      });
+    const inRun = (p: V1Pod): V1Pod => ({
+      ...p,
+      metadata: { ...p.metadata, namespace: run.metadata.namespace },
+    });
+    await deletePodFenced(this.o.clients.core, inRun(pod), holdsClaim ? {} : { gracePeriodSeconds: 0 });
     // Its reservation holds no volume: it goes at once, so the pair lands again together.
-    if (reservationPod) {
-      await this.o.clients.core
-        .deleteNamespacedPod({
-          name: reservationPod.metadata!.name!,
-          namespace: run.metadata.namespace,
-          body: { preconditions: { uid: reservationPod.metadata?.uid }, gracePeriodSeconds: 0 },
-        })
-        .catch((err) => {
-          if (!isNotFound(err) && !isConflict(err)) throw err;
-        });
-    }
+    if (reservationPod)
+      await deletePodFenced(this.o.clients.core, inRun(reservationPod), { gracePeriodSeconds: 0 });
     this.o.metrics.evictions.inc({ reason });
     log.info({ node: nodeName, reason }, "placeholder evicted");
     this.recordEvent(
@@ -913,13 +904,10 @@ export class PipelineRunReconciler {
       .list(ns)
       .filter((s) => s.metadata?.labels?.[PLACEHOLDER_RUN_UID_LABEL] === run.metadata.uid);
     for (const set of sets) {
-      await this.o.clients.apps
-        .deleteNamespacedStatefulSet({
-          name: set.metadata!.name!,
-          namespace: ns,
-          body: { preconditions: { uid: set.metadata?.uid }, propagationPolicy: "Background" },
-        })
-        .catch(ignoreGone);
+      await deleteStatefulSetFenced(this.o.clients.apps, {
+        ...set,
+        metadata: { ...set.metadata, namespace: ns },
+      });
     }
     return sets.length;
   }
@@ -953,9 +941,4 @@ export class PipelineRunReconciler {
 
 function ignoreAlreadyExists(err: unknown): void {
   if (!isConflict(err)) throw err;
-}
-
-function ignoreGone(err: unknown): void {
-  const code = statusCode(err);
-  if (code !== 404 && code !== 409) throw err;
 }
