@@ -34,6 +34,35 @@ export type Handler<T> = (obj: T) => void;
 /** The longest pause between two attempts to list or watch again. */
 const MAX_RETRY_MS = 30_000;
 
+/** Objects per page of a list (kubectl's default chunk size). A list is read page by page and each page
+ * trimmed before the next is read: a relist of thousands of large objects (a tenant's decoys wearing our
+ * labels, with megabytes of annotations) never holds more than one page of them untrimmed. */
+export const LIST_PAGE_SIZE = 500;
+
+/** One page of a list: `limit` objects from `_continue` (absent: the first page). */
+export type ListPage<T extends k8s.KubernetesObject> = (page: {
+  limit: number;
+  _continue?: string;
+}) => Promise<k8s.KubernetesListObject<T>>;
+
+/** Every object of a paginated list, each page trimmed as it arrives; the metadata of the last page (its
+ * resourceVersion is the list's: every page of one list is read at the first page's). */
+export async function listAllTrimmed<T extends k8s.KubernetesObject>(
+  list: ListPage<T>,
+  trim: Trim<T>,
+  limit = LIST_PAGE_SIZE,
+): Promise<k8s.KubernetesListObject<T>> {
+  const items: T[] = [];
+  let page: k8s.KubernetesListObject<T>;
+  let next: string | undefined;
+  do {
+    page = trimList(await list({ limit, ...(next ? { _continue: next } : {}) }), trim);
+    items.push(...page.items);
+    next = page.metadata?._continue || undefined;
+  } while (next);
+  return { ...page, metadata: { ...page.metadata, _continue: undefined }, items };
+}
+
 /**
  * One watched resource: a cache plus add/update/delete fan-out, restarted after watch errors.
  *
@@ -66,14 +95,14 @@ export class WatchedCache<T extends k8s.KubernetesObject> {
     readonly kind: string,
     kc: k8s.KubeConfig,
     path: string,
-    list: () => Promise<k8s.KubernetesListObject<T>>,
+    list: ListPage<T>,
     private readonly logger: Logger,
     labelSelector?: string,
     fieldSelector?: string,
     trim: Trim<T> = withoutManagedFields,
   ) {
     const listed = async () => {
-      const result = trimList(await list(), trim);
+      const result = await listAllTrimmed(list, trim);
       this.failures = 0;
       if (result.metadata?.resourceVersion) this.lastResourceVersion = result.metadata.resourceVersion;
       if (!this.synced) {
@@ -183,12 +212,13 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
       "PipelineRun",
       kc,
       `/apis/${TEKTON_GROUP}/${TEKTON_VERSION}/pipelineruns`,
-      () =>
+      (page) =>
         custom.listClusterCustomObject({
           group: TEKTON_GROUP,
           version: TEKTON_VERSION,
           plural: "pipelineruns",
           labelSelector: managed,
+          ...page,
         }),
       logger,
       managed,
@@ -199,14 +229,14 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
       "AffinityPolicy",
       kc,
       `/apis/${GROUP}/${VERSION}/${PLURAL}`,
-      () => custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL }),
+      (page) => custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, ...page }),
       logger,
     ),
     placeholderSets: new WatchedCache(
       "StatefulSet",
       kc,
       "/apis/apps/v1/statefulsets",
-      () => apps.listStatefulSetForAllNamespaces({ labelSelector: placeholders }),
+      (page) => apps.listStatefulSetForAllNamespaces({ labelSelector: placeholders, ...page }),
       logger,
       placeholders,
       undefined,
@@ -216,7 +246,7 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
       "Pod",
       kc,
       "/api/v1/pods",
-      () => core.listPodForAllNamespaces({ labelSelector: placeholders }),
+      (page) => core.listPodForAllNamespaces({ labelSelector: placeholders, ...page }),
       logger,
       placeholders,
       undefined,
@@ -227,7 +257,7 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
       "Node",
       kc,
       "/api/v1/nodes",
-      () => core.listNode(),
+      (page) => core.listNode(page),
       logger,
       undefined,
       undefined,
@@ -237,7 +267,7 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
       "Namespace",
       kc,
       "/api/v1/namespaces",
-      () => core.listNamespace(),
+      (page) => core.listNamespace(page),
       logger,
       undefined,
       undefined,
@@ -247,7 +277,7 @@ export function makeCaches(kc: k8s.KubeConfig, logger: Logger): Caches {
       "Event",
       kc,
       "/api/v1/events",
-      () => core.listEventForAllNamespaces({ fieldSelector: FAILED_CREATE_EVENTS }),
+      (page) => core.listEventForAllNamespaces({ fieldSelector: FAILED_CREATE_EVENTS, ...page }),
       logger,
       undefined,
       FAILED_CREATE_EVENTS,
