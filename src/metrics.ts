@@ -83,6 +83,12 @@ export function createMetrics() {
       help: "Work items not enqueued because too many were already waiting for Redis; the resync when Redis is back covers them.",
       registers: [registry],
     }),
+    webhookRefused: new Counter({
+      name: "tekton_affinity_webhook_requests_refused_total",
+      help: "Webhook requests answered 429 unread because the bytes in flight would pass the server's budget: in all, or from one source address. The apiserver's reviews are small: a rise means a flood from something else.",
+      labelNames: ["reason"],
+      registers: [registry],
+    }),
     webhookCacheMisses: new Counter({
       name: "tekton_affinity_webhook_cache_misses_total",
       help: "Admissions that found their PipelineRun or policies missing from this replica's cache, so they read the API once.",

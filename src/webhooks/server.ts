@@ -9,6 +9,7 @@ import type { Logger } from "pino";
 import type { AffinityPolicy, PipelineRun } from "../api/types.js";
 import type { Metrics } from "../metrics.js";
 import { type AdmissionDecision, type AdmissionReview, reviewResponse } from "./admission.js";
+import { BodyBudget } from "./body-budget.js";
 
 export const PATHS = {
   pipelineRuns: "/mutate/pipelineruns",
@@ -63,6 +64,12 @@ export function createApp(handlers: WebhookHandlers, metrics: Metrics, logger: L
   app.disable("etag");
   // No inflation: the apiserver never compresses a webhook request, and a small gzip body can inflate to
   // far more than the limit (body-parser counts the inflated bytes, but only after inflating them).
+  // At most so many request bytes held at once, per source address and in all (body-budget.ts).
+  const budget = new BodyBudget({
+    unknownLengthBytes: MAX_REVIEW_BYTES,
+    onRefused: (reason) => metrics.webhookRefused.inc({ reason }),
+  });
+  app.use(budget.middleware());
   app.use(express.json({ limit: MAX_REVIEW_BYTES, inflate: false }));
   // While draining, answer and close: the apiserver then opens its next connection to another
   // replica, instead of keeping an idle one to this replica that would be cut when it exits (a request

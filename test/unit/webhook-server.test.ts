@@ -9,6 +9,7 @@ import { expect } from "chai";
 import express from "express";
 import { pino } from "pino";
 import { createMetrics } from "../../src/metrics.js";
+import { BodyBudget } from "../../src/webhooks/body-budget.js";
 import { generateCertificateAuthority, generateServingCertificate } from "../../src/webhooks/certificates.js";
 import {
   APISERVER_IDLE_CONNECTION_MS,
@@ -133,6 +134,51 @@ describe("webhook server limits and failures", function () {
     expect((await post(PATHS.pods, JSON.stringify(review({})))).status).to.equal(200);
   });
 
+  it("holds at most 16 MiB of request bytes per source: a flood of large POSTs is refused unread, and the room comes back", async () => {
+    const { connect } = await import("node:net");
+    // Large POSTs whose bodies are still arriving: each has reserved its declared length.
+    const open: import("node:net").Socket[] = [];
+    const sendHeaders = (bytes: number) =>
+      new Promise<{ socket: import("node:net").Socket; reply: Promise<string> }>((resolve) => {
+        const socket = connect(port, "127.0.0.1", () => {
+          socket.write(
+            `POST ${PATHS.pods} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${bytes}\r\n\r\n{"a":"`,
+          );
+          let data = "";
+          const reply = new Promise<string>((done) => {
+            socket.on("data", (d) => {
+              data += d.toString();
+              done(data);
+            });
+            socket.on("close", () => done(data));
+          });
+          resolve({ socket, reply });
+        });
+        open.push(socket);
+      });
+    const before = await metrics.registry.getSingleMetricAsString(
+      "tekton_affinity_webhook_requests_refused_total",
+    );
+    try {
+      for (let i = 0; i < 4; i++) await sendHeaders(4 * 1024 * 1024);
+      await sleep(100);
+      // The fifth would pass 16 MiB from this address: 429 at once, its body never read.
+      const fifth = await sendHeaders(4 * 1024 * 1024);
+      expect(await fifth.reply).to.match(/^HTTP\/1.1 429/);
+      expect(await post(PATHS.pods, JSON.stringify(review({})))).to.deep.include({ status: 429 });
+      const after = await metrics.registry.getSingleMetricAsString(
+        "tekton_affinity_webhook_requests_refused_total",
+      );
+      expect(after).to.match(/reason="source"\} [1-9]/);
+      expect(after).to.not.equal(before);
+    } finally {
+      for (const socket of open) socket.destroy();
+    }
+    // Their connections closed, the room is free again: an ordinary review gets its answer.
+    await sleep(100);
+    expect((await post(PATHS.pods, JSON.stringify(review({})))).status).to.equal(200);
+  });
+
   it("caps connections and the time a request may take to arrive", async () => {
     const ca = await generateCertificateAuthority({ commonName: "test-ca", validityDays: 1 });
     const tls = await generateServingCertificate(ca, {
@@ -148,5 +194,22 @@ describe("webhook server limits and failures", function () {
     } finally {
       await new Promise((resolve) => https.close(resolve));
     }
+  });
+});
+
+describe("BodyBudget", () => {
+  it("refuses a source past its share, and every source past the total, and gives back what is done", () => {
+    const budget = new BodyBudget({ totalBytes: 100, perSourceBytes: 60, unknownLengthBytes: 50 });
+    expect(budget.take("attacker", 60)).to.equal("ok");
+    expect(budget.take("attacker", 1)).to.equal("source");
+    // The apiserver's address still has room...
+    expect(budget.take("apiserver", 30)).to.equal("ok");
+    // ...until the whole budget is used.
+    expect(budget.take("other", 20)).to.equal("total");
+    expect(budget.held()).to.equal(90);
+    budget.give("attacker", 60);
+    expect(budget.held("attacker")).to.equal(0);
+    expect(budget.take("other", 20)).to.equal("ok");
+    expect(budget.held()).to.equal(50);
   });
 });
