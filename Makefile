@@ -57,6 +57,7 @@ bench: deps
 	npx tsx bench/vs-tekton.ts
 	npx tsx bench/scale.ts
 	npx tsx bench/reserve.ts
+	npx tsx bench/decoys.ts
 
 clean:
 	rm -rf dist .cluster

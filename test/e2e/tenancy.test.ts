@@ -15,12 +15,14 @@ import { tektonClaimName } from "../../src/placement/names.js";
 import { MAX_WAIT_EXCEEDED_REASON } from "../../src/reconcilers/pipelinerun.js";
 import type { LocalCluster } from "../cluster/cluster.js";
 import { isNotFound, waitFor } from "../cluster/kube.js";
-import { e2e } from "./env.js";
+import { createDecoys, WebhookFlood } from "./decoys.js";
+import { e2e, waitForGate } from "./env.js";
 import {
   applyPolicy,
   createNamespace,
   createRun,
   getRun,
+  metricSum,
   pipelineRun,
   placeholderPods,
   RWO_TEMPLATE,
@@ -205,6 +207,74 @@ describe("tenancy: tenants cannot hurt each other", function () {
         (await placeholderPods(cluster, ns, created.metadata.uid!)).length === 0 &&
         (await cluster.clients.apps.listNamespacedStatefulSet({ namespace: ns })).items.length === 0,
     );
+  });
+});
+
+describe("tenancy: a hostile tenant's decoys and flood", function () {
+  this.timeout(300_000);
+
+  // Issue 24's scenario at a fifth of its size (bench/decoys.ts runs it whole and records the memory):
+  // more decoys than one list page, so a fresh replica's relist goes page by page against the apiserver.
+  const DECOYS = 600;
+
+  it("decoy StatefulSets with large annotations and a flood of large POSTs keep no other tenant's run from being gated and placed", async () => {
+    const env = await e2e();
+    const { cluster } = env;
+    const tenant = await createNamespace(cluster, "decoys");
+    await createDecoys(cluster, tenant, DECOYS, 50 * 1024);
+    const cachedSets = async () =>
+      metricSum(await env.controller.metrics(), "tekton_affinity_cached_objects", 'kind="StatefulSet"');
+    await waitFor(`the replica to cache the ${DECOYS} decoys`, async () => (await cachedSets()) >= DECOYS);
+    // A fresh replica lists them all (two pages) and is ready.
+    await env.controller.stop();
+    await env.controller.start();
+    await waitForGate(cluster);
+    expect(await cachedSets()).to.be.at.least(DECOYS);
+
+    const neighbour = await createNamespace(cluster, "neighbour");
+    await applyPolicy(cluster, neighbour, { mode: "pipelineruns" });
+    const refusedBefore = metricSum(
+      await env.controller.metrics(),
+      "tekton_affinity_webhook_requests_refused_total",
+    );
+    // From a tenant's address, not the apiserver's.
+    const flood = new WebhookFlood({
+      port: env.controller.port,
+      connections: 16,
+      bodyBytes: 4 * 1024 * 1024,
+      sourceAddress: "127.0.0.2",
+    });
+    flood.start();
+    try {
+      await waitFor("the flood to be under way", async () => flood.tally.requests > 16);
+      const runs = [];
+      for (let i = 0; i < 3; i++)
+        runs.push(
+          await createRun(
+            cluster,
+            pipelineRun(neighbour, { tasks: [{ name: "a" }, { name: "b", runAfter: ["a"] }] }),
+          ),
+        );
+      for (const run of runs) {
+        // The gate answered (a run it could not reach would be created ungated, unmanaged).
+        expect(run.metadata.labels?.[MANAGED_LABEL], run.metadata.name).to.equal("true");
+        expect(run.metadata.annotations?.[GATED_ANNOTATION], run.metadata.name).to.equal("true");
+      }
+      for (const run of runs) await waitForEvent(cluster, neighbour, run.metadata.name, "Placed");
+      for (const run of runs) await waitRunSucceeded(cluster, neighbour, run.metadata.name);
+    } finally {
+      const tally = await flood.stop();
+      console.log(`      flood: ${JSON.stringify(tally)}`);
+    }
+    // The flood was there, and the server refused what passed its budget, unread.
+    expect(flood.tally.requests).to.be.greaterThan(16);
+    const refused = metricSum(
+      await env.controller.metrics(),
+      "tekton_affinity_webhook_requests_refused_total",
+    );
+    expect(refused - refusedBefore).to.be.greaterThan(0);
+    // The decoys' namespace goes with its 30 MB, so later tests do not carry it.
+    await cluster.clients.core.deleteNamespace({ name: tenant });
   });
 });
 
