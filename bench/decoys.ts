@@ -98,6 +98,7 @@ async function main() {
     });
   try {
     await installCrd(cluster);
+    await cluster.clients.core.createNamespace({ body: { metadata: { name: "tekton-affinity" } } });
     const first = replica("decoys-baseline");
     await first.start();
     await waitForGate(cluster);
@@ -173,7 +174,7 @@ async function main() {
               const run: PipelineRun = await getRun(cluster, other, r.name);
               if (run.spec.status === undefined && !releasedAt.has(r.name))
                 releasedAt.set(r.name, Date.now());
-              if (succeeded(run)) done++;
+              if (succeeded(run) === "True" || succeeded(run) === "False") done++;
             }
             return done === runs.length;
           },
@@ -183,9 +184,19 @@ async function main() {
       })(),
     );
     const tally = await flood.stop();
-    const runsSucceeded = await Promise.all(
-      runs.map(async (r) => succeeded(await getRun(cluster, other, r.name))),
-    );
+    const finished = await Promise.all(runs.map((r) => getRun(cluster, other, r.name)));
+    const runsSucceeded = finished.map((r) => succeeded(r));
+    // Why the runs that did not succeed failed, each reason once.
+    const failures = [
+      ...new Set(
+        finished
+          .filter((r) => succeeded(r) !== "True")
+          .map((r) => {
+            const c = r.status?.conditions?.find((x) => x.type === "Succeeded");
+            return `${c?.reason}: ${c?.message?.slice(0, 300)}`;
+          }),
+      ),
+    ];
     const latencies = runs
       .map((r) => (floodPhase.value.get(r.name) ?? Number.NaN) - r.createdAt)
       .filter((ms) => Number.isFinite(ms))
@@ -218,6 +229,7 @@ async function main() {
         runs: runs.length,
         gated: runs.filter((r) => r.gated).length,
         succeeded: runsSucceeded.filter((s) => s === "True").length,
+        failures,
         releasedMs: latencies.length
           ? { p50: Math.round(percentile(latencies, 50)), p99: Math.round(percentile(latencies, 99)) }
           : undefined,
