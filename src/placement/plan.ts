@@ -232,6 +232,15 @@ export function claimConflict(
   return undefined;
 }
 
+/** What a run shows when a task binds two claims held apart: the task, the workspaces, and what to do. */
+export function conflictMessage(c: ClaimConflict): string {
+  return (
+    `task "${c.task}" binds ${c.workspaces.length} claim-backed workspaces whose volumes attach to one node at a time ` +
+    `(${c.workspaces.join(", ")}), but mode "workspaces" places each such claim on a node of its own and a TaskRun runs on one node: ` +
+    'bind at most one of them per task (ReadWriteMany and ReadOnlyMany claims do not count), or use an AffinityPolicy with mode "pipelineruns"'
+  );
+}
+
 /** The placeholder a task pod must follow, by the PVC claims it mounts (workspaces mode) or the run. */
 export function placeholderForPod(
   runUid: string,

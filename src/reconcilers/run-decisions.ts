@@ -38,6 +38,7 @@ import { tektonClaimName } from "../placement/names.js";
 import {
   type ClaimConflict,
   claimConflict,
+  conflictMessage,
   isOnePodClaim,
   isSingleNodeClaim,
   type PlaceholderPlan,
@@ -550,14 +551,6 @@ function runConflict(obs: RunObservation): ClaimConflict | undefined {
     obs.run,
     obs.spec.mode,
     obs.placeholders.map((p) => p.plan),
-  );
-}
-
-export function conflictMessage(c: ClaimConflict): string {
-  return (
-    `task "${c.task}" binds ${c.workspaces.length} claim-backed workspaces whose volumes attach to one node at a time ` +
-    `(${c.workspaces.join(", ")}), but mode "workspaces" places each such claim on a node of its own and a TaskRun runs on one node: ` +
-    'bind at most one of them per task (ReadWriteMany and ReadOnlyMany claims do not count), or use an AffinityPolicy with mode "pipelineruns"'
   );
 }
 

@@ -22,7 +22,12 @@ import {
 import { resolvePolicy } from "../api/resolve.js";
 import { boundedSpec, DEFAULT_TENANCY_LIMITS, type TenancyLimits } from "../api/tenancy.js";
 import type { AffinityPolicy, AffinityPolicySpec, PipelineRun } from "../api/types.js";
-import { DEFAULT_COSCHEDULED_CLAIMS } from "../placement/plan.js";
+import {
+  claimConflict,
+  conflictMessage,
+  DEFAULT_COSCHEDULED_CLAIMS,
+  planPlaceholders,
+} from "../placement/plan.js";
 import {
   carriesPlacement,
   newPlacementToken,
@@ -153,6 +158,21 @@ export function gatePipelineRun(
   const warnings: string[] = [];
   if (selected && tektonConflict)
     warnings.push(`tekton-affinity: not co-scheduling this PipelineRun: ${tektonConflict}`);
+  // A task that binds two claims held apart, where the run itself says so: nothing will be created for
+  // it, and the reconciler fails it (or starts it uncoscheduled) at once. Only template claims, whose
+  // access modes are in the run: a user PVC's are read by the reconciler.
+  const conflict =
+    spec?.mode === "workspaces"
+      ? claimConflict(
+          run,
+          "workspaces",
+          planPlaceholders(run, "workspaces", {}, which).filter((p) => p.claims.every((c) => c.template)),
+        )
+      : undefined;
+  if (conflict)
+    warnings.push(
+      `tekton-affinity: ${conflictMessage(conflict)}. This PipelineRun will ${(spec?.onMaxWait ?? "Fail") === "Release" ? "start without co-scheduling" : "fail"} at once`,
+    );
   if (removed.length)
     warnings.push(
       `tekton-affinity: dropped ${[...new Set(removed)].join(", ")}: labels and annotations under ${OWNED_PREFIX} are set by the controller only${managed ? "" : " (no AffinityPolicy manages this PipelineRun)"}`,

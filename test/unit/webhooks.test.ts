@@ -597,6 +597,30 @@ describe("gatePipelineRun", () => {
       expect(entries.map((s) => s.pipelineTaskName)).to.deep.equal(["clone", "build", "report", "tidy"]);
     });
 
+    it("warns at creation when a task binds two template claims held apart, and not for a user PVC it cannot judge", () => {
+      const two = wsRun();
+      const spec = two.spec.pipelineSpec as { tasks: { name: string; workspaces?: unknown[] }[] };
+      spec.tasks[1]!.workspaces = [{ name: "source" }, { name: "out" }];
+      const warned = gatePipelineRun(two, [ws], undefined, undefined, fixedToken).warnings ?? [];
+      expect(warned.join("\n"))
+        .to.contain('task "build"')
+        .and.contain("(source, out)")
+        .and.contain("will fail at once");
+      const release = policy("ws", { mode: "workspaces", onMaxWait: "Release" });
+      expect(
+        (gatePipelineRun(two, [release], undefined, undefined, fixedToken).warnings ?? []).join("\n"),
+      ).to.contain("will start without co-scheduling at once");
+      // The same with "out" a user PVC: its access modes are unknown here, so no warning.
+      const user = structuredClone(two);
+      user.spec.workspaces = user.spec.workspaces!.map((w) =>
+        w.name === "out" ? { name: "out", persistentVolumeClaim: { claimName: "mine" } } : w,
+      );
+      expect(gatePipelineRun(user, [ws], undefined, undefined, fixedToken).warnings ?? []).to.deep.equal([]);
+      expect(gatePipelineRun(wsRun(), [ws], undefined, undefined, fixedToken).warnings ?? []).to.deep.equal(
+        [],
+      );
+    });
+
     it("replaces a copied run's stale task terms with its own", () => {
       const first = applyPatch(
         wsRun(),
