@@ -15,11 +15,9 @@ import { resolve } from "node:path";
 import { findOverlaps, overlapReport } from "../src/api/resolve.js";
 import { PATHS } from "../src/webhooks/server.js";
 import { cachedNamespace, policy, stats, taskPod, webhookApp } from "./fixtures.js";
+import { numberArg } from "./measure.js";
 
-const arg = (name: string, fallback: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : fallback;
-};
+const arg = numberArg;
 const POLICIES = arg("policies", 500);
 const RUNS = arg("runs", 5000);
 const REQUESTS = arg("requests", 2000);

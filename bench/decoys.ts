@@ -36,19 +36,16 @@ import {
   pipelineRun,
   succeeded,
 } from "../test/e2e/helpers.js";
-import { compiledController, percentile } from "./measure.js";
+import { compiledController, numberArg, percentile } from "./measure.js";
 
 const RESULTS = resolve(import.meta.dirname, "results", "decoys.json");
 
-function arg(name: string, fallback: string): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return Number(i > 0 ? (process.argv[i + 1] ?? fallback) : fallback);
-}
-const DECOYS = arg("decoys", "3000");
-const ANNOTATION_KB = arg("annotation-kb", "50");
-const FLOOD_CONNECTIONS = arg("flood-connections", "64");
-const FLOOD_MB = arg("flood-mb", "4");
-const RUNS = arg("runs", "20");
+const arg = numberArg;
+const DECOYS = arg("decoys", 3000);
+const ANNOTATION_KB = arg("annotation-kb", 50);
+const FLOOD_CONNECTIONS = arg("flood-connections", 64);
+const FLOOD_MB = arg("flood-mb", 4);
+const RUNS = arg("runs", 20);
 const SETTLE_MS = 15_000;
 
 const mb = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;

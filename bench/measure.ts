@@ -6,6 +6,12 @@ import * as k8s from "@kubernetes/client-node";
 import type { LocalCluster } from "../test/cluster/cluster.js";
 
 /** The p-th percentile of ascending values (nearest rank); NaN for none (JSON: null). */
+/** A numeric command-line option: the value after `--<name>`, or `fallback`. */
+export function numberArg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+}
+
 export function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
 }

@@ -38,14 +38,11 @@ import { sleep } from "../test/cluster/processes.js";
 import { installCrd } from "../test/e2e/env.js";
 import { applyPolicy, createNamespace, createRun, metricSum, uniqueName } from "../test/e2e/helpers.js";
 import { ReplicaSet } from "../test/e2e/replicas.js";
-import { inform, percentile } from "./measure.js";
+import { inform, numberArg, percentile } from "./measure.js";
 
 const RESULTS = resolve(import.meta.dirname, "results", "reserve.json");
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : fallback;
-}
+const arg = numberArg;
 const RUNS = arg("runs", 40);
 const NODES = arg("nodes", 6);
 const NODE_CPU = arg("node-cpu", 4);

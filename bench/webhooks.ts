@@ -36,11 +36,9 @@ import { MANAGED_LABEL } from "../src/api/constants.js";
 import { generateCertificateAuthority, generateServingCertificate } from "../src/webhooks/certificates.js";
 import { listen, PATHS } from "../src/webhooks/server.js";
 import { cachedNamespace, webhookApp } from "./fixtures.js";
+import { numberArg } from "./measure.js";
 
-const arg = (name: string, fallback: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : fallback;
-};
+const arg = numberArg;
 const SECONDS = arg("seconds", 10);
 const CONNECTIONS = arg("connections", 32);
 const RATE = arg("rate", 1000);

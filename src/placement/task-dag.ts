@@ -14,19 +14,16 @@
 // heaviest antichain weighs as much as the lightest cover of the tasks by chains, which is the total
 // weight less a maximum flow through the bipartite graph of "u runs before v" pairs.
 
-import type { PipelineSpec, PipelineTask, Resources } from "./task-resources.js";
+import { type PipelineSpec, pipelineTasks, type Resources } from "./task-resources.js";
 
 /** `$(tasks.<name>.results.` references: Tekton waits for <name> before it starts the referencing task. */
 const RESULT_REFERENCE = /\$\(tasks\.([^.)]+)\.results\./g;
 
 /** For each task of the pipeline (tasks, then finally), the tasks it directly runs after. */
 export function taskPredecessors(spec: PipelineSpec): Map<string, Set<string>> {
-  const list = (v: unknown): PipelineTask[] =>
-    Array.isArray(v)
-      ? v.filter((t): t is PipelineTask => typeof t === "object" && t !== null && typeof t.name === "string")
-      : [];
-  const tasks = list(spec.tasks);
-  const finallyTasks = list(spec.finally);
+  // Well-formed tasks only, as the reservation sizes them.
+  const tasks = pipelineTasks({ tasks: spec.tasks });
+  const finallyTasks = pipelineTasks({ finally: spec.finally });
   const names = new Set([...tasks, ...finallyTasks].map((t) => t.name));
   const out = new Map<string, Set<string>>();
   for (const task of tasks) {
